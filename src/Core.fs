@@ -112,16 +112,18 @@ module Functions =
         let rowSum = e.RowSums()
         e.MapIndexed((fun i _ v -> v / rowSum[i]), Zeros.Include)
 
-    /// Mean cross-entropy error over the batch: -Σ t·log(y + δ) / N, with the book's δ = 1e-7
-    /// that keeps log(0) = -∞ out (4.2.2).
-    let inline crossEntropyError (y: Matrix< ^T >) (t: Labels< ^T >) : ^T =
-        let delta = ofFloat 1e-7
+    /// Mean cross-entropy error over the batch, -Σ t·log(y + delta) / N, for a given delta.
+    let inline crossEntropyErrorWith (delta: ^T) (y: Matrix< ^T >) (t: Labels< ^T >) : ^T =
         let n = ofFloat (float y.RowCount)
         let total =
             match t with
             | Labels.ClassIndices t -> Seq.init y.RowCount (fun i -> log (y[i, t[i]] + delta)) |> Seq.sum
             | Labels.OneHot t -> t.PointwiseMultiply(y |> map (fun v -> log (v + delta))).Enumerate() |> Seq.sum
         -total / n
+
+    /// Mean cross-entropy error over the batch: -Σ t·log(y + δ) / N, with the book's δ = 1e-7
+    /// that keeps log(0) = -∞ out (4.2.2).
+    let inline crossEntropyError (y: Matrix< ^T >) (t: Labels< ^T >) : ^T = crossEntropyErrorWith (ofFloat 1e-7) y t
 
 // ─── 5.5, 5.6 Layers ────────────────────────────────────────────────────────────────────────────
 
@@ -409,9 +411,16 @@ module Network =
             a[i] <- tmp
             (fxh1 - fxh2) / (h + h))
 
-    /// The gradient of every parameter by numerical differentiation: slow, and only for checking
-    /// backpropagation (4.4.2, 5.7.3). Works on a private copy of the parameters, so the model
-    /// passed in is never touched.
+    /// The loss with no δ inside the log: -Σ t·log(y) / N. Backpropagation's (y - t) / N is the
+    /// exact gradient of this function; the δ of `loss` shifts the true gradient by a factor
+    /// y / (y + δ), about 1e-6 for y ≈ 0.1, which would swamp the check. (The book's gradient-check
+    /// figures, 1e-10 to 1e-13, are what this gives.)
+    let inline lossWithoutDelta (model: Model< ^T >) (x: Matrix< ^T >) (t: Labels< ^T >) =
+        Functions.crossEntropyErrorWith LanguagePrimitives.GenericZero (Functions.softmax (predict model x)) t
+
+    /// The gradient of every parameter by numerical differentiation of lossWithoutDelta: slow,
+    /// and only for checking backpropagation (4.4.2, 5.7.3). Works on a private copy of the
+    /// parameters, so the model passed in is never touched.
     let inline numericalGradient (model: Model< ^T >) (x: Matrix< ^T >) (t: Labels< ^T >) : Grads< ^T > list =
         let copy =
             { model with
@@ -420,7 +429,7 @@ module Network =
                     |> List.map (function
                         | Params.Affine p -> Params.Affine { W = p.W.Clone(); b = p.b.Clone() }
                         | Params.Empty -> Params.Empty) }
-        let f () = loss copy x t
+        let f () = lossWithoutDelta copy x t
         copy.Params
         |> List.map (function
             | Params.Affine p ->

@@ -31,6 +31,10 @@ module Mnist =
                 use gz = new GZipStream(new MemoryStream(raw), CompressionMode.Decompress)
                 use out = new MemoryStream()
                 gz.CopyTo out
+                // A gzip file ends with the length of its content (mod 2^32): a truncated or
+                // damaged file that inflates without an error still fails this check.
+                let size = BitConverter.ToUInt32(raw, raw.Length - 4)
+                if raw.Length < 18 || uint32 out.Length <> size then fail path "corrupt gzip data (truncated or damaged)"
                 out.ToArray()
             with :? InvalidDataException as e -> fail path $"corrupt gzip data ({e.Message.TrimEnd('.')})"
         else
@@ -44,11 +48,10 @@ module Mnist =
     let readIdx (path: string) (dimensions: int) : int[] * byte[] =
         let bytes = readBytes path
         let header = 4 + 4 * dimensions
-        if bytes.Length < header then fail path $"truncated: %d{bytes.Length} bytes, shorter than the %d{header}-byte IDX header"
-        let magic = bigEndian bytes 0
         let expected = 0x0800 ||| dimensions
-        if magic <> expected then
-            fail path $"wrong magic number 0x%08X{magic}, expected 0x%08X{expected} (an IDX file of unsigned bytes with %d{dimensions} dimension(s))"
+        if bytes.Length >= 4 && bigEndian bytes 0 <> expected then
+            fail path $"wrong magic number 0x%08X{bigEndian bytes 0}, expected 0x%08X{expected} (an IDX file of unsigned bytes with %d{dimensions} dimension(s))"
+        if bytes.Length < header then fail path $"truncated: %d{bytes.Length} bytes, shorter than the %d{header}-byte IDX header"
         let dims = Array.init dimensions (fun i -> bigEndian bytes (4 + 4 * i))
         if dims |> Array.exists (fun d -> d < 0) then fail path $"invalid dimensions %A{dims}"
         let size = dims |> Array.fold (fun acc d -> acc * int64 d) 1L

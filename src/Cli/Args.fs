@@ -1,0 +1,73 @@
+/// The command line of `backprop`, as Argu unions: one per subcommand.
+module Backprop.Cli.Args
+
+open Argu
+
+/// The activation between Affine layers, as the command line spells it.
+type ActivationArg =
+    /// ReLU (the book's default).
+    | Relu
+    /// Sigmoid.
+    | Sigmoid
+
+/// Options of `train`.
+type TrainArgs =
+    | Hidden of size: int list
+    | Activation of ActivationArg
+    | Lr of rate: float
+    | Batch of size: int
+    | Iters of count: int
+    | Epochs of count: int
+    | Seed of seed: int
+    | Weight_Init_Std of std: float
+    | Data of dir: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Hidden _ -> "hidden layer sizes, one or more (default: 50; e.g. --hidden 100 50 for a deeper net)."
+            | Activation _ -> "activation between Affine layers (default: relu)."
+            | Lr _ -> "SGD learning rate (default: 0.1)."
+            | Batch _ -> "mini-batch size, drawn at random with replacement (default: 100)."
+            | Iters _ -> "number of SGD steps (default: 10000)."
+            | Epochs _ -> "number of epochs instead of --iters (an epoch is training-set size / batch steps)."
+            | Seed _ -> "seed for the initial weights and the batches drawn (default: 42)."
+            | Weight_Init_Std _ -> "standard deviation of the initial weights (default: 0.01)."
+            | Data _ -> "directory with the four MNIST-layout IDX files, .gz or raw (default: the shipped data/mnist)."
+
+/// Options of `gradcheck`.
+type GradcheckArgs =
+    | Hidden of size: int list
+    | Activation of ActivationArg
+    | Count of images: int
+    | Seed of seed: int
+    | Data of dir: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Hidden _ -> "hidden layer sizes (default: 50)."
+            | Activation _ -> "activation between Affine layers (default: relu)."
+            | Count _ -> "how many of the first training images to check on (default: 3, as the book)."
+            | Seed _ -> "seed for the initial weights (default: 42)."
+            | Data _ -> "directory with the MNIST-layout IDX files (default: the shipped data/mnist)."
+
+/// Options of `demo` (none).
+type DemoArgs =
+    | [<Hidden>] Unused
+
+    interface IArgParserTemplate with
+        member _.Usage = ""
+
+/// The subcommands of `backprop`.
+type Command =
+    | [<SubCommand; CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
+    | [<SubCommand; CliPrefix(CliPrefix.None)>] Gradcheck of ParseResults<GradcheckArgs>
+    | [<SubCommand; CliPrefix(CliPrefix.None)>] Demo of ParseResults<DemoArgs>
+
+    interface IArgParserTemplate with
+        member c.Usage =
+            match c with
+            | Train _ -> "train the network on MNIST with mini-batch SGD (defaults: the book's recipe)."
+            | Gradcheck _ -> "compare backpropagation with numerical gradients on the first training images."
+            | Demo _ -> "the book's shopping example: forward and backward through multiply and add nodes."

@@ -1,0 +1,42 @@
+/// Helpers shared by the tests: matrices from literals, random inputs, numerical gradients, data.
+module Common
+
+open System
+open System.IO
+open MathNet.Numerics.LinearAlgebra
+open Backprop
+
+/// A float64 matrix from rows.
+let matrix (rows: float list list) = Matrix<float>.Build.DenseOfRows(rows |> List.map Seq.ofList)
+
+/// A float64 vector.
+let vector (v: float list) = Vector<float>.Build.DenseOfEnumerable v
+
+/// A random matrix with entries uniform in [-1, 1] from a fixed seed.
+let random (seed: int) rows cols =
+    let rng = Random(seed)
+    Matrix<float>.Build.Dense(rows, cols, fun _ _ -> rng.NextDouble() * 2.0 - 1.0)
+
+/// The numerical gradient of the scalar f at x (central difference, h = 1e-4), on a copy of x.
+let numericalGradient (f: Matrix<float> -> float) (x: Matrix<float>) =
+    let x = x.Clone()
+    let g = Network.numericalGradientOf (fun () -> f x) (x.AsColumnMajorArray())
+    Matrix<float>.Build.Dense(x.RowCount, x.ColumnCount, g)
+
+/// The largest absolute difference between two matrices of the same shape.
+let maxAbsDiff (a: Matrix<float>) (b: Matrix<float>) = (a - b).Enumerate() |> Seq.map abs |> Seq.max
+
+/// A model with the given layers and parameters, stateless.
+let modelOf (layers: Layer list) (ps: Params<'T> list) : Model<'T> =
+    { Layers = layers; Params = ps; States = layers |> List.map (fun _ -> LayerState.Stateless) }
+
+/// The repository's data/mnist, found from the test binary upwards.
+let mnistDir =
+    let rec up (d: DirectoryInfo) =
+        if isNull d then failwith "data/mnist not found above the test binary"
+        let c = Path.Combine(d.FullName, "data", "mnist")
+        if Directory.Exists c then c else up d.Parent
+    up (DirectoryInfo AppContext.BaseDirectory)
+
+/// MNIST, read once for every test that needs it.
+let mnist = lazy (Mnist.load mnistDir)

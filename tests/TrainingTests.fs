@@ -1,0 +1,54 @@
+/// Training as a fold: the SGD step, reproducibility, and short end-to-end runs on MNIST.
+module TrainingTests
+
+open Expecto
+open Backprop
+open Common
+
+let private small = { Training.bookRecipe with Iterations = 50; BatchSize = 20 }
+
+[<Tests>]
+let tests =
+    testList "training" [
+        test "sgdStep returns a new model and leaves the old one as it was" {
+            let train, _ = mnist.Force()
+            let m: Model<float> = Training.initialModel small
+            let before = match m.Params[0] with Params.Affine p -> p.W.Clone() | Params.Empty -> failwith "W1"
+            let m', loss = Training.sgdStep 0.1 m (Dataset.batch train [| 0 .. 19 |])
+            Expect.floatClose { absolute = 0.01; relative = 0.0 } loss (log 10.0) "the first loss is about ln 10 (uniform guesses)"
+            match m.Params[0], m'.Params[0] with
+            | Params.Affine p, Params.Affine p' ->
+                Expect.equal p.W before "old W1 unchanged"
+                Expect.notEqual p'.W before "new W1 moved"
+            | _ -> failtest "W1"
+        }
+        test "same seed, same numbers; another seed, other numbers" {
+            let train, test = mnist.Force()
+            let sub = Dataset.take 1000 train
+            let run seed = Training.epochs { small with Seed = seed } sub (Dataset.take 500 test) (Training.initialModel { small with Seed = seed }: Model<float>) |> Seq.toList
+            let a, b, c = run 1, run 1, run 2
+            Expect.equal (a |> List.map (fun r -> r.Losses, r.TestAccuracy)) (b |> List.map (fun r -> r.Losses, r.TestAccuracy)) "identical runs"
+            Expect.notEqual (a |> List.map (fun r -> r.Losses)) (c |> List.map (fun r -> r.Losses)) "other seed"
+            Expect.equal (a |> List.map (fun r -> r.Epoch, r.Iteration)) [ 1, 50 ] "1000 images / batch 20 = 50 steps an epoch"
+        }
+        test "epochs: one report per epoch, the last one partial" {
+            let train, test = mnist.Force()
+            let sub = Dataset.take 200 train
+            let reports = Training.epochs { small with Iterations = 25 } sub (Dataset.take 100 test) (Training.initialModel small: Model<float>) |> Seq.toList
+            Expect.equal (reports |> List.map (fun r -> r.Epoch, r.Iteration, r.Losses.Length)) [ 1, 10, 10; 2, 20, 10; 3, 25, 5 ] "200 / 20 = 10 steps an epoch"
+        }
+        test "one epoch of the book's recipe (600 steps, float64) reaches test accuracy above 0.90" {
+            let train, test = mnist.Force()
+            let config = { Training.bookRecipe with Iterations = 600 }
+            let last = Training.epochs config train test (Training.initialModel config: Model<float>) |> Seq.last
+            Expect.isGreaterThan last.TestAccuracy 0.90 "test accuracy"
+            Expect.isGreaterThan last.TrainAccuracy 0.90 "train accuracy"
+            Expect.isLessThan (Array.last last.Losses) 0.6 "the loss fell from ln 10 = 2.30"
+        }
+        test "float32 trains through the same code: 600 steps above 0.90" {
+            let train, test = mnist.Force()
+            let config = { Training.bookRecipe with Iterations = 600 }
+            let last = Training.epochs config train test (Training.initialModel config: Model<float32>) |> Seq.last
+            Expect.isGreaterThan last.TestAccuracy 0.90 "test accuracy"
+        }
+    ]
