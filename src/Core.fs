@@ -201,12 +201,14 @@ module Affine =
         let out = (Linalg.mul x p.W).MapIndexed((fun _ j v -> v + p.b[j]), Zeros.Include)
         out, { x = x; xShape = [| x.RowCount; x.ColumnCount |]; W = p.W }
 
-    /// dx = dout · Wᵀ, dW = xᵀ · dout, db = the column sums of dout (b was added to every row,
-    /// so its gradient gathers every row's).
+    /// The parameters' gradients alone: dW = xᵀ · dout, db = the column sums of dout (b was
+    /// added to every row, so its gradient gathers every row's).
+    let inline gradients (cache: AffineCache< ^T >) (dout: Matrix< ^T >) =
+        { dW = Linalg.mulTN cache.x dout; db = dout.ColumnSums() }
+
+    /// dx = dout · Wᵀ, and the gradients dW, db.
     let inline backward (cache: AffineCache< ^T >) (dout: Matrix< ^T >) =
-        let dx = Linalg.mulNT dout cache.W
-        let dW = Linalg.mulTN cache.x dout
-        dx, { dW = dW; db = dout.ColumnSums() }
+        Linalg.mulNT dout cache.W, gradients cache dout
 
     /// forward for an input of any shape: each sample is flattened to one row first.
     let inline forwardTensor (p: AffineParams< ^T >) (x: Tensor< ^T >) =
@@ -324,6 +326,14 @@ module Layer =
         | Cache.Relu c -> Relu.backward c dout, Grads.Empty
         | Cache.Sigmoid c -> Sigmoid.backward c dout, Grads.Empty
 
+    /// The gradients of the layer's parameters without dx, for the first layer of a network:
+    /// its dx would be the gradient for the input images, which nothing uses.
+    let inline gradients (cache: Cache< ^T >) (dout: Matrix< ^T >) =
+        match cache with
+        | Cache.Affine c -> Grads.Affine(Affine.gradients c dout)
+        | Cache.Relu _
+        | Cache.Sigmoid _ -> Grads.Empty
+
 /// Building networks and computing with them: predict, loss, accuracy and gradients.
 [<RequireQualifiedAccess>]
 module Network =
@@ -384,19 +394,21 @@ module Network =
     let inline argmax (scores: Matrix< ^T >) = Array.init scores.RowCount (fun i -> scores.Row(i).MaximumIndex())
 
     /// The loss and the gradient of every layer's parameters by backpropagation: one forward
-    /// pass, then each layer's backward from the last to the first. Also returns the new states.
+    /// pass, then each layer's backward from the last to the first (the first layer computes
+    /// no dx: nothing lies below it). Also returns the new states.
     let inline gradient (model: Model< ^T >) (x: Matrix< ^T >) (t: Labels< ^T >) =
         let scores, caches, states = forward model x
         let loss, lastCache = SoftmaxWithLoss.forward scores t
         let dout = SoftmaxWithLoss.backward lastCache LanguagePrimitives.GenericOne
-        let _, grads =
-            caches
+        let upper, first = List.take (caches.Length - 1) caches, List.last caches
+        let dout, grads =
+            upper
             |> List.fold
                 (fun (dout, grads) cache ->
                     let dx, g = Layer.backward cache dout
                     dx, g :: grads)
                 (dout, [])
-        loss, grads, states
+        loss, Layer.gradients first dout :: grads, states
 
     /// The central difference (f(a + h) - f(a - h)) / 2h for each element of a, with the book's
     /// h = 1e-4 (4.3). f must read a; a is restored after each element.

@@ -35,6 +35,7 @@ let tests =
             Expect.stringStarts lines[0] "train: network 784-50-10 relu + softmax-with-loss, lr 0.1, batch 50" "recipe"
             Expect.stringContains lines[0] "iterations 40 (1200 per epoch)" "iterations"
             Expect.stringContains lines[0] "seed 42" "seed"
+            Expect.stringContains lines[0] "precision single" "float32 is the default"
             Expect.stringContains lines[0] (Path.GetFullPath mnistDir) "data directory"
             Expect.stringStarts lines[1] "epoch 1  iter 40  train acc 0." "epoch line"
             Expect.stringContains lines[1] "test acc 0." "test accuracy named"

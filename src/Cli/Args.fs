@@ -10,8 +10,16 @@ type ActivationArg =
     /// Sigmoid.
     | Sigmoid
 
+/// The element type of the matrices.
+type PrecisionArg =
+    /// float32.
+    | Single
+    /// float64.
+    | Double
+
 /// Options of `train`.
 type TrainArgs =
+    | Precision of PrecisionArg
     | Hidden of size: int list
     | Activation of ActivationArg
     | Lr of rate: float
@@ -25,6 +33,7 @@ type TrainArgs =
     interface IArgParserTemplate with
         member a.Usage =
             match a with
+            | Precision _ -> "element type of every matrix: single (float32) or double (float64) (default: single)."
             | Hidden _ -> "hidden layer sizes, one or more (default: 50; e.g. --hidden 100 50 for a deeper net)."
             | Activation _ -> "activation between Affine layers (default: relu)."
             | Lr _ -> "SGD learning rate (default: 0.1)."

@@ -79,11 +79,19 @@ let train (args: ParseResults<TrainArgs>) =
                 | Some n, _ -> n
                 | None, Some e -> e * perEpoch
                 | None, None -> Training.bookRecipe.Iterations }
+    let precision = args.GetResult(Precision, defaultValue = Single)
     printfn
-        $"train: network {describeNet config} + softmax-with-loss, lr %g{config.LearningRate}, batch %d{config.BatchSize} (random, with replacement), iterations %d{config.Iterations} (%d{perEpoch} per epoch), weights N(0, %g{config.WeightInitStd}^2), seed %d{config.Seed}, precision double, data {Path.GetFullPath dataDir}"
-    let model: Model<float> = Training.initialModel config
+        $"""train: network {describeNet config} + softmax-with-loss, lr %g{config.LearningRate}, batch %d{config.BatchSize} (random, with replacement), iterations %d{config.Iterations} (%d{perEpoch} per epoch), weights N(0, %g{config.WeightInitStd}^2), seed %d{config.Seed}, precision {(if precision = Single then "single" else "double")}, data {Path.GetFullPath dataDir}"""
+    // One code path for both precisions: the element type is fixed by the initial model's type.
+    let inline run (initial: Model< ^T >) =
+        Training.epochs config trainSet testSet initial
+        |> Seq.map (fun r -> {| Epoch = r.Epoch; Iteration = r.Iteration; TrainAccuracy = r.TrainAccuracy; TestAccuracy = r.TestAccuracy; MeanLoss = r.MeanLoss |})
+    let reports =
+        match precision with
+        | Single -> run (Training.initialModel config: Model<float32>)
+        | Double -> run (Training.initialModel config: Model<float>)
     let last =
-        Training.epochs config trainSet testSet model
+        reports
         |> Seq.fold
             (fun _ report ->
                 printfn
