@@ -525,7 +525,7 @@ module Dataset =
 [<RequireQualifiedAccess>]
 module Evaluate =
     /// Rows per block when a whole dataset is evaluated: bounds the memory an evaluation takes.
-    let blockSize = 10000
+    let blockSize = 2000
 
     /// The fraction of images in d whose predicted class is their label, computed block by block.
     let inline accuracy (model: Model< ^T >) (d: Dataset) : float =
@@ -610,10 +610,9 @@ module Training =
             | p, _ -> p
         { model with Params = List.map2 update model.Params grads; States = states }, loss
 
-    /// The run, one report per epoch, lazily: the fold of sgdStep over the mini-batches, with
-    /// accuracy on the whole training and test sets at the end of each epoch. The last report
-    /// holds the trained model; enumerating the sequence again repeats the same run.
-    let inline epochs (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
+    /// The run without evaluation, one report per epoch, lazily: the fold of sgdStep over the
+    /// mini-batches, cut into epochs. The accuracies are left NaN (see `evaluated`).
+    let inline trained (config: TrainConfig) (train: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
         let lr = ofFloat config.LearningRate
         let step (model, losses) indices =
             let model', loss = sgdStep lr model (Dataset.batch train indices)
@@ -625,14 +624,36 @@ module Training =
         |> Seq.scan
             (fun previous chunk ->
                 let model, losses = chunk |> Array.fold step (previous.Model, [])
-                { Epoch = previous.Epoch + 1
-                  Iteration = previous.Iteration + chunk.Length
-                  Model = model
-                  Losses = losses |> List.rev |> Array.ofList
-                  TrainAccuracy = Evaluate.accuracy model train
-                  TestAccuracy = Evaluate.accuracy model test })
+                { previous with
+                    Epoch = previous.Epoch + 1
+                    Iteration = previous.Iteration + chunk.Length
+                    Model = model
+                    Losses = losses |> List.rev |> Array.ofList })
             start
         |> Seq.skip 1
+
+    /// The report with the accuracy of its model on the whole training and test sets.
+    let inline evaluated (train: Dataset) (test: Dataset) (report: EpochReport< ^T >) =
+        { report with TrainAccuracy = Evaluate.accuracy report.Model train; TestAccuracy = Evaluate.accuracy report.Model test }
+
+    /// The run, one report per epoch, lazily: `trained`, each epoch then evaluated on the whole
+    /// training and test sets. The last report holds the trained model; enumerating the sequence
+    /// again repeats the same run.
+    let inline epochs (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
+        trained config train initial |> Seq.map (evaluated train test)
+
+    /// The same reports as `epochs`, with each epoch's evaluation running on another core while
+    /// the next epoch trains: a model is an immutable value, so evaluating a snapshot of it
+    /// cannot race with the training that goes on. Each report comes one epoch later than from
+    /// `epochs` (when the next epoch has trained), with the same numbers.
+    let inline epochsOverlapped (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
+        let evaluations =
+            trained config train initial
+            |> Seq.map (fun report -> Threading.Tasks.Task.Run(fun () -> evaluated train test report))
+        // Pull evaluation k + 1 (which trains epoch k + 1) before waiting for evaluation k.
+        Seq.append (Seq.map Some evaluations) [ None ]
+        |> Seq.pairwise
+        |> Seq.map (fun (current, _) -> current.Value.Result)
 
     /// A fresh model for the config, drawn from its seed.
     let inline initialModel (config: TrainConfig) : Model< ^T > =

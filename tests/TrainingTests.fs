@@ -37,6 +37,17 @@ let tests =
             let reports = Training.epochs { small with Iterations = 25 } sub (Dataset.take 100 test) (Training.initialModel small: Model<float>) |> Seq.toList
             Expect.equal (reports |> List.map (fun r -> r.Epoch, r.Iteration, r.Losses.Length)) [ 1, 10, 10; 2, 20, 10; 3, 25, 5 ] "200 / 20 = 10 steps an epoch"
         }
+        test "epochsOverlapped gives exactly the reports of epochs" {
+            let train, test = mnist.Force()
+            let sub, testSub = Dataset.take 600 train, Dataset.take 300 test
+            let config = { small with Iterations = 95 }
+            let initial: Model<float32> = Training.initialModel config
+            let strip (r: EpochReport<float32>) = r.Epoch, r.Iteration, r.Losses, r.TrainAccuracy, r.TestAccuracy
+            let sequential = Training.epochs config sub testSub initial |> Seq.map strip |> Seq.toList
+            let overlapped = Training.epochsOverlapped config sub testSub initial |> Seq.map strip |> Seq.toList
+            Expect.equal overlapped sequential "same epochs, losses and accuracies"
+            Expect.equal (sequential |> List.map (fun (e, i, _, _, _) -> e, i)) [ 1, 30; 2, 60; 3, 90; 4, 95 ] "four epochs"
+        }
         test "one epoch of the book's recipe (600 steps, float64) reaches test accuracy above 0.90" {
             let train, test = mnist.Force()
             let config = { Training.bookRecipe with Iterations = 600 }

@@ -84,7 +84,7 @@ let train (args: ParseResults<TrainArgs>) =
         $"""train: network {describeNet config} + softmax-with-loss, lr %g{config.LearningRate}, batch %d{config.BatchSize} (random, with replacement), iterations %d{config.Iterations} (%d{perEpoch} per epoch), weights N(0, %g{config.WeightInitStd}^2), seed %d{config.Seed}, precision {(if precision = Single then "single" else "double")}, data {Path.GetFullPath dataDir}"""
     // One code path for both precisions: the element type is fixed by the initial model's type.
     let inline run (initial: Model< ^T >) =
-        Training.epochs config trainSet testSet initial
+        Training.epochsOverlapped config trainSet testSet initial
         |> Seq.map (fun r -> {| Epoch = r.Epoch; Iteration = r.Iteration; TrainAccuracy = r.TrainAccuracy; TestAccuracy = r.TestAccuracy; MeanLoss = r.MeanLoss |})
     let reports =
         match precision with
