@@ -111,6 +111,25 @@ let tests =
                 File.WriteAllBytes(Path.Combine(dir, "train-labels-idx1-ubyte.gz"), [| 0x1fuy; 0x8buy; 8uy; 0uy; 1uy; 2uy; 3uy |])
                 expectDataError dir "train-labels-idx1-ubyte.gz" "corrupt gzip data"
             }
+            test "trailing data" {
+                let dir = scratch 4 2
+                File.WriteAllBytes(Path.Combine(dir, "train-labels-idx1-ubyte"), idx [ 4 ] (Array.zeroCreate 6))
+                expectDataError dir "train-labels-idx1-ubyte" "trailing data after the 4 bytes the header announces"
+            }
+            test "gzip whose length check fails" {
+                let dir = scratch 4 2
+                let path = Path.Combine(dir, "train-labels-idx1-ubyte")
+                let bytes = File.ReadAllBytes path
+                let gz = new MemoryStream()
+                do
+                    use z = new GZipStream(gz, CompressionLevel.Fastest, leaveOpen = true)
+                    z.Write(bytes, 0, bytes.Length)
+                let damaged = gz.ToArray()
+                damaged[damaged.Length - 4] <- damaged[damaged.Length - 4] + 1uy // the declared length
+                File.Delete path
+                File.WriteAllBytes(path + ".gz", damaged)
+                expectDataError dir "train-labels-idx1-ubyte.gz" "corrupt gzip data"
+            }
             test "label out of range" {
                 let dir = scratch 4 2
                 File.WriteAllBytes(Path.Combine(dir, "train-labels-idx1-ubyte"), idx [ 4 ] [| 1uy; 2uy; 12uy; 0uy |])
