@@ -23,3 +23,5 @@ let main argv =
         fail $"{line} (see backprop --help, or backprop <command> --help)" 2
     | UsageError message -> fail message 2
     | DataError(file, problem) -> fail $"{file}: {problem}" 1
+    | :? System.IO.IOException as e -> fail e.Message 1
+    | :? System.UnauthorizedAccessException as e -> fail e.Message 1
