@@ -1,0 +1,67 @@
+namespace Backprop.Backend
+
+open System
+open System.Reflection
+open System.Runtime.InteropServices
+
+/// OpenBLAS's matrix product, reached through P/Invoke where the system has the library.
+/// The library is looked for once, at the first use, by its usual names on Linux, macOS and
+/// Windows; `isAvailable` tells whether it was found, so a missing library is never a crash
+/// at the first call. Column-major storage throughout, as MathNet keeps its dense matrices.
+[<RequireQualifiedAccess>]
+module OpenBlas =
+    // CBLAS enumerations.
+    let private colMajor, noTrans, trans = 102, 111, 112
+
+    [<DllImport("openblas", CallingConvention = CallingConvention.Cdecl)>]
+    extern void private cblas_sgemm(int order, int transA, int transB, int m, int n, int k, float32 alpha, float32[] a, int lda, float32[] b, int ldb, float32 beta, float32[] c, int ldc)
+
+    [<DllImport("openblas", CallingConvention = CallingConvention.Cdecl)>]
+    extern void private cblas_dgemm(int order, int transA, int transB, int m, int n, int k, float alpha, float[] a, int lda, float[] b, int ldb, float beta, float[] c, int ldc)
+
+    [<DllImport("openblas", CallingConvention = CallingConvention.Cdecl)>]
+    extern void private openblas_set_num_threads(int n)
+
+    /// The names tried, in order.
+    let candidates =
+        [ "libopenblas.so.0"; "libopenblas.so"; "libopenblas.0.dylib"; "libopenblas.dylib"
+          "/opt/homebrew/opt/openblas/lib/libopenblas.dylib"; "/usr/local/opt/openblas/lib/libopenblas.dylib"
+          "libopenblas.dll"; "openblas.dll"; "openblas" ]
+
+    /// The library found (its name) and loaded, with the P/Invoke declarations above bound to it
+    /// and set to one thread: the products of a small network are faster on one thread than
+    /// split over two, and the second core is left to evaluation.
+    let private library: Lazy<string option> =
+        lazy
+            (candidates
+             |> List.tryPick (fun name ->
+                 match NativeLibrary.TryLoad name with
+                 | true, handle when fst (NativeLibrary.TryGetExport(handle, "cblas_sgemm")) -> Some(name, handle)
+                 | true, handle -> NativeLibrary.Free handle; None
+                 | _ -> None)
+             |> Option.map (fun (name, handle) ->
+                 NativeLibrary.SetDllImportResolver(
+                     Assembly.GetExecutingAssembly(),
+                     DllImportResolver(fun lib _ _ -> if lib = "openblas" then handle else IntPtr.Zero))
+                 if fst (NativeLibrary.TryGetExport(handle, "openblas_set_num_threads")) then openblas_set_num_threads 1
+                 name))
+
+    /// Whether OpenBLAS was found on this system.
+    let isAvailable () = library.Value.IsSome
+
+    /// The file name OpenBLAS was loaded from, if it was found.
+    let libraryName () = library.Value
+
+    let private check () =
+        if not (isAvailable ()) then
+            raise (DllNotFoundException $"""OpenBLAS was not found (tried {String.Join(", ", candidates)})""")
+
+    /// C ← alpha·op(A)·op(B) + beta·C in float32, column-major, op(X) = Xᵀ when transX (cblas_sgemm).
+    let sgemm transA transB m n k (alpha: float32) (a: float32[]) lda (b: float32[]) ldb (beta: float32) (c: float32[]) ldc =
+        check ()
+        cblas_sgemm (colMajor, (if transA then trans else noTrans), (if transB then trans else noTrans), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    /// C ← alpha·op(A)·op(B) + beta·C in float64, column-major, op(X) = Xᵀ when transX (cblas_dgemm).
+    let dgemm transA transB m n k (alpha: float) (a: float[]) lda (b: float[]) ldb (beta: float) (c: float[]) ldc =
+        check ()
+        cblas_dgemm (colMajor, (if transA then trans else noTrans), (if transB then trans else noTrans), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
