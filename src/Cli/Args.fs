@@ -17,8 +17,20 @@ type PrecisionArg =
     /// float64.
     | Double
 
+/// The matrix-product backend, as the command line spells it.
+type BackendArg =
+    /// OpenBLAS if the system has it, else managed.
+    | Auto
+    /// OpenBLAS (an error if the system has none).
+    | Openblas
+    /// The vectorized managed kernel.
+    | Managed
+    /// MathNet.Numerics's own managed provider (slow; a reference).
+    | Mathnet
+
 /// Options of `train`.
 type TrainArgs =
+    | Backend of BackendArg
     | Precision of PrecisionArg
     | Hidden of size: int list
     | Activation of ActivationArg
@@ -33,6 +45,7 @@ type TrainArgs =
     interface IArgParserTemplate with
         member a.Usage =
             match a with
+            | Backend _ -> "matrix-product backend: auto (OpenBLAS if installed, else managed), openblas, managed or mathnet (default: auto)."
             | Precision _ -> "element type of every matrix: single (float32) or double (float64) (default: single)."
             | Hidden _ -> "hidden layer sizes, one or more (default: 50; e.g. --hidden 100 50 for a deeper net)."
             | Activation _ -> "activation between Affine layers (default: relu)."
@@ -46,6 +59,7 @@ type TrainArgs =
 
 /// Options of `gradcheck`.
 type GradcheckArgs =
+    | Backend of BackendArg
     | Hidden of size: int list
     | Activation of ActivationArg
     | Count of images: int
@@ -55,6 +69,7 @@ type GradcheckArgs =
     interface IArgParserTemplate with
         member a.Usage =
             match a with
+            | Backend _ -> "matrix-product backend: auto, openblas, managed or mathnet (default: auto)."
             | Hidden _ -> "hidden layer sizes (default: 50)."
             | Activation _ -> "activation between Affine layers (default: relu)."
             | Count _ -> "how many of the first training images to check on (default: 3, as the book)."

@@ -33,6 +33,19 @@ let findData (given: string option) =
         |> List.tryPick (fun d -> up (DirectoryInfo d))
         |> Option.defaultWith (fun () -> usage "no MNIST data found: data/mnist is missing here and above the program; give one with --data DIR")
 
+/// Selects the matrix-product backend; a missing OpenBLAS is a usage error naming --backend.
+let private selectBackend (backend: BackendArg option) =
+    let choice =
+        match defaultArg backend Auto with
+        | Auto -> Linalg.Backend.Auto
+        | Openblas -> Linalg.Backend.OpenBlas
+        | Managed -> Linalg.Backend.Managed
+        | Mathnet -> Linalg.Backend.MathNet
+    try Linalg.useBackend choice
+    with :? ArgumentException as e ->
+        let reason = e.Message.Split(" (Parameter")[0]
+        usage $"--backend openblas: {reason}"
+
 let private activationOf =
     function
     | Some Sigmoid -> Activation.Sigmoid
@@ -60,6 +73,7 @@ let train (args: ParseResults<TrainArgs>) =
     let epochs = args.TryGetResult Epochs |> Option.map (positive "--epochs")
     let sizes = sizesOf (args.TryGetResult TrainArgs.Hidden) 784
     let dataDir = findData (args.TryGetResult TrainArgs.Data)
+    selectBackend (args.TryGetResult TrainArgs.Backend)
     let config0 =
         { Training.bookRecipe with
             Sizes = sizes
@@ -81,7 +95,7 @@ let train (args: ParseResults<TrainArgs>) =
                 | None, None -> Training.bookRecipe.Iterations }
     let precision = args.GetResult(Precision, defaultValue = Single)
     printfn
-        $"""train: network {describeNet config} + softmax-with-loss, lr %g{config.LearningRate}, batch %d{config.BatchSize} (random, with replacement), iterations %d{config.Iterations} (%d{perEpoch} per epoch), weights N(0, %g{config.WeightInitStd}^2), seed %d{config.Seed}, precision {(if precision = Single then "single" else "double")}, data {Path.GetFullPath dataDir}"""
+        $"""train: network {describeNet config} + softmax-with-loss, lr %g{config.LearningRate}, batch %d{config.BatchSize} (random, with replacement), iterations %d{config.Iterations} (%d{perEpoch} per epoch), weights N(0, %g{config.WeightInitStd}^2), seed %d{config.Seed}, precision {(if precision = Single then "single" else "double")}, backend {Linalg.describe ()}, data {Path.GetFullPath dataDir}"""
     // One code path for both precisions: the element type is fixed by the initial model's type.
     let inline run (initial: Model< ^T >) =
         Training.epochsOverlapped config trainSet testSet initial
@@ -110,6 +124,7 @@ let gradcheck (args: ParseResults<GradcheckArgs>) =
     let count = args.GetResult(Count, defaultValue = 3) |> positive "--count"
     let sizes = sizesOf (args.TryGetResult GradcheckArgs.Hidden) 784
     let dataDir = findData (args.TryGetResult GradcheckArgs.Data)
+    selectBackend (args.TryGetResult GradcheckArgs.Backend)
     let trainSet, _ = Mnist.load dataDir
     let sizes = trainSet.PixelCount :: List.tail sizes
     let activation = activationOf (args.TryGetResult GradcheckArgs.Activation)
@@ -117,7 +132,7 @@ let gradcheck (args: ParseResults<GradcheckArgs>) =
         Network.init (args.GetResult(GradcheckArgs.Seed, defaultValue = 42)) 0.01 (Network.layers activation sizes)
     let first = Dataset.take count trainSet
     let x, t = Dataset.batch first [| 0 .. first.Count - 1 |]
-    printfn $"""gradcheck: network {sizes |> List.map string |> String.concat "-"}, first %d{first.Count} training images, h = 1e-4, float64"""
+    printfn $"""gradcheck: network {sizes |> List.map string |> String.concat "-"}, first %d{first.Count} training images, h = 1e-4, float64, backend {Linalg.describe ()}"""
     for name, diff in Network.gradientCheck model x t do
         printfn $"%-3s{name}: %.3e{diff}"
     0
