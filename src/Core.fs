@@ -198,7 +198,7 @@ type Tensor<'T> =
 module Affine =
     /// out = x · W + b for a batch x with one sample per row.
     let inline forward (p: AffineParams< ^T >) (x: Matrix< ^T >) =
-        let out = (Linalg.mul x p.W).MapIndexed((fun _ j v -> v + p.b[j]), Zeros.Include)
+        let out = Linalg.mulAddRow x p.W p.b
         out, { x = x; xShape = [| x.RowCount; x.ColumnCount |]; W = p.W }
 
     /// The parameters' gradients alone: dW = xᵀ · dout, db = the column sums of dout (b was
@@ -391,7 +391,12 @@ module Network =
         fst (SoftmaxWithLoss.forward scores t)
 
     /// The index of the largest score in each row: the predicted class of each sample.
-    let inline argmax (scores: Matrix< ^T >) = Array.init scores.RowCount (fun i -> scores.Row(i).MaximumIndex())
+    let inline argmax (scores: Matrix< ^T >) =
+        Array.init scores.RowCount (fun i ->
+            let mutable best = 0
+            for j in 1 .. scores.ColumnCount - 1 do
+                if scores[i, j] > scores[i, best] then best <- j
+            best)
 
     /// The loss and the gradient of every layer's parameters by backpropagation: one forward
     /// pass, then each layer's backward from the last to the first (the first layer computes
@@ -498,11 +503,12 @@ module Dataset =
     let inline images (d: Dataset) (indices: int[]) : Matrix< ^T > =
         let scale: ^T[] = Array.init 256 (fun v -> ofFloat (float v / 255.0))
         let n, p = indices.Length, d.PixelCount
+        let pixels = d.Pixels
         let a = Array.zeroCreate (n * p) // column-major, as MathNet stores it
         for i in 0 .. n - 1 do
             let offset = indices[i] * p
             for j in 0 .. p - 1 do
-                a[j * n + i] <- scale[int d.Pixels[offset + j]]
+                a[j * n + i] <- scale[int pixels[offset + j]]
         Matrix< ^T>.Build.Dense(n, p, a)
 
     /// The class indices of the images at the given indices.
@@ -525,7 +531,7 @@ module Dataset =
 [<RequireQualifiedAccess>]
 module Evaluate =
     /// Rows per block when a whole dataset is evaluated: bounds the memory an evaluation takes.
-    let blockSize = 2000
+    let blockSize = 500
 
     /// The fraction of images in d whose predicted class is their label, computed block by block.
     let inline accuracy (model: Model< ^T >) (d: Dataset) : float =
@@ -606,7 +612,7 @@ module Training =
         let loss, grads, states = Network.gradient model x t
         let update p g =
             match p, g with
-            | Params.Affine p, Grads.Affine g -> Params.Affine { W = p.W - g.dW * learningRate; b = p.b - g.db * learningRate }
+            | Params.Affine p, Grads.Affine g -> Params.Affine { W = Linalg.addScaled p.W -learningRate g.dW; b = p.b - g.db * learningRate }
             | p, _ -> p
         { model with Params = List.map2 update model.Params grads; States = states }, loss
 

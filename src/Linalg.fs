@@ -71,6 +71,39 @@ let private product transA transB (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> =
 /// A · B
 let mul (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product false false a b
 
+/// A · B + r, with the vector r added to every row (the Affine layer's x · W + b): the product
+/// accumulates onto a matrix whose rows already hold r.
+let mulAddRow (a: Matrix<'T>) (b: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
+    if r.Count <> b.ColumnCount then invalidArg "r" $"a row of %d{r.Count} values added to a product with %d{b.ColumnCount} columns"
+    let m, n = a.RowCount, b.ColumnCount
+    match box a, box b, box r with
+    | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b), (:? Single.DenseVector as r) when active () <> Backend.MathNet && a.ColumnCount = b.RowCount ->
+        let c = Array.zeroCreate (m * n)
+        for j in 0 .. n - 1 do System.Array.Fill(c, r.Values[j], j * m, m)
+        (if active () = Backend.OpenBlas then OpenBlas.sgemm else Gemm.sgemm) false false m n a.ColumnCount 1.0f a.Values m b.Values b.RowCount 1.0f c (max m 1)
+        box (Single.DenseMatrix(m, n, c)) :?> Matrix<'T>
+    | (:? Double.DenseMatrix as a), (:? Double.DenseMatrix as b), (:? Double.DenseVector as r) when active () <> Backend.MathNet && a.ColumnCount = b.RowCount ->
+        let c = Array.zeroCreate (m * n)
+        for j in 0 .. n - 1 do System.Array.Fill(c, r.Values[j], j * m, m)
+        (if active () = Backend.OpenBlas then OpenBlas.dgemm else Gemm.dgemm) false false m n a.ColumnCount 1.0 a.Values m b.Values b.RowCount 1.0 c (max m 1)
+        box (Double.DenseMatrix(m, n, c)) :?> Matrix<'T>
+    | _ -> product false false a b + Matrix<'T>.Build.Dense(m, n, fun _ j -> r[j])
+
+/// Y + alpha · X, element by element, in one vectorized pass (the SGD update W - lr · dW).
+let addScaled (y: Matrix<'T>) (alpha: 'T) (x: Matrix<'T>) : Matrix<'T> =
+    if x.RowCount <> y.RowCount || x.ColumnCount <> y.ColumnCount then
+        invalidArg "x" $"%d{x.RowCount}x%d{x.ColumnCount} added to %d{y.RowCount}x%d{y.ColumnCount}"
+    match box y, box x, box alpha with
+    | (:? Single.DenseMatrix as y), (:? Single.DenseMatrix as x), (:? float32 as alpha) ->
+        let out = Array.zeroCreate y.Values.Length
+        System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(System.ReadOnlySpan x.Values, alpha, System.ReadOnlySpan y.Values, System.Span out)
+        box (Single.DenseMatrix(y.RowCount, y.ColumnCount, out)) :?> Matrix<'T>
+    | (:? Double.DenseMatrix as y), (:? Double.DenseMatrix as x), (:? float as alpha) ->
+        let out = Array.zeroCreate y.Values.Length
+        System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(System.ReadOnlySpan x.Values, alpha, System.ReadOnlySpan y.Values, System.Span out)
+        box (Double.DenseMatrix(y.RowCount, y.ColumnCount, out)) :?> Matrix<'T>
+    | _ -> y + x.Multiply alpha
+
 /// Aᵀ · B (used for the weight gradient xᵀ · dout).
 let mulTN (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product true false a b
 

@@ -35,6 +35,9 @@ let findData (given: string option) =
 
 /// Selects the matrix-product backend; a missing OpenBLAS is a usage error naming --backend.
 let private selectBackend (backend: BackendArg option) =
+    // MathNet spreads large elementwise maps over every core; training keeps one core and the
+    // per-epoch evaluation the other, so MathNet works on the thread that calls it.
+    MathNet.Numerics.Control.UseSingleThread()
     let choice =
         match defaultArg backend Auto with
         | Auto -> Linalg.Backend.Auto
