@@ -505,10 +505,14 @@ module Dataset =
         let n, p = indices.Length, d.PixelCount
         let pixels = d.Pixels
         let a = Array.zeroCreate (n * p) // column-major, as MathNet stores it
-        for i in 0 .. n - 1 do
-            let offset = indices[i] * p
-            for j in 0 .. p - 1 do
-                a[j * n + i] <- scale[int pixels[offset + j]]
+        // A transpose (images are stored row by row), done 16 columns at a time so that the
+        // 16 columns being written stay in cache while every image passes.
+        for j0 in 0 .. 16 .. p - 1 do
+            let j1 = min p (j0 + 16) - 1
+            for i in 0 .. n - 1 do
+                let offset = indices[i] * p
+                for j in j0 .. j1 do
+                    a[j * n + i] <- scale[int pixels[offset + j]]
         Matrix< ^T>.Build.Dense(n, p, a)
 
     /// The class indices of the images at the given indices.

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Whole-process benchmark of `backprop train` (the book's recipe) against its peers, run one
+# after another on this machine for several rounds: the book's code on numpy (float32 and
+# float64), PyTorch (float32, one thread), and the floor (the recipe's matrix products alone on
+# OpenBLAS with one thread). Prints each one's median wall time, its ratio to the fastest peer,
+# its final test accuracy and its peak resident memory; raw figures go to bench/results/.
+#
+# Usage: bench/run.sh [--rounds N] [--iters N]
+# Needs: the .NET SDK; python3-numpy python3-torch libopenblas0-pthread libopenblas-dev time
+# (Debian), run as root: bench/run.sh installs them when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=3 iters=10000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds=$2; shift 2 ;;
+    --iters) iters=$2; shift 2 ;;
+    *) echo "bench/run.sh: unknown option $1 (use --rounds N, --iters N)" >&2; exit 2 ;;
+  esac
+done
+
+have_cblas_h() { [ -f /usr/include/cblas.h ] || ls /usr/include/*/cblas.h >/dev/null 2>&1; }
+if ! /usr/bin/python3 -c 'import numpy, torch' 2>/dev/null || [ ! -x /usr/bin/time ] || ! have_cblas_h; then
+  apt-get update -qq && apt-get install -y -qq python3-numpy python3-torch libopenblas0-pthread libopenblas-dev time >/dev/null
+fi
+
+mkdir -p bench/results
+out=bench/results/$(date +%Y%m%d-%H%M%S)
+mkdir -p "$out"
+dotnet build src/Cli/Cli.fsproj -c Release -v q -nologo >/dev/null
+cc -O2 -o "$out/floor" bench/floor/floor.c -lopenblas
+
+cli="dotnet artifacts/bin/Cli/release/Backprop.Cli.dll train --iters $iters"
+py=/usr/bin/python3
+declare -A cmd=(
+  [backprop-f32-openblas]="$cli --precision single --backend openblas"
+  [backprop-f32-managed]="$cli --precision single --backend managed"
+  [backprop-f64-openblas]="$cli --precision double --backend openblas"
+  [numpy-f32]="$py bench/peers/numpy_book.py --iters $iters --dtype float32"
+  [numpy-f64]="$py bench/peers/numpy_book.py --iters $iters --dtype float64"
+  [torch-f32-1thread]="$py bench/peers/torch_peer.py --iters $iters --dtype float32 --threads 1"
+  [floor-f32]="$out/floor $iters"
+  [floor-f64]="$out/floor $iters --double"
+)
+order=(backprop-f32-openblas backprop-f32-managed backprop-f64-openblas numpy-f32 numpy-f64 torch-f32-1thread floor-f32 floor-f64)
+
+{
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+  echo "simd: $(grep -o -w -E 'avx2|fma|avx512f|avx512bw|avx512vl' /proc/cpuinfo | sort -u | xargs)"
+  echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE-unset}"
+  echo "numpy: $($py -c 'import numpy; print(numpy.__version__)'), torch: $($py -c 'import torch; print(torch.__version__)'), dotnet: $(dotnet --version)"
+  $py -c 'import threadpoolctl, json; print("numpy blas:", json.dumps([{k: i[k] for k in ("internal_api", "version", "num_threads", "architecture") if k in i} for i in threadpoolctl.threadpool_info()]))' 2>/dev/null || true
+} | tee "$out/machine.txt"
+
+for round in $(seq 1 "$rounds"); do
+  for name in "${order[@]}"; do
+    log="$out/$name.$round.log"
+    /usr/bin/time -o "$out/$name.$round.time" -f '%e %M' ${cmd[$name]} >"$log" 2>&1
+    echo "round $round $name: $(cat "$out/$name.$round.time") $(grep -o -E 'test[_ ]acc[= ][0-9.]+' "$log" | tail -1)"
+  done
+done
+
+$py - "$out" "$rounds" "${order[@]}" <<'PY'
+import re, statistics, sys
+out, rounds, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+rows = {}
+for n in names:
+    walls, rss, acc = [], [], None
+    for r in range(1, rounds + 1):
+        w, m = open(f'{out}/{n}.{r}.time').read().split()[-2:]
+        walls.append(float(w)); rss.append(int(m) / 1024)
+        found = re.findall(r'test[_ ]acc[= ]([0-9.]+)', open(f'{out}/{n}.{r}.log').read())
+        acc = float(found[-1]) if found else None
+    rows[n] = (statistics.median(walls), max(rss), acc)
+peers = [n for n in names if n.startswith(('numpy', 'torch'))]
+fastest = min(rows[n][0] for n in peers)
+lines = [f"{'run':24} {'median s':>9} {'vs fastest peer':>16} {'test acc':>9} {'peak RSS MB':>12}"]
+for n in names:
+    w, m, a = rows[n]
+    lines.append(f"{n:24} {w:9.2f} {w / fastest:15.2f}x {('%.4f' % a) if a else '-':>9} {m:12.0f}")
+def ratio(a, b): return rows[a][0] / rows[b][0]
+lines.append(f"backprop-f32-openblas / floor-f32: {ratio('backprop-f32-openblas', 'floor-f32'):.2f}x")
+lines.append(f"backprop-f64-openblas / numpy-f64: {ratio('backprop-f64-openblas', 'numpy-f64'):.2f}x")
+lines.append(f"backprop-f32-managed / fastest peer: {rows['backprop-f32-managed'][0] / fastest:.2f}x")
+print("\n".join(lines))
+open(f'{out}/summary.txt', 'w').write("\n".join(lines) + "\n")
+PY
+echo "raw results: $out"
