@@ -335,7 +335,7 @@ module Layer =
         | Cache.Sigmoid _ -> Grads.Empty
 
 /// Building networks and computing with them: predict, loss, accuracy and gradients.
-[<RequireQualifiedAccess>]
+[<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
 module Network =
     /// The layers for a spec of layer sizes: [784; 50; 10] is the book's two-layer net
     /// (Affine 784→50, activation, Affine 50→10); longer lists give deeper nets.
@@ -620,16 +620,16 @@ module Training =
             | p, _ -> p
         { model with Params = List.map2 update model.Params grads; States = states }, loss
 
-    /// The run without evaluation, one report per epoch, lazily: the fold of sgdStep over the
-    /// mini-batches, cut into epochs. The accuracies are left NaN (see `evaluated`).
-    let inline trained (config: TrainConfig) (train: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
+    /// The run without evaluation on the given mini-batches (indices into train), one report
+    /// per epoch, lazily: the fold of sgdStep over the batches, cut into epochs. The accuracies
+    /// are left NaN (see `evaluated`).
+    let inline trainedOn (config: TrainConfig) (train: Dataset) (initial: Model< ^T >) (batches: seq<int[]>) : seq<EpochReport< ^T >> =
         let lr = ofFloat config.LearningRate
         let step (model, losses) indices =
             let model', loss = sgdStep lr model (Dataset.batch train indices)
             model', float loss :: losses
         let start = { Epoch = 0; Iteration = 0; Model = initial; Losses = [||]; TrainAccuracy = nan; TestAccuracy = nan }
-        batchIndices (config.Seed + 1) config.BatchSize train.Count
-        |> Seq.truncate config.Iterations
+        batches
         |> Seq.chunkBySize (iterationsPerEpoch config train.Count)
         |> Seq.scan
             (fun previous chunk ->
@@ -641,6 +641,13 @@ module Training =
                     Losses = losses |> List.rev |> Array.ofList })
             start
         |> Seq.skip 1
+
+    /// The run without evaluation, one report per epoch, lazily: trainedOn the config's
+    /// Iterations batches drawn from its seed.
+    let inline trained (config: TrainConfig) (train: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
+        batchIndices (config.Seed + 1) config.BatchSize train.Count
+        |> Seq.truncate config.Iterations
+        |> trainedOn config train initial
 
     /// The report with the accuracy of its model on the whole training and test sets.
     let inline evaluated (train: Dataset) (test: Dataset) (report: EpochReport< ^T >) =

@@ -13,7 +13,7 @@ exception DataError of file: string * problem: string with
     override e.Message = $"{e.file}: {e.problem}"
 
 /// Reading IDX files and MNIST-layout directories.
-[<RequireQualifiedAccess>]
+[<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
 module Mnist =
     /// The file names of the MNIST layout (Fashion-MNIST uses the same), without .gz.
     let trainImagesFile, trainLabelsFile = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"

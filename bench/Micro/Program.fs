@@ -1,0 +1,95 @@
+/// Micro-benchmarks of the Affine layer at batch 100 on the book's first layer (784 -> 50):
+/// forward (x·W + b) and backward (dout·Wᵀ, xᵀ·dout, column sums), for each backend and
+/// precision, with GFLOP/s and allocations.
+module Micro
+
+open System
+open BenchmarkDotNet.Attributes
+open BenchmarkDotNet.Columns
+open BenchmarkDotNet.Configs
+open BenchmarkDotNet.Reports
+open BenchmarkDotNet.Running
+open BenchmarkDotNet.Jobs
+open BenchmarkDotNet.Diagnosers
+open MathNet.Numerics.LinearAlgebra
+open Backprop
+
+/// Floating-point operations of one call: forward 2·N·784·50; backward twice that (dx and dW).
+let flops (method: string) = (if method.StartsWith "Forward" then 1.0 else 2.0) * 2.0 * 100.0 * 784.0 * 50.0
+
+/// A column with the rate reached: flops / mean time.
+type GflopsColumn() =
+    interface IColumn with
+        member _.Id = "GFLOP/s"
+        member _.ColumnName = "GFLOP/s"
+        member _.AlwaysShow = true
+        member _.Category = ColumnCategory.Custom
+        member _.PriorityInCategory = 0
+        member _.IsNumeric = true
+        member _.UnitType = UnitType.Dimensionless
+        member _.Legend = "floating-point operations per second, in 10^9"
+        member _.IsAvailable _ = true
+        member _.IsDefault(_, _) = false
+        member this.GetValue(summary, case) = (this :> IColumn).GetValue(summary, case, SummaryStyle.Default)
+        member _.GetValue(summary: Summary, case: BenchmarkCase, _: SummaryStyle) =
+            match summary[case] with
+            | null -> "-"
+            | report when isNull report.ResultStatistics -> "-"
+            | report -> sprintf "%.1f" (flops case.Descriptor.WorkloadMethod.Name / report.ResultStatistics.Mean)
+
+/// The Affine layer on each backend and precision.
+[<MemoryDiagnoser>]
+type AffineBench() =
+    let rng = Random(1)
+    let mutable x32: Matrix<float32> = null
+    let mutable p32 = Unchecked.defaultof<AffineParams<float32>>
+    let mutable dout32: Matrix<float32> = null
+    let mutable x64: Matrix<float> = null
+    let mutable p64 = Unchecked.defaultof<AffineParams<float>>
+    let mutable dout64: Matrix<float> = null
+    let mutable cache32 = Unchecked.defaultof<AffineCache<float32>>
+    let mutable cache64 = Unchecked.defaultof<AffineCache<float>>
+
+    /// The backend under test.
+    [<Params("openblas", "managed")>]
+    member val Backend = "" with get, set
+
+    /// Builds the inputs and selects the backend.
+    [<GlobalSetup>]
+    member this.Setup() =
+        MathNet.Numerics.Control.UseSingleThread()
+        Linalg.useBackend (if this.Backend = "openblas" then Linalg.Backend.OpenBlas else Linalg.Backend.Managed)
+        x64 <- Matrix<float>.Build.Dense(100, 784, fun _ _ -> rng.NextDouble())
+        p64 <- { W = Matrix<float>.Build.Dense(784, 50, fun _ _ -> rng.NextDouble() - 0.5); b = Vector<float>.Build.Dense(50, 0.1) }
+        dout64 <- Matrix<float>.Build.Dense(100, 50, fun _ _ -> rng.NextDouble() - 0.5)
+        x32 <- x64.Map float32
+        p32 <- { W = p64.W.Map float32; b = p64.b.Map float32 }
+        dout32 <- dout64.Map float32
+        cache32 <- snd (Affine.forward p32 x32)
+        cache64 <- snd (Affine.forward p64 x64)
+
+    /// x·W + b in float32.
+    [<Benchmark>]
+    member _.ForwardSingle() = Affine.forward p32 x32
+
+    /// dx, dW, db in float32.
+    [<Benchmark>]
+    member _.BackwardSingle() = Affine.backward cache32 dout32
+
+    /// x·W + b in float64.
+    [<Benchmark>]
+    member _.ForwardDouble() = Affine.forward p64 x64
+
+    /// dx, dW, db in float64.
+    [<Benchmark>]
+    member _.BackwardDouble() = Affine.backward cache64 dout64
+
+[<EntryPoint>]
+let main argv =
+    let config =
+        DefaultConfig.Instance
+            .AddJob(Job.ShortRun.WithLaunchCount(1).WithWarmupCount(3).WithIterationCount(8))
+            .AddColumn(GflopsColumn())
+            .WithOptions(ConfigOptions.DisableOptimizationsValidator)
+    BenchmarkSwitcher.FromTypes([| typeof<AffineBench> |]).Run(argv, config) |> ignore
+    0

@@ -1,0 +1,164 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using System.Threading;
+using Backprop.Interop;
+
+namespace Backprop;
+
+/// <summary>The matrix-product backend (a process-wide choice).</summary>
+public enum MatrixBackend
+{
+    /// <summary>OpenBLAS if the system has it, else the managed kernel.</summary>
+    Auto,
+    /// <summary>OpenBLAS through P/Invoke, one thread.</summary>
+    OpenBlas,
+    /// <summary>The vectorized managed kernel.</summary>
+    Managed,
+}
+
+/// <summary>What a run has reached at the end of an epoch.</summary>
+/// <param name="Epoch">1 for the first epoch.</param>
+/// <param name="Iteration">SGD steps taken so far.</param>
+/// <param name="TrainAccuracy">Accuracy on the whole training set.</param>
+/// <param name="TestAccuracy">Accuracy on the whole evaluation set (NaN without one).</param>
+/// <param name="Losses">The loss of each step in the epoch.</param>
+public sealed record EpochReport(int Epoch, int Iteration, double TrainAccuracy, double TestAccuracy, IReadOnlyList<double> Losses)
+{
+    /// <summary>The mean loss of the epoch's steps.</summary>
+    public double MeanLoss => Losses.Count == 0 ? double.NaN : Losses.Average();
+}
+
+/// <summary>The outcome of <see cref="Trainer.Train"/>.</summary>
+/// <param name="Model">The trained network (a new one; the network passed in is unchanged).</param>
+/// <param name="History">One report per epoch, in order.</param>
+/// <param name="Cancelled">True when the run was stopped by its cancellation token.</param>
+public sealed record TrainingResult(NeuralNetwork Model, IReadOnlyList<EpochReport> History, bool Cancelled);
+
+/// <summary>
+/// An immutable mini-batch SGD configuration, the book's recipe by default (learning rate 0.1,
+/// batch 100 drawn with replacement, 10,000 iterations, seed 42). Every method returns a new
+/// trainer and rejects a bad argument at once.
+/// </summary>
+public sealed record Trainer
+{
+    private double learningRate = 0.1;
+    private int batchSize = 100;
+    private int? iterations = 10000;
+    private int? epochs;
+    private int seed = 42;
+    private MatrixBackend backend = MatrixBackend.Auto;
+
+    /// <summary>A trainer with the book's recipe.</summary>
+    public static Trainer Create() => new();
+
+    /// <summary>Sets the SGD learning rate.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="learningRate"/> is not a positive finite number.</exception>
+    public Trainer WithLearningRate(double learningRate)
+    {
+        if (!(learningRate > 0 && double.IsFinite(learningRate)))
+            throw new ArgumentOutOfRangeException(nameof(learningRate), learningRate, "The learning rate must be a positive finite number.");
+        return this with { learningRate = learningRate };
+    }
+
+    /// <summary>Sets the number of images per mini-batch.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="batchSize"/> is not positive.</exception>
+    public Trainer WithBatchSize(int batchSize)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(batchSize);
+        return this with { batchSize = batchSize };
+    }
+
+    /// <summary>Sets the number of SGD steps (replaces any epoch count).</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="iterations"/> is not positive.</exception>
+    public Trainer WithIterations(int iterations)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(iterations);
+        return this with { iterations = iterations, epochs = null };
+    }
+
+    /// <summary>Sets the number of epochs (training-set size / batch size steps each; replaces any iteration count).</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="epochs"/> is not positive.</exception>
+    public Trainer WithEpochs(int epochs)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(epochs);
+        return this with { epochs = epochs, iterations = null };
+    }
+
+    /// <summary>Fixes the batches drawn: the same seed gives the same run.</summary>
+    public Trainer WithSeed(int seed) => this with { seed = seed };
+
+    /// <summary>Chooses the matrix-product backend for the runs of this trainer.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="backend"/> is not a defined value.</exception>
+    public Trainer WithBackend(MatrixBackend backend)
+    {
+        if (!Enum.IsDefined(backend)) throw new ArgumentOutOfRangeException(nameof(backend), backend, "Unknown backend.");
+        return this with { backend = backend };
+    }
+
+    /// <summary>
+    /// Trains a copy of <paramref name="network"/> on <paramref name="train"/>, measuring accuracy on
+    /// the whole training set and on <paramref name="evaluation"/> once an epoch.
+    /// </summary>
+    /// <param name="network">The network to start from; it is not changed.</param>
+    /// <param name="train">The training images.</param>
+    /// <param name="evaluation">The images to measure test accuracy on (e.g. the MNIST test set).</param>
+    /// <param name="progress">Receives one report per epoch, as the epoch ends.</param>
+    /// <param name="cancellationToken">
+    /// Stops the run at the end of the epoch in progress (the batches of an epoch are drawn as it
+    /// starts); the run then returns what it has trained, with <see cref="TrainingResult.Cancelled"/> set.
+    /// </param>
+    /// <exception cref="ArgumentNullException">An argument is null.</exception>
+    /// <exception cref="ArgumentException">The images do not fit the network's inputs or classes.</exception>
+    /// <exception cref="InvalidOperationException">OpenBLAS was chosen and the system has none.</exception>
+    public TrainingResult Train(NeuralNetwork network, ImageSet train, ImageSet evaluation, IProgress<EpochReport>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(network);
+        ArgumentNullException.ThrowIfNull(train);
+        ArgumentNullException.ThrowIfNull(evaluation);
+        foreach (var (set, name) in new[] { (train, nameof(train)), (evaluation, nameof(evaluation)) })
+            if (set.PixelCount != network.Inputs)
+                throw new ArgumentException($"The network takes {network.Inputs} values, the images have {set.PixelCount}.", name);
+        if (network.Classes < 10)
+            throw new ArgumentException($"MNIST-layout labels go up to 9; the network has {network.Classes} classes.", nameof(network));
+        try
+        {
+            Linalg.useBackend(backend switch
+            {
+                MatrixBackend.OpenBlas => Linalg.Backend.OpenBlas,
+                MatrixBackend.Managed => Linalg.Backend.Managed,
+                _ => Linalg.Backend.Auto,
+            });
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidOperationException(e.Message.Split(" (Parameter")[0], e);
+        }
+
+        var steps = iterations ?? epochs!.Value * Math.Max(train.Count / batchSize, 1);
+        var config = Core.Config(network.Sizes.ToArray(), false, learningRate, batchSize, steps, 0.01, seed);
+        var history = new List<EpochReport>();
+        NeuralNetwork? last = null;
+        if (network.Single is not null)
+            foreach (var r in Core.Epochs(config, train.Data, evaluation.Data, network.Single, cancellationToken))
+            {
+                last = new NeuralNetwork(r.Model);
+                Report(r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.Losses);
+            }
+        else
+            foreach (var r in Core.Epochs(config, train.Data, evaluation.Data, network.Double!, cancellationToken))
+            {
+                last = new NeuralNetwork(r.Model);
+                Report(r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.Losses);
+            }
+        var cancelled = cancellationToken.IsCancellationRequested && (history.Count == 0 || history[^1].Iteration < steps);
+        return new TrainingResult(last ?? network, history, cancelled);
+
+        void Report(int epoch, int iteration, double trainAccuracy, double testAccuracy, double[] losses)
+        {
+            var report = new EpochReport(epoch, iteration, trainAccuracy, testAccuracy, Array.AsReadOnly(losses));
+            history.Add(report);
+            progress?.Report(report);
+        }
+    }
+}

@@ -1,0 +1,174 @@
+using System.Reflection;
+using Backprop;
+using Xunit;
+
+namespace Backprop.FacadeTests;
+
+/// <summary>MNIST, loaded once for the whole class.</summary>
+public sealed class MnistFixture
+{
+    public MnistData Data { get; } = Mnist.Load();
+}
+
+/// <summary>A progress sink that records reports synchronously (Progress&lt;T&gt; posts them later).</summary>
+internal sealed class Recorder : IProgress<EpochReport>
+{
+    public List<EpochReport> Reports { get; } = new();
+    public Action<EpochReport>? OnReport { get; init; }
+    public void Report(EpochReport value) { Reports.Add(value); OnReport?.Invoke(value); }
+}
+
+public sealed class FacadeTests : IClassFixture<MnistFixture>
+{
+    private readonly MnistData mnist;
+
+    public FacadeTests(MnistFixture fixture) { mnist = fixture.Data; }
+
+    private static NeuralNetwork BookNetwork(Precision precision = Precision.Single) =>
+        Network.Create(inputs: 784).Affine(50).ReLU().Affine(10).SoftmaxWithLoss().WithSeed(42).WithPrecision(precision).Build();
+
+    [Fact]
+    public void Build_BookNetwork_HasTheBooksLayers()
+    {
+        var network = BookNetwork();
+        Assert.Equal(new[] { 784, 50, 10 }, network.Sizes);
+        Assert.Equal(new[] { "Affine(784, 50)", "ReLU", "Affine(50, 10)", "SoftmaxWithLoss" }, network.Layers);
+        Assert.Equal(Precision.Single, network.Precision);
+    }
+
+    [Fact]
+    public void Builder_EachCall_ReturnsANewBuilder()
+    {
+        var start = Network.Create(784).Affine(50);
+        var relu = start.ReLU();
+        var sigmoid = start.Sigmoid();
+        Assert.NotSame(start, relu);
+        Assert.Equal("ReLU", relu.Affine(10).SoftmaxWithLoss().Build().Layers[1]);
+        Assert.Equal("Sigmoid", sigmoid.Affine(10).SoftmaxWithLoss().Build().Layers[1]);
+    }
+
+    [Fact]
+    public void Mnist_Load_GivesTheStandardSplit()
+    {
+        Assert.Equal(60000, mnist.Train.Count);
+        Assert.Equal(10000, mnist.Test.Count);
+        Assert.Equal(5, mnist.Train.GetLabel(0));
+        var image = mnist.Train.GetImage(0);
+        Assert.Equal(784, image.Length);
+        Assert.Equal(1f, image.Max());
+        Assert.Equal(0f, image.Min());
+    }
+
+    [Fact]
+    public void Train_ShortRun_ReportsOncePerEpochAndLearns()
+    {
+        var network = BookNetwork();
+        var recorder = new Recorder();
+        var result = Trainer.Create().WithIterations(1200).Train(network, mnist.Train, mnist.Test, recorder);
+        Assert.Equal(new[] { 1, 2 }, recorder.Reports.Select(r => r.Epoch));
+        Assert.Equal(new[] { 600, 1200 }, recorder.Reports.Select(r => r.Iteration));
+        Assert.Equal(result.History, recorder.Reports);
+        Assert.False(result.Cancelled);
+        Assert.True(result.History[^1].TestAccuracy > 0.90, $"test accuracy {result.History[^1].TestAccuracy}");
+        Assert.Equal(600, result.History[0].Losses.Count);
+        Assert.True(result.History[1].MeanLoss < result.History[0].MeanLoss);
+        // training returned a new model and left the old one as it was
+        Assert.NotSame(network, result.Model);
+        Assert.True(network.Evaluate(mnist.Test) < 0.2, "the untrained network guesses");
+        Assert.Equal(result.History[^1].TestAccuracy, result.Model.Evaluate(mnist.Test), 12);
+    }
+
+    [Fact]
+    public void Predict_TrainedModel_GivesProbabilitiesAndTheRightClassMostly()
+    {
+        var result = Trainer.Create().WithIterations(600).Train(BookNetwork(Precision.Double), mnist.Train.Take(6000), mnist.Test);
+        var p = result.Model.Predict(mnist.Test.GetImage(0));
+        Assert.Equal(10, p.Length);
+        Assert.Equal(1.0, p.Sum(), 5);
+        var correct = Enumerable.Range(0, 100).Count(i => result.Model.Classify(mnist.Test.GetImage(i)) == mnist.Test.GetLabel(i));
+        Assert.True(correct >= 80, $"{correct} of 100 right");
+    }
+
+    [Fact]
+    public void Train_SameSeed_SameNumbers()
+    {
+        var trainer = Trainer.Create().WithIterations(100).WithBatchSize(50).WithSeed(3);
+        var small = mnist.Train.Take(1000);
+        var a = trainer.Train(BookNetwork(), small, mnist.Test.Take(500));
+        var b = trainer.Train(BookNetwork(), small, mnist.Test.Take(500));
+        Assert.Equal(a.History.SelectMany(r => r.Losses), b.History.SelectMany(r => r.Losses));
+    }
+
+    [Fact]
+    public void Train_CancelledDuringTheFirstEpoch_StopsAfterItAndReturnsWhatWasTrained()
+    {
+        using var cts = new CancellationTokenSource();
+        var recorder = new Recorder { OnReport = _ => cts.Cancel() };
+        var result = Trainer.Create().WithEpochs(5).Train(BookNetwork(), mnist.Train.Take(6000), mnist.Test.Take(1000), recorder, cts.Token);
+        Assert.True(result.Cancelled);
+        Assert.Single(result.History);
+        Assert.Equal(60, result.History[0].Iteration);
+    }
+
+    [Fact]
+    public void Builder_BadArguments_AreRejectedWithTheParameterName()
+    {
+        Assert.Equal("inputs", Assert.Throws<ArgumentOutOfRangeException>(() => Network.Create(0)).ParamName);
+        Assert.Equal("outputs", Assert.Throws<ArgumentOutOfRangeException>(() => Network.Create(784).Affine(-1)).ParamName);
+        Assert.Equal("weightInitStd", Assert.Throws<ArgumentOutOfRangeException>(() => Network.Create(784).WithWeightInitStd(double.NaN)).ParamName);
+        Assert.Equal("precision", Assert.Throws<ArgumentOutOfRangeException>(() => Network.Create(784).WithPrecision((Precision)7)).ParamName);
+        Assert.Throws<InvalidOperationException>(() => Network.Create(784).ReLU());
+        Assert.Throws<InvalidOperationException>(() => Network.Create(784).Affine(10).Build());
+        Assert.Throws<InvalidOperationException>(() => Network.Create(784).Affine(10).SoftmaxWithLoss().Affine(3));
+        Assert.Equal("learningRate", Assert.Throws<ArgumentOutOfRangeException>(() => Trainer.Create().WithLearningRate(0)).ParamName);
+        Assert.Equal("batchSize", Assert.Throws<ArgumentOutOfRangeException>(() => Trainer.Create().WithBatchSize(0)).ParamName);
+        Assert.Equal("iterations", Assert.Throws<ArgumentOutOfRangeException>(() => Trainer.Create().WithIterations(-5)).ParamName);
+        Assert.Equal("epochs", Assert.Throws<ArgumentOutOfRangeException>(() => Trainer.Create().WithEpochs(0)).ParamName);
+        Assert.Equal("backend", Assert.Throws<ArgumentOutOfRangeException>(() => Trainer.Create().WithBackend((MatrixBackend)9)).ParamName);
+        Assert.Equal("image", Assert.Throws<ArgumentException>(() => BookNetwork().Predict(new float[5])).ParamName);
+        Assert.Equal("index", Assert.Throws<ArgumentOutOfRangeException>(() => mnist.Test.GetImage(10000)).ParamName);
+        Assert.Equal("network", Assert.Throws<ArgumentNullException>(() => Trainer.Create().Train(null!, mnist.Train, mnist.Test)).ParamName);
+        var tiny = Network.Create(5).Affine(10).SoftmaxWithLoss().Build();
+        Assert.Equal("train", Assert.Throws<ArgumentException>(() => Trainer.Create().Train(tiny, mnist.Train, mnist.Test)).ParamName);
+    }
+
+    [Fact]
+    public void Mnist_LoadMissingDirectory_NamesIt()
+    {
+        var e = Assert.Throws<InvalidDataException>(() => Mnist.Load("/no/such/dir"));
+        Assert.Equal("/no/such/dir: data directory not found", e.Message);
+    }
+
+    [Fact]
+    public void PublicSurface_ExposesNoFSharpOrMathNetType()
+    {
+        var assembly = typeof(NeuralNetwork).Assembly;
+        var offenders = new List<string>();
+        void Check(Type? t, string where)
+        {
+            if (t is null) return;
+            if (t.HasElementType) { Check(t.GetElementType(), where); return; }
+            if (t.IsGenericType) foreach (var a in t.GetGenericArguments()) Check(a, where);
+            var ns = t.Namespace ?? "";
+            if (ns.StartsWith("Microsoft.FSharp") || ns.StartsWith("MathNet") || t.Assembly.GetName().Name is "FSharp.Core" or "MathNet.Numerics" or "Backprop.Core")
+                offenders.Add($"{where}: {t.FullName}");
+        }
+        foreach (var type in assembly.GetExportedTypes())
+        {
+            Check(type.BaseType, type.Name + " base");
+            foreach (var i in type.GetInterfaces()) Check(i, type.Name + " interface");
+            const BindingFlags all = BindingFlags.Public | BindingFlags.Instance | BindingFlags.Static | BindingFlags.DeclaredOnly;
+            foreach (var m in type.GetMethods(all))
+            {
+                Check(m.ReturnType, $"{type.Name}.{m.Name} returns");
+                foreach (var p in m.GetParameters()) Check(p.ParameterType, $"{type.Name}.{m.Name}({p.Name})");
+            }
+            foreach (var c in type.GetConstructors(all)) foreach (var p in c.GetParameters()) Check(p.ParameterType, $"{type.Name}..ctor({p.Name})");
+            foreach (var p in type.GetProperties(all)) Check(p.PropertyType, $"{type.Name}.{p.Name}");
+            foreach (var f in type.GetFields(all)) Check(f.FieldType, $"{type.Name}.{f.Name}");
+            foreach (var e in type.GetEvents(all)) Check(e.EventHandlerType, $"{type.Name}.{e.Name}");
+        }
+        Assert.True(assembly.GetExportedTypes().Length >= 8, "the facade's types were found");
+        Assert.Empty(offenders);
+    }
+}
