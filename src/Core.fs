@@ -547,7 +547,26 @@ module Evaluate =
                 Array.fold2 (fun n p i -> if p = int d.Labels[i] then n + 1 else n) 0 predicted indices)
         float correct / float d.Count
 
+    /// The confusion matrix of the model on d: entry [t, p] counts the images of class t
+    /// predicted as p. Computed block by block like accuracy.
+    let inline confusion (classes: int) (model: Model< ^T >) (d: Dataset) : int[,] =
+        let counts = Array2D.zeroCreate classes classes
+        for start in 0 .. blockSize .. d.Count - 1 do
+            let indices = [| start .. min d.Count (start + blockSize) - 1 |]
+            let predicted = Network.argmax (Network.predict model (Dataset.images d indices))
+            Array.iter2 (fun p i -> counts[int d.Labels[i], p] <- counts[int d.Labels[i], p] + 1) predicted indices
+        counts
+
 // ─── Training ───────────────────────────────────────────────────────────────────────────────────
+
+/// How the mini-batches are drawn from the training set.
+type Sampling =
+    /// Uniformly with replacement, as the book's np.random.choice.
+    | WithReplacement = 0
+    /// A fresh random order each epoch, taken a batch at a time.
+    | Shuffle = 1
+    /// In order from the first image, wrapping around: no randomness at all.
+    | Sequential = 2
 
 /// The recipe of a training run; Training.bookRecipe holds the book's values.
 type TrainConfig =
@@ -564,7 +583,12 @@ type TrainConfig =
       /// The standard deviation of the initial weights.
       WeightInitStd: float
       /// Fixes the initial weights and the batches drawn: same seed, same run.
-      Seed: int }
+      Seed: int
+      /// How the batches are drawn.
+      Sampling: Sampling
+      /// Evaluate each epoch on only the first this-many images of each set (the book's
+      /// evaluate_sample_num_per_epoch); None for the whole sets.
+      EvalSample: int option }
 
 /// What a run has reached at the end of an epoch (or of its last, partial epoch).
 type EpochReport<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
@@ -596,7 +620,9 @@ module Training =
           BatchSize = 100
           Iterations = 10000
           WeightInitStd = 0.01
-          Seed = 42 }
+          Seed = 42
+          Sampling = Sampling.WithReplacement
+          EvalSample = None }
 
     /// Steps per epoch: one pass over the training set's worth of images (600 for MNIST).
     let iterationsPerEpoch (config: TrainConfig) (trainCount: int) = max (trainCount / config.BatchSize) 1
@@ -609,6 +635,24 @@ module Training =
             while true do
                 yield Array.init batchSize (fun _ -> rng.Next count)
         }
+
+    /// Endless batches drawn as `sampling` says from 0 .. count-1; the same seed, the same batches.
+    let batchesBy (sampling: Sampling) (seed: int) (batchSize: int) (count: int) : seq<int[]> =
+        match sampling with
+        | Sampling.Sequential -> Seq.initInfinite (fun k -> Array.init batchSize (fun i -> (k * batchSize + i) % count))
+        | Sampling.Shuffle ->
+            // One permutation per epoch (Fisher-Yates), read a batch at a time, wrapping into the next.
+            let rng = Random(seed)
+            let permutation () =
+                let p = Array.init count id
+                for i in count - 1 .. -1 .. 1 do
+                    let j = rng.Next(i + 1)
+                    let t = p[i]
+                    p[i] <- p[j]
+                    p[j] <- t
+                p
+            seq { while true do yield! permutation () } |> Seq.chunkBySize batchSize
+        | _ -> batchIndices seed batchSize count
 
     /// One SGD step: W ← W - lr · ∂L/∂W for every parameter. Returns the new model and the loss
     /// before the step.
@@ -645,19 +689,21 @@ module Training =
     /// The run without evaluation, one report per epoch, lazily: trainedOn the config's
     /// Iterations batches drawn from its seed.
     let inline trained (config: TrainConfig) (train: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
-        batchIndices (config.Seed + 1) config.BatchSize train.Count
+        batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
         |> Seq.truncate config.Iterations
         |> trainedOn config train initial
 
-    /// The report with the accuracy of its model on the whole training and test sets.
-    let inline evaluated (train: Dataset) (test: Dataset) (report: EpochReport< ^T >) =
-        { report with TrainAccuracy = Evaluate.accuracy report.Model train; TestAccuracy = Evaluate.accuracy report.Model test }
+    /// The report with the accuracy of its model on the training and test sets (on their first
+    /// config.EvalSample images when that is set).
+    let inline evaluated (config: TrainConfig) (train: Dataset) (test: Dataset) (report: EpochReport< ^T >) =
+        let sample d = match config.EvalSample with Some n -> Dataset.take n d | None -> d
+        { report with TrainAccuracy = Evaluate.accuracy report.Model (sample train); TestAccuracy = Evaluate.accuracy report.Model (sample test) }
 
     /// The run, one report per epoch, lazily: `trained`, each epoch then evaluated on the whole
     /// training and test sets. The last report holds the trained model; enumerating the sequence
     /// again repeats the same run.
     let inline epochs (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
-        trained config train initial |> Seq.map (evaluated train test)
+        trained config train initial |> Seq.map (evaluated config train test)
 
     /// The same reports as `epochs`, with each epoch's evaluation running on another core while
     /// the next epoch trains: a model is an immutable value, so evaluating a snapshot of it
@@ -666,7 +712,7 @@ module Training =
     let inline epochsOverlapped (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
         let evaluations =
             trained config train initial
-            |> Seq.map (fun report -> Threading.Tasks.Task.Run(fun () -> evaluated train test report))
+            |> Seq.map (fun report -> Threading.Tasks.Task.Run(fun () -> evaluated config train test report))
         // Pull evaluation k + 1 (which trains epoch k + 1) before waiting for evaluation k.
         Seq.append (Seq.map Some evaluations) [ None ]
         |> Seq.pairwise

@@ -21,15 +21,15 @@ type Core =
     /// The run of Training.epochs in float32, on the config's batches; the token is observed
     /// between epochs (the batches of an epoch are drawn when it starts).
     static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float32>, token: CancellationToken) : seq<EpochReport<float32>> =
-        Core.Batches(config, train, token) |> Training.trainedOn config train initial |> Seq.map (Training.evaluated train test)
+        Core.Batches(config, train, token) |> Training.trainedOn config train initial |> Seq.map (Training.evaluated config train test)
 
     /// The run of Training.epochs in float64, on the config's batches; the token is observed between epochs.
     static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float>, token: CancellationToken) : seq<EpochReport<float>> =
-        Core.Batches(config, train, token) |> Training.trainedOn config train initial |> Seq.map (Training.evaluated train test)
+        Core.Batches(config, train, token) |> Training.trainedOn config train initial |> Seq.map (Training.evaluated config train test)
 
     /// The config's batches, ending early once the token is cancelled.
     static member private Batches(config: TrainConfig, train: Dataset, token: CancellationToken) =
-        Training.batchIndices (config.Seed + 1) config.BatchSize train.Count
+        Training.batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
         |> Seq.truncate config.Iterations
         |> Seq.takeWhile (fun _ -> not token.IsCancellationRequested)
 
@@ -67,4 +67,6 @@ type Core =
           BatchSize = batchSize
           Iterations = iterations
           WeightInitStd = weightInitStd
-          Seed = seed }
+          Seed = seed
+          Sampling = Sampling.WithReplacement
+          EvalSample = None }

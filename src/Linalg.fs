@@ -89,19 +89,29 @@ let mulAddRow (a: Matrix<'T>) (b: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
         box (Double.DenseMatrix(m, n, c)) :?> Matrix<'T>
     | _ -> product false false a b + Matrix<'T>.Build.Dense(m, n, fun _ j -> r[j])
 
+/// out ← y + alpha · x over whole arrays, with System.Numerics vectors.
+let inline private axpy (y: ^T[]) (alpha: ^T) (x: ^T[]) =
+    let out = Array.zeroCreate y.Length
+    let w = System.Numerics.Vector< ^T>.Count
+    let a = System.Numerics.Vector< ^T>(alpha)
+    let mutable i = 0
+    while i <= y.Length - w do
+        (System.Numerics.Vector< ^T>(y, i) + a * System.Numerics.Vector< ^T>(x, i)).CopyTo(out, i)
+        i <- i + w
+    while i < y.Length do
+        out[i] <- y[i] + alpha * x[i]
+        i <- i + 1
+    out
+
 /// Y + alpha · X, element by element, in one vectorized pass (the SGD update W - lr · dW).
 let addScaled (y: Matrix<'T>) (alpha: 'T) (x: Matrix<'T>) : Matrix<'T> =
     if x.RowCount <> y.RowCount || x.ColumnCount <> y.ColumnCount then
         invalidArg "x" $"%d{x.RowCount}x%d{x.ColumnCount} added to %d{y.RowCount}x%d{y.ColumnCount}"
     match box y, box x, box alpha with
     | (:? Single.DenseMatrix as y), (:? Single.DenseMatrix as x), (:? float32 as alpha) ->
-        let out = Array.zeroCreate y.Values.Length
-        System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(System.ReadOnlySpan x.Values, alpha, System.ReadOnlySpan y.Values, System.Span out)
-        box (Single.DenseMatrix(y.RowCount, y.ColumnCount, out)) :?> Matrix<'T>
+        box (Single.DenseMatrix(y.RowCount, y.ColumnCount, axpy y.Values alpha x.Values)) :?> Matrix<'T>
     | (:? Double.DenseMatrix as y), (:? Double.DenseMatrix as x), (:? float as alpha) ->
-        let out = Array.zeroCreate y.Values.Length
-        System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(System.ReadOnlySpan x.Values, alpha, System.ReadOnlySpan y.Values, System.Span out)
-        box (Double.DenseMatrix(y.RowCount, y.ColumnCount, out)) :?> Matrix<'T>
+        box (Double.DenseMatrix(y.RowCount, y.ColumnCount, axpy y.Values alpha x.Values)) :?> Matrix<'T>
     | _ -> y + x.Multiply alpha
 
 /// Aᵀ · B (used for the weight gradient xᵀ · dout).

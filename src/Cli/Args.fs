@@ -28,8 +28,22 @@ type BackendArg =
     /// MathNet.Numerics's own managed provider (slow; a reference).
     | Mathnet
 
+/// How mini-batches are drawn, as the command line spells it.
+type SamplingArg =
+    /// Uniformly with replacement (the book).
+    | With_Replacement
+    /// A new random order each epoch.
+    | Shuffle
+    /// In order from the first image, wrapping around.
+    | Sequential
+
 /// Options of `train`.
 type TrainArgs =
+    | Save of file: string
+    | Init_From of file: string
+    | Sampling of SamplingArg
+    | Eval_Sample of count: int
+    | Metrics of file: string
     | Backend of BackendArg
     | Precision of PrecisionArg
     | Hidden of size: int list
@@ -45,6 +59,11 @@ type TrainArgs =
     interface IArgParserTemplate with
         member a.Usage =
             match a with
+            | Save _ -> "write the trained model to FILE.npz (NumPy archive: W1, b1, ... and metadata), atomically."
+            | Init_From _ -> "start from the parameters in FILE.npz instead of random weights (sets the layer sizes)."
+            | Sampling _ -> "how batches are drawn: with-replacement (the book), shuffle, or sequential (default: with-replacement)."
+            | Eval_Sample _ -> "measure accuracy each epoch on only the first N images of each set (default: all)."
+            | Metrics _ -> "write the per-epoch history to FILE.csv or FILE.json."
             | Backend _ -> "matrix-product backend: auto (OpenBLAS if installed, else managed), openblas, managed or mathnet (default: auto)."
             | Precision _ -> "element type of every matrix: single (float32) or double (float64) (default: single)."
             | Hidden _ -> "hidden layer sizes, one or more (default: 50; e.g. --hidden 100 50 for a deeper net)."
@@ -76,6 +95,32 @@ type GradcheckArgs =
             | Seed _ -> "seed for the initial weights (default: 42)."
             | Data _ -> "directory with the MNIST-layout IDX files (default: the shipped data/mnist)."
 
+/// Options of `evaluate`.
+type EvaluateArgs =
+    | [<Mandatory>] Model of file: string
+    | Data of dir: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Model _ -> "the model to evaluate (an .npz written by train --save, or by numpy)."
+            | Data _ -> "directory with the MNIST-layout IDX files (default: the shipped data/mnist)."
+
+/// Options of `predict`.
+type PredictArgs =
+    | [<Mandatory>] Model of file: string
+    | Index of n: int
+    | Data of dir: string
+    | [<MainCommand>] Images of file: string list
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Model _ -> "the model to predict with (.npz)."
+            | Index _ -> "predict test image N of the data set."
+            | Data _ -> "directory with the MNIST-layout IDX files, for --index (default: the shipped data/mnist)."
+            | Images _ -> "grey-scale PGM images (P2 or P5) of any size, scaled to the model's 28x28."
+
 /// Options of `demo` (none).
 type DemoArgs =
     | [<Hidden>] Unused
@@ -87,6 +132,8 @@ type DemoArgs =
 type Command =
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Gradcheck of ParseResults<GradcheckArgs>
+    | [<SubCommand; CliPrefix(CliPrefix.None)>] Evaluate of ParseResults<EvaluateArgs>
+    | [<SubCommand; CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Demo of ParseResults<DemoArgs>
 
     interface IArgParserTemplate with
@@ -94,4 +141,6 @@ type Command =
             match c with
             | Train _ -> "train the network on MNIST with mini-batch SGD (defaults: the book's recipe)."
             | Gradcheck _ -> "compare backpropagation with numerical gradients on the first training images."
+            | Evaluate _ -> "a saved model's test accuracy, per-class precision and recall, and confusion matrix."
+            | Predict _ -> "a saved model's prediction for test images (--index) or image files, with the top probabilities."
             | Demo _ -> "the book's shopping example: forward and backward through multiply and add nodes."

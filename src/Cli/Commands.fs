@@ -64,6 +64,25 @@ let private describeNet (config: TrainConfig) =
     let sizes = config.Sizes |> List.map string |> String.concat "-"
     $"""{sizes} {(if config.Activation = Activation.Sigmoid then "sigmoid" else "relu")}"""
 
+/// The model in a file, at the precision asked for (the file's own when None).
+let private loadModel (file: string) =
+    if not (File.Exists file) then raise (DataError(file, "model file not found"))
+    Npz.load file
+
+/// Writes the per-epoch history as CSV or JSON, chosen by the file's extension (atomically).
+let private writeMetrics (file: string) (rows: {| Epoch: int; Iteration: int; TrainAccuracy: float; TestAccuracy: float; MeanLoss: float; Seconds: float |} list) =
+    let text =
+        match Path.GetExtension(file).ToLowerInvariant() with
+        | ".json" -> Text.Json.JsonSerializer.Serialize(rows, Text.Json.JsonSerializerOptions(WriteIndented = true))
+        | _ ->
+            let line (r: {| Epoch: int; Iteration: int; TrainAccuracy: float; TestAccuracy: float; MeanLoss: float; Seconds: float |}) =
+                String.Format(Globalization.CultureInfo.InvariantCulture, "{0},{1},{2:R},{3:R},{4:R},{5:F3}", r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.MeanLoss, r.Seconds)
+            String.concat "\n" ("epoch,iteration,train_acc,test_acc,loss,seconds" :: List.map line rows) + "\n"
+    let full = Path.GetFullPath file
+    let temp = full + ".tmp"
+    File.WriteAllText(temp, text)
+    File.Move(temp, full, overwrite = true)
+
 /// `train`: the book's recipe unless told otherwise; one line per epoch and a closing summary.
 let train (args: ParseResults<TrainArgs>) =
     let lr = args.GetResult(TrainArgs.Lr, defaultValue = Training.bookRecipe.LearningRate)
@@ -74,19 +93,45 @@ let train (args: ParseResults<TrainArgs>) =
     if args.Contains Iters && args.Contains Epochs then usage "give --iters or --epochs, not both"
     let iters = args.TryGetResult Iters |> Option.map (positive "--iters")
     let epochs = args.TryGetResult Epochs |> Option.map (positive "--epochs")
-    let sizes = sizesOf (args.TryGetResult TrainArgs.Hidden) 784
+    let evalSample = args.TryGetResult Eval_Sample |> Option.map (positive "--eval-sample")
+    let save = args.TryGetResult Save
+    let metrics = args.TryGetResult Metrics
+    for option, file in [ "--save", save; "--metrics", metrics ] do
+        match file with
+        | Some f when not (Directory.Exists(Path.GetDirectoryName(Path.GetFullPath f))) -> usage $"{option} {f}: the folder does not exist"
+        | Some f when option = "--metrics" && not (List.contains (Path.GetExtension(f).ToLowerInvariant()) [ ".csv"; ".json" ]) ->
+            usage $"--metrics {f}: give a .csv or .json file"
+        | _ -> ()
+    let initFrom = args.TryGetResult Init_From |> Option.map (fun f -> f, loadModel f)
     let dataDir = findData (args.TryGetResult TrainArgs.Data)
     selectBackend (args.TryGetResult TrainArgs.Backend)
+    let sizes, activation =
+        match initFrom with
+        | Some(file, saved) ->
+            if args.Contains TrainArgs.Hidden then usage $"--hidden and --init-from {file}: the model file sets the layer sizes"
+            let layers = match saved with SavedModel.Single m -> m.Layers | SavedModel.Double m -> m.Layers
+            Network.sizes layers, (if List.contains Layer.Sigmoid layers then Activation.Sigmoid else Activation.ReLU)
+        | None -> sizesOf (args.TryGetResult TrainArgs.Hidden) 784, activationOf (args.TryGetResult TrainArgs.Activation)
     let config0 =
         { Training.bookRecipe with
             Sizes = sizes
-            Activation = activationOf (args.TryGetResult TrainArgs.Activation)
+            Activation = activation
             LearningRate = lr
             BatchSize = batch
             WeightInitStd = std
-            Seed = args.GetResult(TrainArgs.Seed, defaultValue = Training.bookRecipe.Seed) }
+            Seed = args.GetResult(TrainArgs.Seed, defaultValue = Training.bookRecipe.Seed)
+            Sampling =
+                match args.GetResult(TrainArgs.Sampling, defaultValue = With_Replacement) with
+                | Shuffle -> Backprop.Sampling.Shuffle
+                | Sequential -> Backprop.Sampling.Sequential
+                | With_Replacement -> Backprop.Sampling.WithReplacement
+            EvalSample = evalSample }
     let clock = Stopwatch.StartNew()
     let trainSet, testSet = Mnist.load dataDir
+    if sizes.Head <> trainSet.PixelCount then
+        match initFrom with
+        | Some(file, _) -> raise (DataError(file, $"the model takes %d{sizes.Head} inputs, the images of {dataDir} have %d{trainSet.PixelCount} pixels"))
+        | None -> ()
     let perEpoch = Training.iterationsPerEpoch config0 trainSet.Count
     let config =
         { config0 with
@@ -96,32 +141,84 @@ let train (args: ParseResults<TrainArgs>) =
                 | Some n, _ -> n
                 | None, Some e -> e * perEpoch
                 | None, None -> Training.bookRecipe.Iterations }
-    let precision = args.GetResult(Precision, defaultValue = Single)
+    let precision =
+        match args.TryGetResult Precision, initFrom with
+        | Some p, _ -> p
+        | None, Some(_, SavedModel.Double _) -> Double
+        | None, _ -> Single
+    let sampling =
+        match config.Sampling with
+        | Backprop.Sampling.Shuffle -> "shuffled each epoch"
+        | Backprop.Sampling.Sequential -> "in order"
+        | _ -> "random, with replacement"
+    let start = match initFrom with Some(file, _) -> $"parameters from {file}" | None -> $"weights N(0, %g{config.WeightInitStd}^2)"
     printfn
-        $"""train: network {describeNet config} + softmax-with-loss, lr %g{config.LearningRate}, batch %d{config.BatchSize} (random, with replacement), iterations %d{config.Iterations} (%d{perEpoch} per epoch), weights N(0, %g{config.WeightInitStd}^2), seed %d{config.Seed}, precision {(if precision = Single then "single" else "double")}, backend {Linalg.describe ()}, data {Path.GetFullPath dataDir}"""
+        $"""train: network {describeNet config} + softmax-with-loss, lr %g{config.LearningRate}, batch %d{config.BatchSize} ({sampling}), iterations %d{config.Iterations} (%d{perEpoch} per epoch), {start}, seed %d{config.Seed}, precision {(if precision = Single then "single" else "double")}, backend {Linalg.describe ()}, data {Path.GetFullPath dataDir}"""
+    let metadata =
+        [ "learning_rate", string config.LearningRate
+          "batch_size", string config.BatchSize
+          "iterations", string config.Iterations
+          "seed", string config.Seed
+          "sampling", sampling
+          "data", Path.GetFullPath dataDir ]
     // One code path for both precisions: the element type is fixed by the initial model's type.
     let inline run (initial: Model< ^T >) =
-        Training.epochsOverlapped config trainSet testSet initial
-        |> Seq.map (fun r -> {| Epoch = r.Epoch; Iteration = r.Iteration; TrainAccuracy = r.TrainAccuracy; TestAccuracy = r.TestAccuracy; MeanLoss = r.MeanLoss |})
-    let reports =
-        match precision with
-        | Single -> run (Training.initialModel config: Model<float32>)
-        | Double -> run (Training.initialModel config: Model<float>)
-    let last =
-        reports
-        |> Seq.fold
-            (fun _ report ->
+        let reports =
+            Training.epochsOverlapped config trainSet testSet initial
+            |> Seq.map (fun r ->
                 printfn
-                    $"epoch %d{report.Epoch}  iter %d{report.Iteration}  train acc %.4f{report.TrainAccuracy}  test acc %.4f{report.TestAccuracy}  loss %.4f{report.MeanLoss}  elapsed %.1f{clock.Elapsed.TotalSeconds}s"
-                Some report)
-            None
+                    $"epoch %d{r.Epoch}  iter %d{r.Iteration}  train acc %.4f{r.TrainAccuracy}  test acc %.4f{r.TestAccuracy}  loss %.4f{r.MeanLoss}  elapsed %.1f{clock.Elapsed.TotalSeconds}s"
+                r, {| Epoch = r.Epoch; Iteration = r.Iteration; TrainAccuracy = r.TrainAccuracy; TestAccuracy = r.TestAccuracy; MeanLoss = r.MeanLoss; Seconds = clock.Elapsed.TotalSeconds |})
+            |> Seq.toList
+        match List.tryLast reports with
+        | Some(last, _) ->
+            save |> Option.iter (fun file -> Npz.save file last.Model metadata)
+            Some(snd (List.last reports)), List.map snd reports
+        | None -> None, []
+    let toSingle (m: Model<float>) = { Layers = m.Layers; States = m.States; Params = m.Params |> List.map (function Params.Affine p -> Params.Affine { W = p.W.Map float32; b = p.b.Map float32 } | _ -> Params.Empty) }
+    let toDouble (m: Model<float32>) = { Layers = m.Layers; States = m.States; Params = m.Params |> List.map (function Params.Affine p -> Params.Affine { W = p.W.Map float; b = p.b.Map float } | _ -> Params.Empty) }
+    let last, rows =
+        match precision, initFrom with
+        | Single, Some(_, SavedModel.Single m) -> run m
+        | Single, Some(_, SavedModel.Double m) -> run (toSingle m)
+        | Double, Some(_, SavedModel.Double m) -> run m
+        | Double, Some(_, SavedModel.Single m) -> run (toDouble m)
+        | Single, None -> run (Training.initialModel config: Model<float32>)
+        | Double, None -> run (Training.initialModel config: Model<float>)
+    metrics |> Option.iter (fun file -> writeMetrics file rows)
     match last with
     | Some r ->
         printfn
             $"done: iterations %d{r.Iteration}, epochs %d{r.Epoch}, train acc %.4f{r.TrainAccuracy}, test acc %.4f{r.TestAccuracy}, final loss %.4f{r.MeanLoss}, elapsed %.1f{clock.Elapsed.TotalSeconds}s, garbage collections %d{GC.CollectionCount 0}/%d{GC.CollectionCount 1}/%d{GC.CollectionCount 2} (gen0/1/2)"
+        save |> Option.iter (fun file -> printfn $"saved: {Path.GetFullPath file}")
     | None -> printfn "done: no iterations"
     0
 
+/// `evaluate`: test accuracy, per-class precision and recall, and the confusion matrix.
+let evaluate (args: ParseResults<EvaluateArgs>) =
+    let file = args.GetResult EvaluateArgs.Model
+    let saved = loadModel file
+    let dataDir = findData (args.TryGetResult EvaluateArgs.Data)
+    selectBackend None
+    let _, test = Mnist.load dataDir
+    let accuracy, confusion, sizes =
+        match saved with
+        | SavedModel.Single m -> Evaluate.accuracy m test, Evaluate.confusion 10 m test, Network.sizes m.Layers
+        | SavedModel.Double m -> Evaluate.accuracy m test, Evaluate.confusion 10 m test, Network.sizes m.Layers
+    if sizes.Head <> test.PixelCount then raise (DataError(file, $"the model takes %d{sizes.Head} inputs, the images of {dataDir} have %d{test.PixelCount} pixels"))
+    printfn $"""evaluate: model {Path.GetFullPath file} ({sizes |> List.map string |> String.concat "-"}), {test.Count} test images of {Path.GetFullPath dataDir}"""
+    printfn $"test acc %.4f{accuracy}"
+    printfn "class  precision  recall  count"
+    for c in 0 .. 9 do
+        let column = Seq.sum (seq { for t in 0 .. 9 -> confusion[t, c] })
+        let row = Seq.sum (seq { for p in 0 .. 9 -> confusion[c, p] })
+        let ratio a b = if b = 0 then nan else float a / float b
+        printfn $"%5d{c}  %9.4f{ratio confusion[c, c] column}  %6.4f{ratio confusion[c, c] row}  %5d{row}"
+    printfn "confusion matrix (rows: true class, columns: predicted class)"
+    printfn "%s" ("      " + String.Join("", [ for p in 0 .. 9 -> $"%6d{p}" ]))
+    for t in 0 .. 9 do
+        printfn "%s" ($"%6d{t}" + String.Join("", [ for p in 0 .. 9 -> $"%6d{confusion[t, p]}" ]))
+    0
 /// `gradcheck`: mean |backprop - numerical| for each parameter, on the first images (float64).
 let gradcheck (args: ParseResults<GradcheckArgs>) =
     let count = args.GetResult(Count, defaultValue = 3) |> positive "--count"
@@ -138,6 +235,38 @@ let gradcheck (args: ParseResults<GradcheckArgs>) =
     printfn $"""gradcheck: network {sizes |> List.map string |> String.concat "-"}, first %d{first.Count} training images, h = 1e-4, float64, backend {Linalg.describe ()}"""
     for name, diff in Network.gradientCheck model x t do
         printfn $"%-3s{name}: %.3e{diff}"
+    0
+
+/// `predict`: the class and top probabilities for test images (--index) or PGM files.
+let predict (args: ParseResults<PredictArgs>) =
+    let file = args.GetResult PredictArgs.Model
+    let saved = loadModel file
+    let inputs = match saved with SavedModel.Single m -> (Network.sizes m.Layers).Head | SavedModel.Double m -> (Network.sizes m.Layers).Head
+    let side = int (sqrt (float inputs))
+    if side * side <> inputs then raise (DataError(file, $"the model takes %d{inputs} inputs, not a square image"))
+    let images =
+        [ match args.TryGetResult Index with
+          | Some n ->
+              let _, test = Mnist.load (findData (args.TryGetResult PredictArgs.Data))
+              if n < 0 || n >= test.Count then usage $"--index must be between 0 and %d{test.Count - 1}, got %d{n}"
+              if test.PixelCount <> inputs then raise (DataError(file, $"the model takes %d{inputs} inputs, the test images have %d{test.PixelCount} pixels"))
+              let image = Array.init test.PixelCount (fun j -> float test.Pixels[n * test.PixelCount + j] / 255.0)
+              yield $"test image %d{n} (label %d{test.Labels[n]})", image
+          | None -> ()
+          for path in args.GetResult(Images, defaultValue = []) do
+              yield path, Images.toInput side (Images.readPgm path) ]
+    if images.IsEmpty then usage "predict needs --index N or image files"
+    selectBackend None
+    for name, image in images do
+        let probabilities =
+            match saved with
+            | SavedModel.Single m -> Interop.Core.Probabilities(m, Array.map float32 image) |> Array.map float
+            | SavedModel.Double m -> Interop.Core.Probabilities(m, image)
+        let top = probabilities |> Array.indexed |> Array.sortByDescending snd |> Array.truncate 3
+        printfn $"{name}: predicted %d{fst top[0]}"
+        printfn "  top: %s" (String.Join(", ", [ for c, p in top -> $"%d{c} (%.4f{p})" ]))
+        for line in Images.render side image do
+            printfn $"  |{line}|"
     0
 
 /// `demo`: the shopping examples of 5.4, forward (price) and backward (gradients).

@@ -14,6 +14,8 @@ let main argv =
         match parser.ParseCommandLine(argv, raiseOnUsage = true).GetSubCommand() with
         | Train args -> train args
         | Gradcheck args -> gradcheck args
+        | Evaluate args -> evaluate args
+        | Predict args -> predict args
         | Demo _ -> demo ()
     with
     | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText -> printfn $"{e.Message}"; 0
