@@ -74,6 +74,53 @@ let tests =
                 Expect.stringContains err expected $"message of %A{args}"
                 Expect.equal (err.TrimEnd().Split('\n').Length) 1 $"one line for %A{args}"
         }
+        test "evaluate prints accuracy, precision and recall, and the confusion matrix of a saved model" {
+            let path = Path.Combine(Directory.CreateTempSubdirectory("backprop-cli-").FullName, "m.npz")
+            let code, out, _ = run [ "train"; "--iters"; "600"; "--save"; path; "--data"; mnistDir ]
+            Expect.equal code 0 "train"
+            let trained = out.Split('\n') |> Array.find (fun l -> l.StartsWith "done:")
+            let code, out, err = run [ "evaluate"; "--model"; path; "--data"; mnistDir ]
+            Expect.equal (code, err) (0, "") "evaluate"
+            let acc = out.Split('\n') |> Array.find (fun l -> l.StartsWith "test acc ")
+            Expect.stringContains trained acc "the saved model scores what training reported, to the last digit"
+            Expect.stringContains out "confusion matrix (rows: true class, columns: predicted class)" "matrix title"
+            let rows = out.Split('\n') |> Array.skipWhile (fun l -> not (l.StartsWith "confusion")) |> Array.skip 2 |> Array.truncate 10
+            let total = rows |> Array.sumBy (fun r -> r.Split(' ', StringSplitOptions.RemoveEmptyEntries) |> Array.skip 1 |> Array.sumBy int)
+            Expect.equal total 10000 "every test image counted once"
+            let code, out, _ = run [ "predict"; "--model"; path; "--index"; "0"; "--data"; mnistDir ]
+            Expect.equal code 0 "predict"
+            Expect.stringStarts out "test image 0 (label 7): predicted 7" "the first test image is a 7"
+            Expect.equal (out.Split('\n') |> Array.filter (fun l -> l.StartsWith "  |")).Length 28 "28 rows of rendering"
+            // the same digit as a PGM file, on a white background and twice the size
+            let _, test = mnist.Force()
+            let pgm = Path.Combine(Path.GetDirectoryName path, "seven.pgm")
+            let big = Array.init (56 * 56) (fun k -> 255uy - test.Pixels[(k / 56 / 2) * 28 + (k % 56) / 2])
+            File.WriteAllBytes(pgm, Array.append (Text.Encoding.ASCII.GetBytes "P5\n# a seven\n56 56\n255\n") big)
+            let code, out, _ = run [ "predict"; "--model"; path; pgm ]
+            Expect.equal code 0 "predict a file"
+            Expect.stringStarts out $"{pgm}: predicted 7" "the file is read, scaled and inverted"
+            let code, _, err = run [ "predict"; "--model"; path; "--index"; "10000"; "--data"; mnistDir ]
+            Expect.equal (code, err.Trim()) (2, "backprop: --index must be between 0 and 9999, got 10000") "bad index"
+            let code, _, err = run [ "evaluate"; "--model"; "/no/such.npz" ]
+            Expect.equal (code, err.Trim()) (1, "backprop: /no/such.npz: model file not found") "missing model"
+            let code, _, err = run [ "predict"; "--model"; path; mnistDir + "/SHA256SUMS" ]
+            Expect.equal code 1 "not an image"
+            Expect.stringContains err "not a grey-scale PGM image" "what is wrong"
+        }
+        test "--metrics writes the per-epoch history as CSV and JSON" {
+            let dir = Directory.CreateTempSubdirectory("backprop-cli-").FullName
+            for name in [ "h.csv"; "h.json" ] do
+                let code, _, _ = run [ "train"; "--iters"; "120"; "--batch"; "1000"; "--eval-sample"; "500"; "--metrics"; Path.Combine(dir, name); "--data"; mnistDir ]
+                Expect.equal code 0 name
+            let csv = File.ReadAllLines(Path.Combine(dir, "h.csv"))
+            Expect.equal csv[0] "epoch,iteration,train_acc,test_acc,loss,seconds" "header"
+            Expect.equal csv.Length 3 "60 steps an epoch: two epochs"
+            Expect.stringStarts csv[2] "2,120," "second epoch"
+            let json = File.ReadAllText(Path.Combine(dir, "h.json"))
+            Expect.stringContains json "\"Iteration\": 120" "JSON history"
+            let code, _, err = run [ "train"; "--metrics"; Path.Combine(dir, "h.txt"); "--data"; mnistDir ]
+            Expect.equal (code, err.Trim()) (2, $"""backprop: --metrics {Path.Combine(dir, "h.txt")}: give a .csv or .json file""") "bad extension"
+        }
         test "--help goes to stdout with exit 0" {
             let code, out, _ = run [ "train"; "--help" ]
             Expect.equal code 0 "exit code"

@@ -30,13 +30,15 @@ let maxAbsDiff (a: Matrix<float>) (b: Matrix<float>) = (a - b).Enumerate() |> Se
 let modelOf (layers: Layer list) (ps: Params<'T> list) : Model<'T> =
     { Layers = layers; Params = ps; States = layers |> List.map (fun _ -> LayerState.Stateless) }
 
-/// The repository's data/mnist, found from the test binary upwards.
-let mnistDir =
+/// The repository's root (the folder of Backprop.sln), found from the test binary upwards.
+let repoRoot =
     let rec up (d: DirectoryInfo) =
-        if isNull d then failwith "data/mnist not found above the test binary"
-        let c = Path.Combine(d.FullName, "data", "mnist")
-        if Directory.Exists c then c else up d.Parent
+        if isNull d then failwith "Backprop.sln not found above the test binary"
+        if File.Exists(Path.Combine(d.FullName, "Backprop.sln")) then d.FullName else up d.Parent
     up (DirectoryInfo AppContext.BaseDirectory)
+
+/// The repository's data/mnist.
+let mnistDir = Path.Combine(repoRoot, "data", "mnist")
 
 /// MNIST, read once for every test that needs it.
 let mnist = lazy (Mnist.load mnistDir)

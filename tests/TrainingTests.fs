@@ -48,6 +48,23 @@ let tests =
             Expect.equal overlapped sequential "same epochs, losses and accuracies"
             Expect.equal (sequential |> List.map (fun (e, i, _, _, _) -> e, i)) [ 1, 30; 2, 60; 3, 90; 4, 95 ] "four epochs"
         }
+        test "sampling: sequential takes the images in order, shuffle each once an epoch" {
+            let sequential = Training.batchesBy Sampling.Sequential 1 4 10 |> Seq.take 3 |> Seq.toList
+            Expect.equal sequential [ [| 0; 1; 2; 3 |]; [| 4; 5; 6; 7 |]; [| 8; 9; 0; 1 |] ] "in order, wrapping"
+            let shuffled = Training.batchesBy Sampling.Shuffle 1 5 10 |> Seq.take 4 |> Seq.toList
+            Expect.equal (shuffled[0..1] |> Array.concat |> Array.sort) [| 0 .. 9 |] "first epoch: every image once"
+            Expect.equal (shuffled[2..3] |> Array.concat |> Array.sort) [| 0 .. 9 |] "second epoch: every image once"
+            Expect.notEqual shuffled[0..1] shuffled[2..3] "a new order each epoch"
+            Expect.notEqual (shuffled[0..1] |> Array.concat) [| 0 .. 9 |] "not in order"
+        }
+        test "--eval-sample: the epoch's accuracy on the first N images only" {
+            let train, test = mnist.Force()
+            let model: Model<float32> = Training.initialModel Training.bookRecipe
+            let report = { Epoch = 1; Iteration = 0; Model = model; Losses = [||]; TrainAccuracy = nan; TestAccuracy = nan }
+            let sampled = Training.evaluated { Training.bookRecipe with EvalSample = Some 300 } train test report
+            Expect.equal sampled.TrainAccuracy (Evaluate.accuracy model (Dataset.take 300 train)) "train on 300"
+            Expect.equal sampled.TestAccuracy (Evaluate.accuracy model (Dataset.take 300 test)) "test on 300"
+        }
         test "one epoch of the book's recipe (600 steps, float64) reaches test accuracy above 0.90" {
             let train, test = mnist.Force()
             let config = { Training.bookRecipe with Iterations = 600 }
