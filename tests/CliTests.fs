@@ -8,6 +8,7 @@ open Common
 
 /// Runs `backprop args` in-process and returns (exit code, stdout, stderr).
 let run (args: string list) =
+    Environment.SetEnvironmentVariable("BACKPROP_PROGRESS", "0") // plain lines even when the suite runs in a terminal
     let out, err = new StringWriter(), new StringWriter()
     let oldOut, oldErr = Console.Out, Console.Error
     Console.SetOut out
@@ -105,7 +106,7 @@ let tests =
             Expect.equal (code, err.Trim()) (1, "backprop: /no/such.npz: model file not found") "missing model"
             let code, _, err = run [ "predict"; "--model"; path; mnistDir + "/SHA256SUMS" ]
             Expect.equal code 1 "not an image"
-            Expect.stringContains err "not a grey-scale PGM image" "what is wrong"
+            Expect.stringContains err "SHA256SUMS: not an image SkiaSharp can decode" "what is wrong"
         }
         test "--metrics writes the per-epoch history as CSV and JSON" {
             let dir = Directory.CreateTempSubdirectory("backprop-cli-").FullName
@@ -120,6 +121,36 @@ let tests =
             Expect.stringContains json "\"Iteration\": 120" "JSON history"
             let code, _, err = run [ "train"; "--metrics"; Path.Combine(dir, "h.txt"); "--data"; mnistDir ]
             Expect.equal (code, err.Trim()) (2, $"""backprop: --metrics {Path.Combine(dir, "h.txt")}: give a .csv or .json file""") "bad extension"
+        }
+        test "--plot writes a PNG of the curves; predict reads the shipped PNG digits" {
+            let dir = Directory.CreateTempSubdirectory("backprop-cli-").FullName
+            let png = Path.Combine(dir, "curves.png")
+            let model = Path.Combine(dir, "m.npz")
+            let code, _, err = run [ "train"; "--iters"; "1200"; "--plot"; png; "--save"; model; "--data"; mnistDir ]
+            Expect.equal (code, err) (0, "") "train"
+            let bytes = File.ReadAllBytes png
+            Expect.equal bytes[1..3] "PNG"B "a PNG file"
+            Expect.isGreaterThan bytes.Length 20000 "with curves, axes, labels and legend drawn (an empty plot is far smaller)"
+            let samples = Directory.GetFiles(Path.Combine(repoRoot, "data", "samples"), "*.png") |> Array.sort
+            Expect.equal samples.Length 5 "five shipped digits"
+            let code, out, _ = run ([ "predict"; "--model"; model ] @ List.ofArray samples)
+            Expect.equal code 0 "predict"
+            for file in samples do
+                let label = Path.GetFileName(file).Split('-')[1]
+                Expect.stringContains out $"{file}: predicted {label}" $"{Path.GetFileName file}"
+        }
+        test "--dataset fashion trains on Fashion-MNIST and names its classes (where Debian's package is installed)" {
+            if not (Directory.Exists "/usr/share/datasets/fashion-mnist") then
+                skiptest "Fashion-MNIST is not installed here (apt-get install dataset-fashion-mnist); CI installs it"
+            let model = Path.Combine(Directory.CreateTempSubdirectory("backprop-cli-").FullName, "f.npz")
+            let code, out, _ = run [ "train"; "--dataset"; "fashion"; "--iters"; "600"; "--save"; model ]
+            Expect.equal code 0 "train"
+            Expect.stringContains out "data /usr/share/datasets/fashion-mnist" "the Debian location"
+            let acc = out.Split('\n') |> Array.find (fun l -> l.StartsWith "done:") |> fun l -> float ((l.Split("test acc ")[1]).Split(',')[0])
+            Expect.isGreaterThan acc 0.75 "one epoch on Fashion-MNIST"
+            let code, out, _ = run [ "predict"; "--model"; model; "--index"; "0" ]
+            Expect.equal code 0 "predict"
+            Expect.stringStarts out "test image 0 (label 9 Ankle boot)" "class names, from the model's data set"
         }
         test "--help goes to stdout with exit 0" {
             let code, out, _ = run [ "train"; "--help" ]

@@ -28,6 +28,13 @@ type BackendArg =
     /// MathNet.Numerics's own managed provider (slow; a reference).
     | Mathnet
 
+/// A built-in data set.
+type DatasetArg =
+    /// MNIST, shipped in data/mnist.
+    | Mnist
+    /// Fashion-MNIST, from Debian's dataset-fashion-mnist package.
+    | Fashion
+
 /// How mini-batches are drawn, as the command line spells it.
 type SamplingArg =
     /// Uniformly with replacement (the book).
@@ -39,11 +46,13 @@ type SamplingArg =
 
 /// Options of `train`.
 type TrainArgs =
+    | Dataset of DatasetArg
     | Save of file: string
     | Init_From of file: string
     | Sampling of SamplingArg
     | Eval_Sample of count: int
     | Metrics of file: string
+    | Plot of file: string
     | Backend of BackendArg
     | Precision of PrecisionArg
     | Hidden of size: int list
@@ -59,11 +68,13 @@ type TrainArgs =
     interface IArgParserTemplate with
         member a.Usage =
             match a with
+            | Dataset _ -> "a built-in data set: mnist (shipped) or fashion (Fashion-MNIST from Debian's dataset-fashion-mnist) (default: mnist)."
             | Save _ -> "write the trained model to FILE.npz (NumPy archive: W1, b1, ... and metadata), atomically."
             | Init_From _ -> "start from the parameters in FILE.npz instead of random weights (sets the layer sizes)."
             | Sampling _ -> "how batches are drawn: with-replacement (the book), shuffle, or sequential (default: with-replacement)."
             | Eval_Sample _ -> "measure accuracy each epoch on only the first N images of each set (default: all)."
             | Metrics _ -> "write the per-epoch history to FILE.csv or FILE.json."
+            | Plot _ -> "draw the loss and the train and test accuracy curves to FILE.png."
             | Backend _ -> "matrix-product backend: auto (OpenBLAS if installed, else managed), openblas, managed or mathnet (default: auto)."
             | Precision _ -> "element type of every matrix: single (float32) or double (float64) (default: single)."
             | Hidden _ -> "hidden layer sizes, one or more (default: 50; e.g. --hidden 100 50 for a deeper net)."
@@ -98,17 +109,20 @@ type GradcheckArgs =
 /// Options of `evaluate`.
 type EvaluateArgs =
     | [<Mandatory>] Model of file: string
+    | Dataset of DatasetArg
     | Data of dir: string
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Model _ -> "the model to evaluate (an .npz written by train --save, or by numpy)."
+            | Dataset _ -> "a built-in data set: mnist or fashion (default: the one the model was trained on)."
             | Data _ -> "directory with the MNIST-layout IDX files (default: the shipped data/mnist)."
 
 /// Options of `predict`.
 type PredictArgs =
     | [<Mandatory>] Model of file: string
+    | Dataset of DatasetArg
     | Index of n: int
     | Data of dir: string
     | [<MainCommand>] Images of file: string list
@@ -117,9 +131,10 @@ type PredictArgs =
         member a.Usage =
             match a with
             | Model _ -> "the model to predict with (.npz)."
+            | Dataset _ -> "a built-in data set for --index and class names: mnist or fashion (default: the model's)."
             | Index _ -> "predict test image N of the data set."
             | Data _ -> "directory with the MNIST-layout IDX files, for --index (default: the shipped data/mnist)."
-            | Images _ -> "grey-scale PGM images (P2 or P5) of any size, scaled to the model's 28x28."
+            | Images _ -> "images (PNG, or PGM P2/P5) of any size, read as grey levels and scaled to the model's 28x28."
 
 /// Options of `demo` (none).
 type DemoArgs =

@@ -5,6 +5,7 @@ open System
 open System.IO
 open System.Diagnostics
 open Argu
+open Spectre.Console // the progress bar's extension methods
 open Backprop
 open Backprop.Cli.Args
 
@@ -49,6 +50,28 @@ let private selectBackend (backend: BackendArg option) =
         let reason = e.Message.Split(" (Parameter")[0]
         usage $"--backend openblas: {reason}"
 
+/// Where Debian's dataset-fashion-mnist package puts Fashion-MNIST.
+let fashionDir = "/usr/share/datasets/fashion-mnist"
+
+/// Fashion-MNIST's class names, by label.
+let fashionClasses = [| "T-shirt/top"; "Trouser"; "Pullover"; "Dress"; "Coat"; "Sandal"; "Shirt"; "Sneaker"; "Bag"; "Ankle boot" |]
+
+/// The data directory and the data set's name from --data and --dataset (at most one of them);
+/// `fallback` names the data set when neither is given (e.g. the one a model was trained on).
+let private resolveData (data: string option) (dataset: DatasetArg option) (fallback: string option) =
+    match data, dataset, fallback with
+    | Some _, Some _, _ -> usage "give --data or --dataset, not both"
+    | Some dir, None, _ -> dir, "custom"
+    | None, Some Fashion, _
+    | None, None, Some "fashion" ->
+        if not (Directory.Exists fashionDir) then
+            raise (DataError(fashionDir, "Fashion-MNIST is not installed here; install it with: apt-get install dataset-fashion-mnist"))
+        fashionDir, "fashion"
+    | None, _, _ -> findData None, "mnist"
+
+/// The name of class c in a data set ("7" for MNIST, "Sneaker" for Fashion-MNIST).
+let private className (dataset: string) (c: int) = if dataset = "fashion" then $"{c} {fashionClasses[c]}" else string c
+
 let private activationOf =
     function
     | Some Sigmoid -> Activation.Sigmoid
@@ -83,6 +106,27 @@ let private writeMetrics (file: string) (rows: {| Epoch: int; Iteration: int; Tr
     File.WriteAllText(temp, text)
     File.Move(temp, full, overwrite = true)
 
+/// Runs body with a way to show each epoch: in a terminal, a live progress bar (iteration,
+/// loss, throughput, time left) with the epoch lines printed above it; otherwise (a pipe, a
+/// file, or BACKPROP_PROGRESS=0) the plain epoch lines alone, as scripts read them.
+let private withProgress (total: int) (body: (string -> int -> float -> unit) -> 'a) : 'a =
+    let interactive =
+        not Console.IsOutputRedirected && Environment.GetEnvironmentVariable "BACKPROP_PROGRESS" <> "0"
+        && Spectre.Console.AnsiConsole.Profile.Capabilities.Interactive
+    if not interactive then
+        body (fun line _ _ -> printfn "%s" line)
+    else
+        let clock = Stopwatch.StartNew()
+        let columns: Spectre.Console.ProgressColumn[] =
+            [| Spectre.Console.TaskDescriptionColumn(); Spectre.Console.ProgressBarColumn(); Spectre.Console.PercentageColumn(); Spectre.Console.RemainingTimeColumn() |]
+        Spectre.Console.AnsiConsole.Progress().AutoClear(true).Columns(columns).Start(fun ctx ->
+                let task = ctx.AddTask("training", maxValue = float total)
+                body (fun line iteration loss ->
+                    Spectre.Console.AnsiConsole.WriteLine line
+                    let rate = float iteration / max clock.Elapsed.TotalSeconds 1e-3
+                    task.Description <- $"iter %d{iteration}/%d{total}  loss %.4f{loss}  %.0f{rate} it/s"
+                    task.Value <- float iteration))
+
 /// `train`: the book's recipe unless told otherwise; one line per epoch and a closing summary.
 let train (args: ParseResults<TrainArgs>) =
     let lr = args.GetResult(TrainArgs.Lr, defaultValue = Training.bookRecipe.LearningRate)
@@ -96,14 +140,16 @@ let train (args: ParseResults<TrainArgs>) =
     let evalSample = args.TryGetResult Eval_Sample |> Option.map (positive "--eval-sample")
     let save = args.TryGetResult Save
     let metrics = args.TryGetResult Metrics
-    for option, file in [ "--save", save; "--metrics", metrics ] do
+    let plotFile = args.TryGetResult Plot
+    for option, file in [ "--save", save; "--metrics", metrics; "--plot", plotFile ] do
         match file with
         | Some f when not (Directory.Exists(Path.GetDirectoryName(Path.GetFullPath f))) -> usage $"{option} {f}: the folder does not exist"
         | Some f when option = "--metrics" && not (List.contains (Path.GetExtension(f).ToLowerInvariant()) [ ".csv"; ".json" ]) ->
             usage $"--metrics {f}: give a .csv or .json file"
+        | Some f when option = "--plot" && Path.GetExtension(f).ToLowerInvariant() <> ".png" -> usage $"--plot {f}: give a .png file"
         | _ -> ()
     let initFrom = args.TryGetResult Init_From |> Option.map (fun f -> f, loadModel f)
-    let dataDir = findData (args.TryGetResult TrainArgs.Data)
+    let dataDir, datasetName = resolveData (args.TryGetResult TrainArgs.Data) (args.TryGetResult TrainArgs.Dataset) None
     selectBackend (args.TryGetResult TrainArgs.Backend)
     let sizes, activation =
         match initFrom with
@@ -160,24 +206,29 @@ let train (args: ParseResults<TrainArgs>) =
           "iterations", string config.Iterations
           "seed", string config.Seed
           "sampling", sampling
+          "dataset", datasetName
           "data", Path.GetFullPath dataDir ]
     // One code path for both precisions: the element type is fixed by the initial model's type.
     let inline run (initial: Model< ^T >) =
         let reports =
-            Training.epochsOverlapped config trainSet testSet initial
-            |> Seq.map (fun r ->
-                printfn
-                    $"epoch %d{r.Epoch}  iter %d{r.Iteration}  train acc %.4f{r.TrainAccuracy}  test acc %.4f{r.TestAccuracy}  loss %.4f{r.MeanLoss}  elapsed %.1f{clock.Elapsed.TotalSeconds}s"
-                r, {| Epoch = r.Epoch; Iteration = r.Iteration; TrainAccuracy = r.TrainAccuracy; TestAccuracy = r.TestAccuracy; MeanLoss = r.MeanLoss; Seconds = clock.Elapsed.TotalSeconds |})
-            |> Seq.toList
+            withProgress config.Iterations (fun show ->
+                Training.epochsOverlapped config trainSet testSet initial
+                |> Seq.map (fun r ->
+                    show
+                        $"epoch %d{r.Epoch}  iter %d{r.Iteration}  train acc %.4f{r.TrainAccuracy}  test acc %.4f{r.TestAccuracy}  loss %.4f{r.MeanLoss}  elapsed %.1f{clock.Elapsed.TotalSeconds}s"
+                        r.Iteration
+                        r.MeanLoss
+                    r, {| Epoch = r.Epoch; Iteration = r.Iteration; TrainAccuracy = r.TrainAccuracy; TestAccuracy = r.TestAccuracy; MeanLoss = r.MeanLoss; Seconds = clock.Elapsed.TotalSeconds |})
+                |> Seq.toList)
+        let losses = reports |> Array.ofList |> Array.collect (fun (r, _) -> r.Losses)
         match List.tryLast reports with
         | Some(last, _) ->
             save |> Option.iter (fun file -> Npz.save file last.Model metadata)
-            Some(snd (List.last reports)), List.map snd reports
-        | None -> None, []
+            Some(snd (List.last reports)), List.map snd reports, losses
+        | None -> None, [], losses
     let toSingle (m: Model<float>) = { Layers = m.Layers; States = m.States; Params = m.Params |> List.map (function Params.Affine p -> Params.Affine { W = p.W.Map float32; b = p.b.Map float32 } | _ -> Params.Empty) }
     let toDouble (m: Model<float32>) = { Layers = m.Layers; States = m.States; Params = m.Params |> List.map (function Params.Affine p -> Params.Affine { W = p.W.Map float; b = p.b.Map float } | _ -> Params.Empty) }
-    let last, rows =
+    let last, rows, losses =
         match precision, initFrom with
         | Single, Some(_, SavedModel.Single m) -> run m
         | Single, Some(_, SavedModel.Double m) -> run (toSingle m)
@@ -186,6 +237,7 @@ let train (args: ParseResults<TrainArgs>) =
         | Single, None -> run (Training.initialModel config: Model<float32>)
         | Double, None -> run (Training.initialModel config: Model<float>)
     metrics |> Option.iter (fun file -> writeMetrics file rows)
+    plotFile |> Option.iter (fun file -> Plot.write file losses [ for r in rows -> r.Iteration, r.TrainAccuracy, r.TestAccuracy ])
     match last with
     | Some r ->
         printfn
@@ -198,7 +250,7 @@ let train (args: ParseResults<TrainArgs>) =
 let evaluate (args: ParseResults<EvaluateArgs>) =
     let file = args.GetResult EvaluateArgs.Model
     let saved = loadModel file
-    let dataDir = findData (args.TryGetResult EvaluateArgs.Data)
+    let dataDir, datasetName = resolveData (args.TryGetResult EvaluateArgs.Data) (args.TryGetResult EvaluateArgs.Dataset) ((Npz.metadata file).TryFind "dataset")
     selectBackend None
     let _, test = Mnist.load dataDir
     let accuracy, confusion, sizes =
@@ -208,12 +260,12 @@ let evaluate (args: ParseResults<EvaluateArgs>) =
     if sizes.Head <> test.PixelCount then raise (DataError(file, $"the model takes %d{sizes.Head} inputs, the images of {dataDir} have %d{test.PixelCount} pixels"))
     printfn $"""evaluate: model {Path.GetFullPath file} ({sizes |> List.map string |> String.concat "-"}), {test.Count} test images of {Path.GetFullPath dataDir}"""
     printfn $"test acc %.4f{accuracy}"
-    printfn "class  precision  recall  count"
+    printfn "class          precision  recall  count"
     for c in 0 .. 9 do
         let column = Seq.sum (seq { for t in 0 .. 9 -> confusion[t, c] })
         let row = Seq.sum (seq { for p in 0 .. 9 -> confusion[c, p] })
         let ratio a b = if b = 0 then nan else float a / float b
-        printfn $"%5d{c}  %9.4f{ratio confusion[c, c] column}  %6.4f{ratio confusion[c, c] row}  %5d{row}"
+        printfn $"%-13s{className datasetName c}  %9.4f{ratio confusion[c, c] column}  %6.4f{ratio confusion[c, c] row}  %5d{row}"
     printfn "confusion matrix (rows: true class, columns: predicted class)"
     printfn "%s" ("      " + String.Join("", [ for p in 0 .. 9 -> $"%6d{p}" ]))
     for t in 0 .. 9 do
@@ -242,19 +294,26 @@ let predict (args: ParseResults<PredictArgs>) =
     let file = args.GetResult PredictArgs.Model
     let saved = loadModel file
     let inputs = match saved with SavedModel.Single m -> (Network.sizes m.Layers).Head | SavedModel.Double m -> (Network.sizes m.Layers).Head
+    let datasetOfModel = (Npz.metadata file).TryFind "dataset"
+    let datasetName =
+        match args.TryGetResult PredictArgs.Dataset, args.TryGetResult PredictArgs.Data with
+        | Some Fashion, _ -> "fashion"
+        | Some Mnist, _ -> "mnist"
+        | None, Some _ -> "custom"
+        | None, None -> defaultArg datasetOfModel "mnist"
     let side = int (sqrt (float inputs))
     if side * side <> inputs then raise (DataError(file, $"the model takes %d{inputs} inputs, not a square image"))
     let images =
         [ match args.TryGetResult Index with
           | Some n ->
-              let _, test = Mnist.load (findData (args.TryGetResult PredictArgs.Data))
+              let _, test = Mnist.load (fst (resolveData (args.TryGetResult PredictArgs.Data) (args.TryGetResult PredictArgs.Dataset) datasetOfModel))
               if n < 0 || n >= test.Count then usage $"--index must be between 0 and %d{test.Count - 1}, got %d{n}"
               if test.PixelCount <> inputs then raise (DataError(file, $"the model takes %d{inputs} inputs, the test images have %d{test.PixelCount} pixels"))
               let image = Array.init test.PixelCount (fun j -> float test.Pixels[n * test.PixelCount + j] / 255.0)
-              yield $"test image %d{n} (label %d{test.Labels[n]})", image
+              yield $"test image %d{n} (label {className datasetName (int test.Labels[n])})", image
           | None -> ()
           for path in args.GetResult(Images, defaultValue = []) do
-              yield path, Images.toInput side (Images.readPgm path) ]
+              yield path, Images.toInput side (Images.readImage path) ]
     if images.IsEmpty then usage "predict needs --index N or image files"
     selectBackend None
     for name, image in images do
@@ -263,8 +322,8 @@ let predict (args: ParseResults<PredictArgs>) =
             | SavedModel.Single m -> Interop.Core.Probabilities(m, Array.map float32 image) |> Array.map float
             | SavedModel.Double m -> Interop.Core.Probabilities(m, image)
         let top = probabilities |> Array.indexed |> Array.sortByDescending snd |> Array.truncate 3
-        printfn $"{name}: predicted %d{fst top[0]}"
-        printfn "  top: %s" (String.Join(", ", [ for c, p in top -> $"%d{c} (%.4f{p})" ]))
+        printfn $"{name}: predicted {className datasetName (fst top[0])}"
+        printfn "  top: %s" (String.Join(", ", [ for c, p in top -> $"{className datasetName c} (%.4f{p})" ]))
         for line in Images.render side image do
             printfn $"  |{line}|"
     0

@@ -1,5 +1,5 @@
-/// Reading grey-scale images for `predict`: PGM files (P2 text or P5 binary) of any size,
-/// scaled to the model's input and shown as text.
+/// Reading grey-scale images for `predict`: PGM files (P2 text or P5 binary) and PNGs of any
+/// size, scaled to the model's input and shown as text.
 module Backprop.Cli.Images
 
 open System
@@ -45,6 +45,26 @@ let readPgm (path: string) : int * int * byte[] =
                 | true, v -> scale v
                 | _ -> fail "truncated or bad pixel values")
     width, height, pixels
+
+/// Reads a PNG (or any format SkiaSharp decodes) as grey levels: (width, height, pixels 0-255).
+let readPng (path: string) : int * int * byte[] =
+    if not (File.Exists path) then raise (DataError(path, "image file not found"))
+    use bitmap = SkiaSharp.SKBitmap.Decode path
+    if isNull bitmap then raise (DataError(path, "not an image SkiaSharp can decode (PNG, JPEG, ...)"))
+    let grey (c: SkiaSharp.SKColor) =
+        // luminance, with transparent pixels taken as the white page they would be drawn on
+        let a = float c.Alpha / 255.0
+        let y = 0.299 * float c.Red + 0.587 * float c.Green + 0.114 * float c.Blue
+        byte (a * y + (1.0 - a) * 255.0)
+    bitmap.Width, bitmap.Height, Array.init (bitmap.Width * bitmap.Height) (fun k -> grey (bitmap.GetPixel(k % bitmap.Width, k / bitmap.Width)))
+
+/// Reads a grey-scale image: PGM by its magic (P2/P5), anything else through SkiaSharp (PNG).
+let readImage (path: string) : int * int * byte[] =
+    if not (File.Exists path) then raise (DataError(path, "image file not found"))
+    use f = File.OpenRead path
+    let head = Array.zeroCreate<byte> 2
+    let n = f.Read(head, 0, 2)
+    if n = 2 && head[0] = byte 'P' && (head[1] = byte '2' || head[1] = byte '5') then readPgm path else readPng path
 
 /// The image scaled to size × size by averaging the source pixels each target pixel covers,
 /// inverted when its border is bright (MNIST digits are white on black).
