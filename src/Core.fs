@@ -665,26 +665,30 @@ module Training =
         { model with Params = List.map2 update model.Params grads; States = states }, loss
 
     /// The run without evaluation on the given mini-batches (indices into train), one report
-    /// per epoch, lazily: the fold of sgdStep over the batches, cut into epochs. The accuracies
-    /// are left NaN (see `evaluated`).
+    /// per epoch, lazily: the fold of sgdStep over the batches, a report after every epoch's
+    /// worth of steps and after the last step. A batch is drawn only when its step runs, so a
+    /// batch sequence that ends early (a cancelled run) ends the run after the current step.
+    /// The accuracies are left NaN (see `evaluated`).
     let inline trainedOn (config: TrainConfig) (train: Dataset) (initial: Model< ^T >) (batches: seq<int[]>) : seq<EpochReport< ^T >> =
         let lr = ofFloat config.LearningRate
-        let step (model, losses) indices =
-            let model', loss = sgdStep lr model (Dataset.batch train indices)
-            model', float loss :: losses
+        let perEpoch = iterationsPerEpoch config train.Count
         let start = { Epoch = 0; Iteration = 0; Model = initial; Losses = [||]; TrainAccuracy = nan; TestAccuracy = nan }
-        batches
-        |> Seq.chunkBySize (iterationsPerEpoch config train.Count)
-        |> Seq.scan
-            (fun previous chunk ->
-                let model, losses = chunk |> Array.fold step (previous.Model, [])
-                { previous with
-                    Epoch = previous.Epoch + 1
-                    Iteration = previous.Iteration + chunk.Length
-                    Model = model
-                    Losses = losses |> List.rev |> Array.ofList })
-            start
-        |> Seq.skip 1
+        // The state after each step: the run so far, the losses of the epoch in progress, and
+        // whether this step closed an epoch. None after the last batch closes a partial epoch.
+        let step (run: EpochReport< ^T >, losses, _) batch =
+            match batch with
+            | Some indices ->
+                let model, loss = sgdStep lr run.Model (Dataset.batch train indices)
+                let run = { run with Iteration = run.Iteration + 1; Model = model }
+                if run.Iteration % perEpoch = 0 then
+                    { run with Epoch = run.Epoch + 1; Losses = List.rev (float loss :: losses) |> Array.ofList }, [], true
+                else
+                    run, float loss :: losses, false
+            | None when not losses.IsEmpty -> { run with Epoch = run.Epoch + 1; Losses = List.rev losses |> Array.ofList }, [], true
+            | None -> run, [], false
+        Seq.append (Seq.map Some batches) [ None ]
+        |> Seq.scan step (start, [], false)
+        |> Seq.choose (fun (run, _, closed) -> if closed then Some run else None)
 
     /// The run without evaluation, one report per epoch, lazily: trainedOn the config's
     /// Iterations batches drawn from its seed.

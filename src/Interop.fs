@@ -19,11 +19,11 @@ type Core =
     static member InitDouble(seed: int, weightInitStd: float, layers: Layer[]) : Model<float> = Network.init seed weightInitStd (List.ofArray layers)
 
     /// The run of Training.epochs in float32, on the config's batches; the token is observed
-    /// between epochs (the batches of an epoch are drawn when it starts).
+    /// before every step: a cancelled run ends after the step in progress, with a last, partial epoch.
     static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float32>, token: CancellationToken) : seq<EpochReport<float32>> =
         Core.Batches(config, train, token) |> Training.trainedOn config train initial |> Seq.map (Training.evaluated config train test)
 
-    /// The run of Training.epochs in float64, on the config's batches; the token is observed between epochs.
+    /// The run of Training.epochs in float64, on the config's batches; the token is observed before every step.
     static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float>, token: CancellationToken) : seq<EpochReport<float>> =
         Core.Batches(config, train, token) |> Training.trainedOn config train initial |> Seq.map (Training.evaluated config train test)
 

@@ -105,8 +105,9 @@ public sealed record Trainer
     /// <param name="evaluation">The images to measure test accuracy on (e.g. the MNIST test set).</param>
     /// <param name="progress">Receives one report per epoch, as the epoch ends.</param>
     /// <param name="cancellationToken">
-    /// Stops the run at the end of the epoch in progress (the batches of an epoch are drawn as it
-    /// starts); the run then returns what it has trained, with <see cref="TrainingResult.Cancelled"/> set.
+    /// Stops the run after the SGD step in progress; the run then returns what it has trained (its
+    /// last report covers the partial epoch, evaluated), with <see cref="TrainingResult.Cancelled"/> set.
+    /// It never throws <see cref="OperationCanceledException"/>.
     /// </param>
     /// <exception cref="ArgumentNullException">An argument is null.</exception>
     /// <exception cref="ArgumentException">The images do not fit the network's inputs or classes.</exception>

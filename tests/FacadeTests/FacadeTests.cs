@@ -100,7 +100,7 @@ public sealed class FacadeTests : IClassFixture<MnistFixture>
     }
 
     [Fact]
-    public void Train_CancelledDuringTheFirstEpoch_StopsAfterItAndReturnsWhatWasTrained()
+    public void Train_CancelledAfterAnEpoch_StopsAtOnceAndReturnsWhatWasTrained()
     {
         using var cts = new CancellationTokenSource();
         var recorder = new Recorder { OnReport = _ => cts.Cancel() };
@@ -108,6 +108,21 @@ public sealed class FacadeTests : IClassFixture<MnistFixture>
         Assert.True(result.Cancelled);
         Assert.Single(result.History);
         Assert.Equal(60, result.History[0].Iteration);
+    }
+
+    [Fact]
+    public void Train_CancelledMidEpoch_StopsAfterTheCurrentStep()
+    {
+        using var cts = new CancellationTokenSource();
+        cts.CancelAfter(TimeSpan.FromMilliseconds(300));
+        var result = Trainer.Create().WithEpochs(200).Train(BookNetwork(), mnist.Train.Take(6000), mnist.Test.Take(200), null, cts.Token);
+        Assert.True(result.Cancelled);
+        var last = result.History[^1];
+        Assert.True(last.Iteration < 200 * 60, $"stopped at step {last.Iteration} of {200 * 60}");
+        // every step that ran is in the history, the last epoch as far as it got
+        Assert.Equal(last.Iteration, result.History.Sum(r => r.Losses.Count));
+        Assert.Equal(result.History.Count - 1, result.History.Take(result.History.Count - 1).Count(r => r.Losses.Count == 60));
+        Assert.Equal(last.TestAccuracy, result.Model.Evaluate(mnist.Test.Take(200)), 12);
     }
 
     [Fact]
