@@ -664,12 +664,12 @@ module Training =
             | p, _ -> p
         { model with Params = List.map2 update model.Params grads; States = states }, loss
 
-    /// The run without evaluation on the given mini-batches (indices into train), one report
+    /// The run without evaluation on the given mini-batches (images and labels), one report
     /// per epoch, lazily: the fold of sgdStep over the batches, a report after every epoch's
     /// worth of steps and after the last step. A batch is drawn only when its step runs, so a
     /// batch sequence that ends early (a cancelled run) ends the run after the current step.
     /// The accuracies are left NaN (see `evaluated`).
-    let inline trainedOn (config: TrainConfig) (train: Dataset) (initial: Model< ^T >) (batches: seq<int[]>) : seq<EpochReport< ^T >> =
+    let inline trainedOn (config: TrainConfig) (train: Dataset) (initial: Model< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : seq<EpochReport< ^T >> =
         let lr = ofFloat config.LearningRate
         let perEpoch = iterationsPerEpoch config train.Count
         let start = { Epoch = 0; Iteration = 0; Model = initial; Losses = [||]; TrainAccuracy = nan; TestAccuracy = nan }
@@ -677,8 +677,8 @@ module Training =
         // whether this step closed an epoch. None after the last batch closes a partial epoch.
         let step (run: EpochReport< ^T >, losses, _) batch =
             match batch with
-            | Some indices ->
-                let model, loss = sgdStep lr run.Model (Dataset.batch train indices)
+            | Some batch ->
+                let model, loss = sgdStep lr run.Model batch
                 let run = { run with Iteration = run.Iteration + 1; Model = model }
                 if run.Iteration % perEpoch = 0 then
                     { run with Epoch = run.Epoch + 1; Losses = List.rev (float loss :: losses) |> Array.ofList }, [], true
@@ -695,6 +695,7 @@ module Training =
     let inline trained (config: TrainConfig) (train: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
         batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
         |> Seq.truncate config.Iterations
+        |> Seq.map (Dataset.batch train)
         |> trainedOn config train initial
 
     /// The report with the accuracy of its model on the training and test sets (on their first
@@ -709,18 +710,23 @@ module Training =
     let inline epochs (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
         trained config train initial |> Seq.map (evaluated config train test)
 
-    /// The same reports as `epochs`, with each epoch's evaluation running on another core while
-    /// the next epoch trains: a model is an immutable value, so evaluating a snapshot of it
-    /// cannot race with the training that goes on. Each report comes one epoch later than from
-    /// `epochs` (when the next epoch has trained), with the same numbers.
+    /// The results of the tasks in order, each awaited only once the next one has started, so
+    /// that task k + 1 runs on another core while result k is in use.
+    let oneAhead (tasks: seq<Threading.Tasks.Task<'a>>) : seq<'a> =
+        Seq.append (Seq.map Some tasks) [ None ] |> Seq.pairwise |> Seq.map (fun (current, _) -> current.Value.Result)
+
+    /// The same reports as `epochs`, computed on two cores: each batch is gathered while the
+    /// step before it runs, and each epoch is evaluated while the next one trains. Models and
+    /// datasets are immutable values, so the work on the other core cannot race with the
+    /// training. Each report comes one epoch later than from `epochs`, with the same numbers.
     let inline epochsOverlapped (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
-        let evaluations =
-            trained config train initial
-            |> Seq.map (fun report -> Threading.Tasks.Task.Run(fun () -> evaluated config train test report))
-        // Pull evaluation k + 1 (which trains epoch k + 1) before waiting for evaluation k.
-        Seq.append (Seq.map Some evaluations) [ None ]
-        |> Seq.pairwise
-        |> Seq.map (fun (current, _) -> current.Value.Result)
+        batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
+        |> Seq.truncate config.Iterations
+        |> Seq.map (fun indices -> Threading.Tasks.Task.Run(fun () -> Dataset.batch train indices))
+        |> oneAhead
+        |> trainedOn config train initial
+        |> Seq.map (fun report -> Threading.Tasks.Task.Run(fun () -> evaluated config train test report))
+        |> oneAhead
 
     /// A fresh model for the config, drawn from its seed.
     let inline initialModel (config: TrainConfig) : Model< ^T > =

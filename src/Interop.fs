@@ -21,11 +21,11 @@ type Core =
     /// The run of Training.epochs in float32, on the config's batches; the token is observed
     /// before every step: a cancelled run ends after the step in progress, with a last, partial epoch.
     static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float32>, token: CancellationToken) : seq<EpochReport<float32>> =
-        Core.Batches(config, train, token) |> Training.trainedOn config train initial |> Seq.map (Training.evaluated config train test)
+        Core.Batches(config, train, token) |> Seq.map (Dataset.batch train) |> Training.trainedOn config train initial |> Seq.map (Training.evaluated config train test)
 
     /// The run of Training.epochs in float64, on the config's batches; the token is observed before every step.
     static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float>, token: CancellationToken) : seq<EpochReport<float>> =
-        Core.Batches(config, train, token) |> Training.trainedOn config train initial |> Seq.map (Training.evaluated config train test)
+        Core.Batches(config, train, token) |> Seq.map (Dataset.batch train) |> Training.trainedOn config train initial |> Seq.map (Training.evaluated config train test)
 
     /// The config's batches, ending early once the token is cancelled.
     static member private Batches(config: TrainConfig, train: Dataset, token: CancellationToken) =
