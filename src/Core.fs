@@ -504,6 +504,7 @@ module Dataset =
         let scale: ^T[] = Array.init 256 (fun v -> ofFloat (float v / 255.0))
         let n, p = indices.Length, d.PixelCount
         let pixels = d.Pixels
+        Backend.Prefetch.rows pixels p indices // the images lie scattered over the whole set
         let a = Array.zeroCreate (n * p) // column-major, as MathNet stores it
         // A transpose (images are stored row by row), done 16 columns at a time so that the
         // 16 columns being written stay in cache while every image passes.
