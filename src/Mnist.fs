@@ -76,6 +76,16 @@ module Mnist =
         with :? InvalidDataException as e ->
             fail path $"corrupt gzip data ({e.Message.TrimEnd('.')})"
 
+    /// The data/mnist folder in one of the given folders or in a folder above one of them (so a
+    /// clone, a build output and an installed tool all find the MNIST that ships with them).
+    let tryFindShipped (startingPoints: string list) : string option =
+        let rec up (dir: DirectoryInfo) =
+            if isNull dir then None
+            else
+                let candidate = Path.Combine(dir.FullName, "data", "mnist")
+                if Directory.Exists candidate then Some candidate else up dir.Parent
+        startingPoints |> List.tryPick (fun d -> up (DirectoryInfo d))
+
     /// The path of name in dir: name.gz if it exists, else the raw name.
     let resolve (dir: string) (name: string) =
         let gz = Path.Combine(dir, name + ".gz")

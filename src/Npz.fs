@@ -144,21 +144,24 @@ module Npz =
             |> Map.ofSeq
         with :? InvalidDataException as e -> fail path $"not a valid .npz (zip) archive ({e.Message.TrimEnd('.')})"
 
-    /// The metadata of an .npz model file (empty when it has none).
-    let metadata (path: string) : Map<string, string> =
-        match (readArrays path).TryFind "meta" with
+    /// The metadata held in an archive's `meta` array (empty when it has none).
+    let private metadataOf (path: string) (arrays: Map<string, NpyArray>) : Map<string, string> =
+        match arrays.TryFind "meta" with
         | Some a when a.Descr.StartsWith "<U" ->
             let json = Encoding.UTF32.GetString(a.Data).TrimEnd('\000')
             try JsonSerializer.Deserialize<Collections.Generic.Dictionary<string, string>>(json) |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq
             with :? JsonException -> fail path "meta: not a JSON object of strings"
         | _ -> Map.empty
 
+    /// The metadata of an .npz model file (empty when it has none).
+    let metadata (path: string) : Map<string, string> = metadataOf path (readArrays path)
+
     /// Reads a model saved by `save` or by numpy (`numpy.savez(path, W1=..., b1=..., ...)`),
     /// checking names, shapes, dtypes and values. Raises DataError with one line naming the file
     /// and what does not fit.
     let load (path: string) : SavedModel =
         let arrays = readArrays path
-        let meta = metadata path
+        let meta = metadataOf path arrays
         let count = Seq.initInfinite id |> Seq.takeWhile (fun i -> arrays.ContainsKey $"W{i + 1}") |> Seq.length
         if count = 0 then fail path "no W1 array: not a Backprop model"
         for i in 1 .. count do

@@ -64,13 +64,11 @@ public static class Mnist
     /// <exception cref="InvalidDataException">A file is missing or malformed; the message names it.</exception>
     public static MnistData Load()
     {
-        foreach (var start in new[] { AppContext.BaseDirectory, Environment.CurrentDirectory })
-            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
-            {
-                var candidate = Path.Combine(dir.FullName, "data", "mnist");
-                if (Directory.Exists(candidate)) return Load(candidate);
-            }
-        throw new DirectoryNotFoundException("No data/mnist folder was found above the program or the working directory; use Mnist.Load(path).");
+        var starts = Microsoft.FSharp.Collections.ListModule.OfArray(new[] { AppContext.BaseDirectory, Environment.CurrentDirectory });
+        var found = MnistModule.tryFindShipped(starts);
+        return found is null
+            ? throw new DirectoryNotFoundException("No data/mnist folder was found above the program or the working directory; use Mnist.Load(path).")
+            : Load(found.Value);
     }
 
     /// <summary>Loads the four IDX files (gzip-compressed or raw) of a directory in the MNIST layout.</summary>

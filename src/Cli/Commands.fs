@@ -25,13 +25,7 @@ let findData (given: string option) =
     match given with
     | Some dir -> dir
     | None ->
-        let rec up (dir: DirectoryInfo) =
-            if isNull dir then None
-            else
-                let candidate = Path.Combine(dir.FullName, "data", "mnist")
-                if Directory.Exists candidate then Some candidate else up dir.Parent
-        [ Environment.CurrentDirectory; AppContext.BaseDirectory ]
-        |> List.tryPick (fun d -> up (DirectoryInfo d))
+        Mnist.tryFindShipped [ Environment.CurrentDirectory; AppContext.BaseDirectory ]
         |> Option.defaultWith (fun () -> usage "no MNIST data found: data/mnist is missing here and above the program; give one with --data DIR")
 
 /// Selects the matrix-product backend; a missing OpenBLAS is a usage error naming --backend.
