@@ -122,6 +122,10 @@ public sealed record Trainer
                 throw new ArgumentException($"The network takes {network.Inputs} values, the images have {set.PixelCount}.", name);
         if (network.Classes < 10)
             throw new ArgumentException($"MNIST-layout labels go up to 9; the network has {network.Classes} classes.", nameof(network));
+        // MathNet spreads large elementwise maps over the thread pool, where they starve other
+        // work (a CancelAfter timer, the caller's tasks) and gain nothing here: the products run
+        // on the backend, one thread each. The CLI makes the same process-wide choice.
+        MathNet.Numerics.Control.UseSingleThread();
         try
         {
             Linalg.useBackend(backend switch
