@@ -23,8 +23,11 @@ module Scalar =
     /// Converts a float constant (a learning rate, the log's delta, h) to the element type.
     let inline ofFloat (x: float) : ^T = (^T: (static member op_Explicit: float -> ^T) x)
 
-    /// Maps every element of a dense matrix, zeros included, to a new matrix.
-    let inline map ([<InlineIfLambda>] f: ^T -> ^T) (m: Matrix< ^T >) : Matrix< ^T > = m.Map((fun v -> f v), Zeros.Include)
+    /// Maps every element of a matrix, zeros included, to a new matrix.
+    let inline map ([<InlineIfLambda>] f: ^T -> ^T) (m: Matrix< ^T >) : Matrix< ^T > =
+        match m.Storage with
+        | :? Storage.DenseColumnMajorMatrixStorage< ^T > as s -> Matrix< ^T>.Build.Dense(m.RowCount, m.ColumnCount, Array.map f s.Data)
+        | _ -> m.Map((fun v -> f v), Zeros.Include)
 
 // ─── 5.4 Computational-graph nodes ──────────────────────────────────────────────────────────────
 
@@ -104,20 +107,17 @@ module Functions =
         let one = LanguagePrimitives.GenericOne< ^T >
         x |> map (fun v -> one / (one + exp -v))
 
-    /// Row-wise softmax. Each row's maximum is subtracted before exp: the result is the same
-    /// (softmax is shift-invariant) and exp can no longer overflow (3.5.2).
-    let inline softmax (x: Matrix< ^T >) =
-        let rowMax = Array.init x.RowCount (fun i -> x.Row(i).Maximum())
-        let e = x.MapIndexed((fun i _ v -> exp (v - rowMax[i])), Zeros.Include)
-        let rowSum = e.RowSums()
-        e.MapIndexed((fun i _ v -> v / rowSum[i]), Zeros.Include)
+    /// Row-wise softmax: y_k = exp(x_k - max) / Σ_i exp(x_i - max) for each row. The row's
+    /// maximum is subtracted before exp: the result is the same (softmax is shift-invariant) and
+    /// exp can no longer overflow (3.5.2). Linalg runs it a column at a time, vectorized.
+    let inline softmax (x: Matrix< ^T >) = Linalg.softmaxRows x
 
     /// Mean cross-entropy error over the batch, -Σ t·log(y + delta) / N, for a given delta.
     let inline crossEntropyErrorWith (delta: ^T) (y: Matrix< ^T >) (t: Labels< ^T >) : ^T =
         let n = ofFloat (float y.RowCount)
         let total =
             match t with
-            | Labels.ClassIndices t -> Seq.init y.RowCount (fun i -> log (y[i, t[i]] + delta)) |> Seq.sum
+            | Labels.ClassIndices t -> Array.init y.RowCount (fun i -> log (y[i, t[i]] + delta)) |> Array.sum
             | Labels.OneHot t -> t.PointwiseMultiply(y |> map (fun v -> log (v + delta))).Enumerate() |> Seq.sum
         -total / n
 
@@ -137,12 +137,11 @@ type ReluCache<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType 
 module Relu =
     /// out = x where x > 0, else 0.
     let inline forward (x: Matrix< ^T >) =
-        let zero, one = LanguagePrimitives.GenericZero< ^T >, LanguagePrimitives.GenericOne< ^T >
-        let mask = x |> map (fun v -> if v > zero then one else zero)
-        x.PointwiseMultiply mask, { mask = mask }
+        let mask = Linalg.positive x // 1 where x > 0, else 0
+        Linalg.relu x, { mask = mask }
 
     /// dx = dout where x > 0, else 0. (The book zeroes dout in place; this returns a new matrix.)
-    let inline backward (cache: ReluCache< ^T >) (dout: Matrix< ^T >) = dout.PointwiseMultiply cache.mask
+    let inline backward (cache: ReluCache< ^T >) (dout: Matrix< ^T >) = Linalg.hadamard dout cache.mask
 
 /// Cache of Sigmoid: its output y, from which the derivative follows.
 type SigmoidCache<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
@@ -204,7 +203,7 @@ module Affine =
     /// The parameters' gradients alone: dW = xᵀ · dout, db = the column sums of dout (b was
     /// added to every row, so its gradient gathers every row's).
     let inline gradients (cache: AffineCache< ^T >) (dout: Matrix< ^T >) =
-        { dW = Linalg.mulTN cache.x dout; db = dout.ColumnSums() }
+        { dW = Linalg.mulTN cache.x dout; db = Linalg.columnSums dout }
 
     /// dx = dout · Wᵀ, and the gradients dW, db.
     let inline backward (cache: AffineCache< ^T >) (dout: Matrix< ^T >) =
@@ -499,22 +498,25 @@ type Dataset =
 /// Turning a Dataset into the matrices and labels that the layers take.
 [<RequireQualifiedAccess>]
 module Dataset =
-    /// The images at the given indices as a matrix with one row per image, scaled to [0, 1].
-    let inline images (d: Dataset) (indices: int[]) : Matrix< ^T > =
-        let scale: ^T[] = Array.init 256 (fun v -> ofFloat (float v / 255.0))
+    /// The images at the given indices as a matrix with one row per image, scaled to [0, 1],
+    /// stored in `buffer` when it has exactly the matrix's length (else in a new array). A
+    /// matrix over a reused buffer changes when the buffer is gathered into again: use it first.
+    let inline imagesInto (buffer: ^T[]) (d: Dataset) (indices: int[]) : Matrix< ^T > =
         let n, p = indices.Length, d.PixelCount
-        let pixels = d.Pixels
-        Backend.Prefetch.rows pixels p indices // the images lie scattered over the whole set
-        let a = Array.zeroCreate (n * p) // column-major, as MathNet stores it
-        // A transpose (images are stored row by row), done 16 columns at a time so that the
-        // 16 columns being written stay in cache while every image passes.
-        for j0 in 0 .. 16 .. p - 1 do
-            let j1 = min p (j0 + 16) - 1
+        let a = if buffer.Length = n * p then buffer else Array.zeroCreate (n * p) // column-major, as MathNet stores it
+        // Each pixel byte v becomes v / 255. The images are stored row by row, so this is a
+        // transpose as well; the backend does it in vector registers.
+        match box a with
+        | :? (float32[]) as a -> Backend.Gather.bytesToSingleColumnMajor d.Pixels p indices a
+        | :? (float[]) as a -> Backend.Gather.bytesToDoubleColumnMajor d.Pixels p indices a
+        | _ ->
             for i in 0 .. n - 1 do
-                let offset = indices[i] * p
-                for j in j0 .. j1 do
-                    a[j * n + i] <- scale[int pixels[offset + j]]
+                for j in 0 .. p - 1 do
+                    a[j * n + i] <- ofFloat (float d.Pixels[indices[i] * p + j] / 255.0)
         Matrix< ^T>.Build.Dense(n, p, a)
+
+    /// The images at the given indices as a matrix with one row per image, scaled to [0, 1].
+    let inline images (d: Dataset) (indices: int[]) : Matrix< ^T > = imagesInto Array.empty d indices
 
     /// The class indices of the images at the given indices.
     let labels (d: Dataset) (indices: int[]) : int[] = indices |> Array.map (fun i -> int d.Labels[i])
@@ -526,6 +528,25 @@ module Dataset =
     /// A mini-batch: the images at the given indices and their class indices.
     let inline batch (d: Dataset) (indices: int[]) : Matrix< ^T > * Labels< ^T > =
         images d indices, Labels.ClassIndices(labels d indices)
+
+    /// A mini-batch whose images are stored in `buffer` (see imagesInto).
+    let inline batchInto (buffer: ^T[]) (d: Dataset) (indices: int[]) : Matrix< ^T > * Labels< ^T > =
+        imagesInto buffer d indices, Labels.ClassIndices(labels d indices)
+
+    /// The mini-batches for a sequence of index arrays, their images gathered into a ring of
+    /// `ring` reused arrays, so that a training run does not allocate (and the collector does not
+    /// sweep) a fresh image matrix per step. Batch k's matrix is overwritten by batch k + ring:
+    /// each batch must be used by then, as a training step, which holds no batch after it
+    /// returns, does. Each enumeration has its own ring; `gather` runs each batch's gather (e.g.
+    /// on another core), given the array to gather into.
+    let inline batchesIn (ring: int) (gather: (unit -> Matrix< ^T > * Labels< ^T >) -> 'b) (d: Dataset) (indices: seq<int[]>) : seq<'b> =
+        seq {
+            let buffers: ^T[][] = Array.create ring Array.empty
+            for k, ix in Seq.indexed indices do
+                if buffers[k % ring].Length <> ix.Length * d.PixelCount then buffers[k % ring] <- Array.zeroCreate (ix.Length * d.PixelCount)
+                let buffer = buffers[k % ring]
+                yield gather (fun () -> batchInto buffer d ix)
+        }
 
     /// The first count images, as a Dataset of their own (e.g. the first 3 for the gradient check).
     let take (count: int) (d: Dataset) : Dataset =
@@ -540,11 +561,12 @@ module Evaluate =
 
     /// The fraction of images in d whose predicted class is their label, computed block by block.
     let inline accuracy (model: Model< ^T >) (d: Dataset) : float =
+        let buffer = Array.zeroCreate (min blockSize d.Count * d.PixelCount) // one block's images, reused
         let correct =
             seq { 0 .. blockSize .. d.Count - 1 }
             |> Seq.sumBy (fun start ->
                 let indices = [| start .. min d.Count (start + blockSize) - 1 |]
-                let predicted = Network.argmax (Network.predict model (Dataset.images d indices))
+                let predicted = Network.argmax (Network.predict model (Dataset.imagesInto buffer d indices))
                 Array.fold2 (fun n p i -> if p = int d.Labels[i] then n + 1 else n) 0 predicted indices)
         float correct / float d.Count
 
@@ -552,9 +574,10 @@ module Evaluate =
     /// predicted as p. Computed block by block like accuracy.
     let inline confusion (classes: int) (model: Model< ^T >) (d: Dataset) : int[,] =
         let counts = Array2D.zeroCreate classes classes
+        let buffer = Array.zeroCreate (min blockSize d.Count * d.PixelCount)
         for start in 0 .. blockSize .. d.Count - 1 do
             let indices = [| start .. min d.Count (start + blockSize) - 1 |]
-            let predicted = Network.argmax (Network.predict model (Dataset.images d indices))
+            let predicted = Network.argmax (Network.predict model (Dataset.imagesInto buffer d indices))
             Array.iter2 (fun p i -> counts[int d.Labels[i], p] <- counts[int d.Labels[i], p] + 1) predicted indices
         counts
 
@@ -696,7 +719,7 @@ module Training =
     let inline trained (config: TrainConfig) (train: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
         batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
         |> Seq.truncate config.Iterations
-        |> Seq.map (Dataset.batch train)
+        |> Dataset.batchesIn 2 (fun gather -> gather ()) train
         |> trainedOn config train initial
 
     /// The report with the accuracy of its model on the training and test sets (on their first
@@ -723,7 +746,7 @@ module Training =
     let inline epochsOverlapped (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
         batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
         |> Seq.truncate config.Iterations
-        |> Seq.map (fun indices -> Threading.Tasks.Task.Run(fun () -> Dataset.batch train indices))
+        |> Dataset.batchesIn 3 (fun gather -> Threading.Tasks.Task.Run gather) train
         |> oneAhead
         |> trainedOn config train initial
         |> Seq.map (fun report -> Threading.Tasks.Task.Run(fun () -> evaluated config train test report))

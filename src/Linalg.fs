@@ -1,10 +1,15 @@
-/// The matrix products the layers need, in one small module. Every product in the core goes
-/// through here, and here they go to a backend: OpenBLAS where the system has it, else a
-/// vectorized managed kernel (Backend/Gemm.fs). The functions are generic in the element type
-/// (float or float32); the layers never see which backend ran.
+/// The matrix products and elementwise kernels the layers need, in one small module. Every
+/// product in the core goes through here, and here they go to a backend: OpenBLAS where the
+/// system has it, else a vectorized managed kernel (Backend/Gemm.fs). The elementwise kernels
+/// (ReLU, its mask, the Hadamard product, the row-wise softmax, the column sums) run on
+/// System.Numerics.Tensors' vectorized primitives. The functions are generic in the element type
+/// (float or float32); the layers never see how they ran.
 [<RequireQualifiedAccess>]
 module Backprop.Linalg
 
+open System
+open System.Collections.Generic
+open System.Numerics.Tensors
 open MathNet.Numerics.LinearAlgebra
 open Backprop.Backend
 
@@ -119,3 +124,84 @@ let mulTN (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product true false a b
 
 /// A · Bᵀ (used for the input gradient dout · Wᵀ).
 let mulNT (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product false true a b
+
+// ─── Elementwise kernels ────────────────────────────────────────────────────────────────────────
+
+/// Runs `single` or `double` on the column-major arrays of dense float32 or float64 matrices
+/// into a new array of the result's size; `other` for any other kind of matrix.
+let inline private elementwise (m: Matrix<'T>) (rows: int) (columns: int) ([<InlineIfLambda>] single: float32[] -> float32[] -> unit) ([<InlineIfLambda>] double: float[] -> float[] -> unit) ([<InlineIfLambda>] other: unit -> Matrix<'T>) : Matrix<'T> =
+    match box m with
+    | :? Single.DenseMatrix as m ->
+        let out = Array.zeroCreate (rows * columns)
+        single m.Values out
+        box (Single.DenseMatrix(rows, columns, out)) :?> Matrix<'T>
+    | :? Double.DenseMatrix as m ->
+        let out = Array.zeroCreate (rows * columns)
+        double m.Values out
+        box (Double.DenseMatrix(rows, columns, out)) :?> Matrix<'T>
+    | _ -> other ()
+
+/// max(x, 0), element by element (ReLU's output).
+let relu (x: Matrix<'T>) : Matrix<'T> =
+    elementwise x x.RowCount x.ColumnCount
+        (fun x out -> TensorPrimitives.Max(ReadOnlySpan x, 0.0f, Span out))
+        (fun x out -> TensorPrimitives.Max(ReadOnlySpan x, 0.0, Span out))
+        (fun () -> x.PointwiseMaximum Unchecked.defaultof<'T>)
+
+/// 1 where x > 0 and 0 elsewhere (NaN included), element by element: the mask ReLU keeps.
+let inline private positiveMask (x: ^T[]) (out: ^T[]) =
+    let w = System.Numerics.Vector< ^T>.Count
+    let zero, one = System.Numerics.Vector< ^T>.Zero, System.Numerics.Vector< ^T>.One
+    let mutable i = 0
+    while i <= x.Length - w do
+        // GreaterThan sets every bit of a lane where x > 0; and-ing with 1.0 leaves 1.0 there.
+        System.Numerics.Vector.BitwiseAnd(System.Numerics.Vector.GreaterThan< ^T>(System.Numerics.Vector< ^T>(x, i), zero), one).CopyTo(out, i)
+        i <- i + w
+    while i < x.Length do
+        out[i] <- if x[i] > LanguagePrimitives.GenericZero then LanguagePrimitives.GenericOne else LanguagePrimitives.GenericZero
+        i <- i + 1
+
+/// 1 where x > 0, else 0, element by element.
+let positive (x: Matrix<'T>) : Matrix<'T> =
+    elementwise x x.RowCount x.ColumnCount positiveMask positiveMask (fun () ->
+        let zero, one = Matrix<'T>.Build.Dense(1, 1)[0, 0], Matrix<'T>.Build.Dense(1, 1, Matrix<'T>.One)[0, 0]
+        x.Map((fun v -> if Comparer<'T>.Default.Compare(v, zero) > 0 then one else zero), Zeros.Include))
+
+/// The Hadamard (element-by-element) product a ⊙ b.
+let hadamard (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> =
+    if a.RowCount <> b.RowCount || a.ColumnCount <> b.ColumnCount then
+        invalidArg "b" $"%d{a.RowCount}x%d{a.ColumnCount} multiplied element by element by %d{b.RowCount}x%d{b.ColumnCount}"
+    match box b with
+    | :? Single.DenseMatrix as bs ->
+        elementwise a a.RowCount a.ColumnCount (fun a out -> TensorPrimitives.Multiply(ReadOnlySpan a, ReadOnlySpan bs.Values, Span out)) (fun _ _ -> ()) (fun () -> a.PointwiseMultiply b)
+    | :? Double.DenseMatrix as bd ->
+        elementwise a a.RowCount a.ColumnCount (fun _ _ -> ()) (fun a out -> TensorPrimitives.Multiply(ReadOnlySpan a, ReadOnlySpan bd.Values, Span out)) (fun () -> a.PointwiseMultiply b)
+    | _ -> a.PointwiseMultiply b
+
+/// Row-wise softmax on column-major storage, a column (every row at once) at a time: the row
+/// maxima, then exp(x - max) with the row sums, then each column divided by the sums.
+let inline private softmaxColumns (rows: int) (x: ^T[]) (out: ^T[]) =
+    let columns = if rows = 0 then 0 else x.Length / rows
+    let rowMax = Array.create rows (-(LanguagePrimitives.GenericOne< ^T> / LanguagePrimitives.GenericZero)) // -∞
+    let rowSum = Array.zeroCreate< ^T> rows
+    for j in 0 .. columns - 1 do
+        TensorPrimitives.Max(ReadOnlySpan rowMax, ReadOnlySpan(x, j * rows, rows), Span rowMax)
+    for j in 0 .. columns - 1 do
+        TensorPrimitives.Subtract(ReadOnlySpan(x, j * rows, rows), ReadOnlySpan rowMax, Span(out, j * rows, rows))
+        TensorPrimitives.Exp(ReadOnlySpan(out, j * rows, rows), Span(out, j * rows, rows))
+        TensorPrimitives.Add(ReadOnlySpan rowSum, ReadOnlySpan(out, j * rows, rows), Span rowSum)
+    for j in 0 .. columns - 1 do
+        TensorPrimitives.Divide(ReadOnlySpan(out, j * rows, rows), ReadOnlySpan rowSum, Span(out, j * rows, rows))
+
+/// softmax of each row: exp(x - the row's maximum), divided by its row sum.
+let rec softmaxRows (x: Matrix<'T>) : Matrix<'T> =
+    elementwise x x.RowCount x.ColumnCount (softmaxColumns x.RowCount) (softmaxColumns x.RowCount) (fun () ->
+        if x.Storage.IsDense then invalidOp $"softmax of a matrix of {typeof<'T>.Name}: only float32 and float64 are supported"
+        else softmaxRows (Matrix<'T>.Build.DenseOfMatrix x))
+
+/// The sum of each column, as a vector (Σ over the rows).
+let columnSums (x: Matrix<'T>) : Vector<'T> =
+    match box x with
+    | :? Single.DenseMatrix as m -> box (Single.DenseVector(Array.init m.ColumnCount (fun j -> TensorPrimitives.Sum(ReadOnlySpan(m.Values, j * m.RowCount, m.RowCount))))) :?> Vector<'T>
+    | :? Double.DenseMatrix as m -> box (Double.DenseVector(Array.init m.ColumnCount (fun j -> TensorPrimitives.Sum(ReadOnlySpan(m.Values, j * m.RowCount, m.RowCount))))) :?> Vector<'T>
+    | _ -> x.ColumnSums()

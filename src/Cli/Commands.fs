@@ -235,7 +235,7 @@ let train (args: ParseResults<TrainArgs>) =
     match last with
     | Some r ->
         printfn
-            $"done: iterations %d{r.Iteration}, epochs %d{r.Epoch}, train acc %.4f{r.TrainAccuracy}, test acc %.4f{r.TestAccuracy}, final loss %.4f{r.MeanLoss}, elapsed %.1f{clock.Elapsed.TotalSeconds}s, garbage collections %d{GC.CollectionCount 0}/%d{GC.CollectionCount 1}/%d{GC.CollectionCount 2} (gen0/1/2)"
+            $"done: iterations %d{r.Iteration}, epochs %d{r.Epoch}, train acc %.4f{r.TrainAccuracy}, test acc %.4f{r.TestAccuracy}, final loss %.4f{r.MeanLoss}, elapsed %.1f{clock.Elapsed.TotalSeconds}s, garbage collections %d{GC.CollectionCount 0}/%d{GC.CollectionCount 1}/%d{GC.CollectionCount 2} (gen0/1/2), paused %.2f{GC.GetTotalPauseDuration().TotalSeconds}s"
         save |> Option.iter (fun file -> printfn $"saved: {Path.GetFullPath file}")
     | None -> printfn "done: no iterations"
     0

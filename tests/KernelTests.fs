@@ -1,0 +1,101 @@
+/// The vectorized kernels under the layers: the transposing byte gather of Dataset.images and the
+/// elementwise kernels of Linalg, each against its definition written element by element.
+module KernelTests
+
+open System
+open Expecto
+open MathNet.Numerics.LinearAlgebra
+open Backprop
+open Backprop.Backend
+
+/// A small byte "dataset": rows × columns random bytes, every value 0-255 present.
+let private bytes rows columns =
+    let rng = Random(3)
+    Array.init (rows * columns) (fun i -> if i < 256 then byte i else byte (rng.Next 256))
+
+/// The gather by its definition: column-major, element [i, j] = data[indices[i], j] / 255.
+let private gatherDefinition (data: byte[]) columns (indices: int[]) =
+    Array.init (indices.Length * columns) (fun idx ->
+        let i, j = idx % indices.Length, idx / indices.Length
+        float data[indices[i] * columns + j] / 255.0)
+
+[<Tests>]
+let tests =
+    testList "kernels" [
+        test "the gather equals its definition bit for bit, in both precisions, for block-sized and ragged shapes" {
+            for rows, columns, picked in [ 1, 1, 1; 40, 784, 100; 300, 13, 17; 64, 16, 8; 9, 7, 9; 1000, 784, 500 ] do
+                let data = bytes rows columns
+                let rng = Random(rows + columns)
+                let indices = Array.init picked (fun i -> if i < rows then i else rng.Next rows) |> Array.rev
+                let expected = gatherDefinition data columns indices
+                let single = Array.zeroCreate (picked * columns)
+                Gather.bytesToSingleColumnMajor data columns indices single
+                Expect.sequenceEqual single (Array.map float32 expected) $"float32, %d{picked} of %d{rows} rows of %d{columns}"
+                let double = Array.zeroCreate (picked * columns)
+                Gather.bytesToDoubleColumnMajor data columns indices double
+                Expect.sequenceEqual double expected $"float64, %d{picked} of %d{rows} rows of %d{columns}"
+        }
+        test "the gather refuses rows outside the data and a destination too small" {
+            let data = bytes 10 8
+            Expect.throwsT<ArgumentOutOfRangeException> (fun () -> Gather.bytesToSingleColumnMajor data 8 [| 0; 10 |] (Array.zeroCreate 16)) "row 10 of 10"
+            Expect.throwsT<ArgumentOutOfRangeException> (fun () -> Gather.bytesToSingleColumnMajor data 8 [| -1 |] (Array.zeroCreate 8)) "row -1"
+            Expect.throwsT<ArgumentException> (fun () -> Gather.bytesToDoubleColumnMajor data 8 [| 0; 1 |] (Array.zeroCreate 15)) "15 < 2 × 8"
+        }
+        test "Dataset.imagesInto reuses a buffer of the right length and allocates otherwise" {
+            let d = { Pixels = bytes 50 12; Labels = Array.zeroCreate 50; Count = 50; Rows = 3; Columns = 4 }
+            let buffer = Array.zeroCreate<float32> (5 * 12)
+            let m = Dataset.imagesInto buffer d [| 4; 3; 2; 1; 0 |]
+            Expect.isTrue (obj.ReferenceEquals(m.AsColumnMajorArray(), buffer)) "the matrix uses the buffer"
+            Expect.equal m (Dataset.images d [| 4; 3; 2; 1; 0 |]) "same values as a fresh gather"
+            let other = Dataset.imagesInto buffer d [| 1; 2 |]
+            Expect.isFalse (obj.ReferenceEquals(other.AsColumnMajorArray(), buffer)) "2 rows do not fit a 5-row buffer exactly"
+            Expect.equal other[1, 5] (float32 d.Pixels[2 * 12 + 5] / 255.0f) "element [1, 5] is image 2's pixel 5"
+        }
+        test "Dataset.batchesIn reuses its ring: batch k + ring shares batch k's storage, and every batch holds its images" {
+            let d = { Pixels = bytes 50 12; Labels = Array.init 50 (fun i -> byte (i % 10)); Count = 50; Rows = 3; Columns = 4 }
+            let indices = [ for k in 0 .. 6 -> Array.init 4 (fun i -> (7 * k + i) % 50) ]
+            let batches = Dataset.batchesIn 3 (fun gather -> gather ()) d indices |> Seq.map (fun (x: Matrix<float>, t) -> x.Clone(), x.AsColumnMajorArray(), t) |> Array.ofSeq
+            for k in 0 .. 6 do
+                let x, _, t = batches[k]
+                Expect.equal x (Dataset.images d indices[k]) $"batch %d{k}'s images"
+                Expect.equal t (Labels.ClassIndices(Dataset.labels d indices[k])) $"batch %d{k}'s labels"
+            let storage k = let _, s, _ = batches[k] in s
+            Expect.isTrue (obj.ReferenceEquals(storage 0, storage 3)) "batch 3 reuses batch 0's array"
+            Expect.isFalse (obj.ReferenceEquals(storage 0, storage 1)) "batch 1 has its own"
+        }
+        test "relu, its mask and the Hadamard product equal their definitions, NaN and signed zeros included" {
+            let values = [| -2.5; -0.0; 0.0; 1e-30; -1e-30; 3.0; nan; infinity; -infinity |]
+            let x = Matrix<float>.Build.Dense(9, 11, fun i j -> if j = 0 then values[i] else float ((i * 7 + j * 3) % 13) - 6.0)
+            let relu = Linalg.relu x
+            let mask = Linalg.positive x
+            for i in 0 .. x.RowCount - 1 do
+              for j in 0 .. x.ColumnCount - 1 do
+                let v = x[i, j]
+                if Double.IsNaN v then Expect.isTrue (Double.IsNaN relu[i, j]) "relu(NaN) is NaN"
+                else Expect.equal relu[i, j] (if v > 0.0 then v else 0.0) $"relu at %d{i},%d{j}"
+                Expect.equal mask[i, j] (if v > 0.0 then 1.0 else 0.0) $"mask at %d{i},%d{j}"
+            let y = Common.random 4 9 11
+            Expect.equal (Linalg.hadamard y mask) (y.PointwiseMultiply mask) "hadamard = MathNet's pointwise product"
+            let x32 = x.Map float32
+            Expect.equal (Linalg.positive x32) (mask.Map float32) "the float32 mask"
+            Expect.equal ((Linalg.relu x32).Map(fun v -> if Single.IsNaN v then 0.0 else float v)) (relu.Map(fun v -> if Double.IsNaN v then 0.0 else float (float32 v))) "the float32 relu"
+            Expect.throwsT<ArgumentException> (fun () -> Linalg.hadamard y (Common.random 1 9 10) |> ignore) "shapes must match"
+        }
+        test "softmaxRows and columnSums equal their definitions within rounding" {
+            for rows, columns in [ 1, 1; 3, 10; 100, 10; 17, 33 ] do
+                let x = (Common.random (rows + columns) rows columns) * 30.0
+                let y = Linalg.softmaxRows x
+                for i in 0 .. rows - 1 do
+                    let row = x.Row i
+                    let e = row.Map(fun v -> exp (v - row.Maximum()))
+                    for j in 0 .. columns - 1 do
+                        Expect.floatClose Accuracy.veryHigh y[i, j] (e[j] / e.Sum()) $"softmax %d{i},%d{j} of %d{rows}x%d{columns}"
+                let sums = Linalg.columnSums x
+                for j in 0 .. columns - 1 do
+                    Expect.floatClose Accuracy.veryHigh sums[j] (x.Column(j).Sum()) $"column sum %d{j}"
+                let y32 = Linalg.softmaxRows (x.Map float32)
+                Expect.isLessThan ((y32.Map float - y).Enumerate() |> Seq.map abs |> Seq.max) 1e-6 "float32 softmax"
+            let huge = Common.matrix [ [ 1000.0; 1001.0; 999.0 ] ]
+            Expect.isFalse ((Linalg.softmaxRows huge).Exists(fun v -> Double.IsNaN v)) "no overflow for large scores"
+        }
+    ]
