@@ -538,14 +538,23 @@ module Dataset =
     /// sweep) a fresh image matrix per step. Batch k's matrix is overwritten by batch k + ring:
     /// each batch must be used by then, as a training step, which holds no batch after it
     /// returns, does. Each enumeration has its own ring; `gather` runs each batch's gather (e.g.
-    /// on another core), given the array to gather into.
+    /// on another core), given the array to gather into. Once batch k is gathered, the images of
+    /// batch k + 1 are asked into cache, so they arrive while step k runs.
     let inline batchesIn (ring: int) (gather: (unit -> Matrix< ^T > * Labels< ^T >) -> 'b) (d: Dataset) (indices: seq<int[]>) : seq<'b> =
         seq {
             let buffers: ^T[][] = Array.create ring Array.empty
-            for k, ix in Seq.indexed indices do
+            use e = indices.GetEnumerator()
+            let mutable next = if e.MoveNext() then Some e.Current else None
+            let mutable k = 0
+            while next.IsSome do
+                let ix = next.Value
+                next <- if e.MoveNext() then Some e.Current else None
                 if buffers[k % ring].Length <> ix.Length * d.PixelCount then buffers[k % ring] <- Array.zeroCreate (ix.Length * d.PixelCount)
                 let buffer = buffers[k % ring]
-                yield gather (fun () -> batchInto buffer d ix)
+                let batch = gather (fun () -> batchInto buffer d ix)
+                next |> Option.iter (Backend.Gather.prefetchRows d.Pixels d.PixelCount)
+                k <- k + 1
+                yield batch
         }
 
     /// The first count images, as a Dataset of their own (e.g. the first 3 for the gradient check).
@@ -746,8 +755,7 @@ module Training =
     let inline epochsOverlapped (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
         batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
         |> Seq.truncate config.Iterations
-        |> Dataset.batchesIn 3 (fun gather -> Threading.Tasks.Task.Run gather) train
-        |> oneAhead
+        |> Dataset.batchesIn 2 (fun gather -> gather ()) train
         |> trainedOn config train initial
         |> Seq.map (fun report -> Threading.Tasks.Task.Run(fun () -> evaluated config train test report))
         |> oneAhead

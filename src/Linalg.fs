@@ -58,12 +58,12 @@ let private product transA transB (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> =
     match box a, box b with
     | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b) when backend <> Backend.MathNet ->
         let gemm = if backend = Backend.OpenBlas then OpenBlas.sgemm else Gemm.sgemm
-        let c = Array.zeroCreate (m * n)
+        let c = GC.AllocateUninitializedArray (m * n) // beta = 0: every element is written
         gemm transA transB m n k 1.0f a.Values a.RowCount b.Values b.RowCount 0.0f c (max m 1)
         box (Single.DenseMatrix(m, n, c)) :?> Matrix<'T>
     | (:? Double.DenseMatrix as a), (:? Double.DenseMatrix as b) when backend <> Backend.MathNet ->
         let gemm = if backend = Backend.OpenBlas then OpenBlas.dgemm else Gemm.dgemm
-        let c = Array.zeroCreate (m * n)
+        let c = GC.AllocateUninitializedArray (m * n)
         gemm transA transB m n k 1.0 a.Values a.RowCount b.Values b.RowCount 0.0 c (max m 1)
         box (Double.DenseMatrix(m, n, c)) :?> Matrix<'T>
     | _ ->
@@ -83,12 +83,12 @@ let mulAddRow (a: Matrix<'T>) (b: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
     let m, n = a.RowCount, b.ColumnCount
     match box a, box b, box r with
     | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b), (:? Single.DenseVector as r) when active () <> Backend.MathNet && a.ColumnCount = b.RowCount ->
-        let c = Array.zeroCreate (m * n)
+        let c = GC.AllocateUninitializedArray (m * n) // filled with the bias below
         for j in 0 .. n - 1 do System.Array.Fill(c, r.Values[j], j * m, m)
         (if active () = Backend.OpenBlas then OpenBlas.sgemm else Gemm.sgemm) false false m n a.ColumnCount 1.0f a.Values m b.Values b.RowCount 1.0f c (max m 1)
         box (Single.DenseMatrix(m, n, c)) :?> Matrix<'T>
     | (:? Double.DenseMatrix as a), (:? Double.DenseMatrix as b), (:? Double.DenseVector as r) when active () <> Backend.MathNet && a.ColumnCount = b.RowCount ->
-        let c = Array.zeroCreate (m * n)
+        let c = GC.AllocateUninitializedArray (m * n)
         for j in 0 .. n - 1 do System.Array.Fill(c, r.Values[j], j * m, m)
         (if active () = Backend.OpenBlas then OpenBlas.dgemm else Gemm.dgemm) false false m n a.ColumnCount 1.0 a.Values m b.Values b.RowCount 1.0 c (max m 1)
         box (Double.DenseMatrix(m, n, c)) :?> Matrix<'T>
@@ -96,7 +96,7 @@ let mulAddRow (a: Matrix<'T>) (b: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
 
 /// out ← y + alpha · x over whole arrays, with System.Numerics vectors.
 let inline private axpy (y: ^T[]) (alpha: ^T) (x: ^T[]) =
-    let out = Array.zeroCreate y.Length
+    let out = GC.AllocateUninitializedArray y.Length
     let w = System.Numerics.Vector< ^T>.Count
     let a = System.Numerics.Vector< ^T>(alpha)
     let mutable i = 0
@@ -132,11 +132,11 @@ let mulNT (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product false true a b
 let inline private elementwise (m: Matrix<'T>) (rows: int) (columns: int) ([<InlineIfLambda>] single: float32[] -> float32[] -> unit) ([<InlineIfLambda>] double: float[] -> float[] -> unit) ([<InlineIfLambda>] other: unit -> Matrix<'T>) : Matrix<'T> =
     match box m with
     | :? Single.DenseMatrix as m ->
-        let out = Array.zeroCreate (rows * columns)
+        let out = GC.AllocateUninitializedArray (rows * columns) // every kernel writes every element
         single m.Values out
         box (Single.DenseMatrix(rows, columns, out)) :?> Matrix<'T>
     | :? Double.DenseMatrix as m ->
-        let out = Array.zeroCreate (rows * columns)
+        let out = GC.AllocateUninitializedArray (rows * columns)
         double m.Values out
         box (Double.DenseMatrix(rows, columns, out)) :?> Matrix<'T>
     | _ -> other ()

@@ -58,7 +58,6 @@ module Gather =
         ([<InlineIfLambda>] store: nativeptr< ^T > -> Vector256<float32> -> unit) =
         checkArguments data rowLength indices destination.Length
         let n, p = indices.Length, rowLength
-        prefetchRows data p indices // the rows may lie scattered over the whole set
         use src = fixed data
         use dst = fixed destination
         let mutable i = 0
