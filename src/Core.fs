@@ -566,7 +566,7 @@ module Dataset =
 [<RequireQualifiedAccess>]
 module Evaluate =
     /// Rows per block when a whole dataset is evaluated: bounds the memory an evaluation takes.
-    let blockSize = 500
+    let blockSize = 100
 
     /// The fraction of images in d whose predicted class is their label, computed block by block.
     let inline accuracy (model: Model< ^T >) (d: Dataset) : float =
@@ -757,7 +757,7 @@ module Training =
         |> Seq.truncate config.Iterations
         |> Dataset.batchesIn 2 (fun gather -> gather ()) train
         |> trainedOn config train initial
-        |> Seq.map (fun report -> Threading.Tasks.Task.Run(fun () -> evaluated config train test report))
+        |> Seq.map (fun report -> Backend.Halves.inBackground (fun () -> evaluated config train test report))
         |> oneAhead
 
     /// A fresh model for the config, drawn from its seed.

@@ -34,32 +34,32 @@ module Gemm =
 
     /// Packs op(A)[i0+fromRow .. i0+mc-1, p0 .. p0+kc-1] (fromRow a multiple of mr) into slivers of
     /// mr rows: for each depth p the mr values of a sliver follow each other; rows past mc are zero.
-    let inline private packA transA (a: ^T[]) lda i0 fromRow mc p0 kc mr (dst: ^T[]) =
+    let inline private packA transA (a: ^T[]) aOff lda i0 fromRow mc p0 kc mr (dst: ^T[]) =
         let slivers = (mc + mr - 1) / mr
         Array.Fill(dst, LanguagePrimitives.GenericZero, fromRow * kc, (slivers * mr - fromRow) * kc)
         for i in fromRow .. mc - 1 do
             let d = (i / mr) * mr * kc + i % mr
             if transA then
-                let src = (i0 + i) * lda + p0 // op(A)[i, p] = A[p, i]: contiguous in p
+                let src = aOff + (i0 + i) * lda + p0 // op(A)[i, p] = A[p, i]: contiguous in p
                 for p in 0 .. kc - 1 do
                     dst[d + p * mr] <- a[src + p]
             else
                 for p in 0 .. kc - 1 do
-                    dst[d + p * mr] <- a[i0 + i + (p0 + p) * lda]
+                    dst[d + p * mr] <- a[aOff + i0 + i + (p0 + p) * lda]
 
     /// Packs op(B)[p0 .. p0+kc-1, fromColumn .. n-1] (fromColumn a multiple of NR) into slivers of
     /// NR columns: for each depth p the NR values of a sliver follow each other; columns past n
     /// are zero. Only the last, partial sliver needs it: whole slivers are read in place.
-    let inline private packB transB (b: ^T[]) ldb p0 kc fromColumn n (dst: ^T[]) =
+    let inline private packB transB (b: ^T[]) bOff ldb p0 kc fromColumn n (dst: ^T[]) =
         let slivers = (n + NR - 1) / NR
         Array.Fill(dst, LanguagePrimitives.GenericZero, fromColumn * kc, (slivers * NR - fromColumn) * kc)
         for j in fromColumn .. n - 1 do
             let d = (j / NR) * NR * kc + j % NR
             if transB then
                 for p in 0 .. kc - 1 do
-                    dst[d + p * NR] <- b[j + (p0 + p) * ldb]
+                    dst[d + p * NR] <- b[bOff + j + (p0 + p) * ldb]
             else
-                let src = j * ldb + p0 // op(B)[p, j] = B[p, j]: contiguous in p
+                let src = bOff + j * ldb + p0 // op(B)[p, j] = B[p, j]: contiguous in p
                 for p in 0 .. kc - 1 do
                     dst[d + p * NR] <- b[src + p]
 
@@ -137,12 +137,12 @@ module Gemm =
 
     /// C ← alpha·op(A)·op(B) + beta·C, the loops around the micro-kernel. mr is the micro-kernel's
     /// sliver height (two vectors); kernel is kernel256 or kernel512 with its fma.
-    let inline private gemm mr ([<InlineIfLambda>] kernel: int -> nativeptr< ^T > -> int -> nativeptr< ^T > -> int -> int -> ^T -> nativeptr< ^T > -> int -> nativeptr< ^T > -> unit) transA transB m n k (alpha: ^T) (a: ^T[]) lda (b: ^T[]) ldb (beta: ^T) (c: ^T[]) ldc =
+    let inline private gemm mr ([<InlineIfLambda>] kernel: int -> nativeptr< ^T > -> int -> nativeptr< ^T > -> int -> int -> ^T -> nativeptr< ^T > -> int -> nativeptr< ^T > -> unit) transA transB m n k (alpha: ^T) (a: ^T[]) aOff lda (b: ^T[]) bOff ldb (beta: ^T) (c: ^T[]) cOff ldc =
         let zero = LanguagePrimitives.GenericZero< ^T >
         // C ← beta·C first; the blocks below only add to C.
         if beta <> LanguagePrimitives.GenericOne then
             for j in 0 .. n - 1 do
-                for i in j * ldc .. j * ldc + m - 1 do
+                for i in cOff + j * ldc .. cOff + j * ldc + m - 1 do
                     c[i] <- if beta = zero then zero else beta * c[i]
         if m > 0 && n > 0 && k > 0 then
             let mcMax = max mr (MC / mr * mr)
@@ -150,9 +150,10 @@ module Gemm =
             let bp = ArrayPool< ^T>.Shared.Rent(((n + NR - 1) / NR) * NR * KC)
             let tile = ArrayPool< ^T>.Shared.Rent(mr * NR)
             try
-                use pA = fixed a
-                use pB = fixed b
-                use pC = fixed c
+                use pA0 = fixed a
+                use pB0 = fixed b
+                use pC0 = fixed c
+                let pA, pB, pC = NativePtr.add pA0 aOff, NativePtr.add pB0 bOff, NativePtr.add pC0 cOff
                 use pAp = fixed ap
                 use pBp = fixed bp
                 use pTile = fixed tile
@@ -160,7 +161,7 @@ module Gemm =
                 while p0 < k do
                     let kc = min KC (k - p0)
                     let fullColumns = n / NR * NR
-                    if fullColumns < n then packB transB b ldb p0 kc fullColumns n bp
+                    if fullColumns < n then packB transB b bOff ldb p0 kc fullColumns n bp
                     // op(B)[p, j] in place: B[p, j] (columns ldb apart) or, transposed, B[j, p].
                     let bColumnStride, bDepthStride = if transB then 1, ldb else ldb, 1
                     let mutable i0 = 0
@@ -169,7 +170,7 @@ module Gemm =
                         // Aᵀ is packed; A itself is read in place, its columns already contiguous,
                         // except for a last sliver shorter than mr, which is packed (zero-padded).
                         let fullSlivers = if transA then 0 else mc / mr
-                        if fullSlivers * mr < mc then packA transA a lda i0 (fullSlivers * mr) mc p0 kc mr ap
+                        if fullSlivers * mr < mc then packA transA a aOff lda i0 (fullSlivers * mr) mc p0 kc mr ap
                         let mutable j = 0
                         while j < n do
                             let nr = min NR (n - j)
@@ -192,7 +193,7 @@ module Gemm =
                                     for q in 0 .. nr - 1 do
                                         let col = (j + q) * ldc + i0 + i
                                         for r in 0 .. rows - 1 do
-                                            c[col + r] <- c[col + r] + alpha * tile[r + q * mr]
+                                            c[cOff + col + r] <- c[cOff + col + r] + alpha * tile[r + q * mr]
                                 i <- i + mr
                             j <- j + NR
                         i0 <- i0 + mc
@@ -202,20 +203,29 @@ module Gemm =
                 ArrayPool< ^T>.Shared.Return bp
                 ArrayPool< ^T>.Shared.Return tile
 
-    /// C ← alpha·op(A)·op(B) + beta·C in float32, column-major, op(X) = Xᵀ when transX (as sgemm).
-    let sgemm transA transB m n k (alpha: float32) (a: float32[]) lda (b: float32[]) ldb (beta: float32) (c: float32[]) ldc =
+    /// sgemm on the matrices that start at the given offsets of a, b and c (e.g. a block of
+    /// columns). The caller checks that the offsets and sizes lie inside the arrays.
+    let sgemmAt transA transB m n k (alpha: float32) (a: float32[]) aOff lda (b: float32[]) bOff ldb (beta: float32) (c: float32[]) cOff ldc =
         if Vector512.IsHardwareAccelerated then
             let fma (x: Vector512<float32>) y acc = Avx512F.FusedMultiplyAdd(x, y, acc)
-            gemm (2 * Vector512<float32>.Count) (kernel512 fma) transA transB m n k alpha a lda b ldb beta c ldc
+            gemm (2 * Vector512<float32>.Count) (kernel512 fma) transA transB m n k alpha a aOff lda b bOff ldb beta c cOff ldc
         else
             let fma (x: Vector256<float32>) y acc = if Fma.IsSupported then Fma.MultiplyAdd(x, y, acc) else x * y + acc
-            gemm (2 * Vector256<float32>.Count) (kernel256 fma) transA transB m n k alpha a lda b ldb beta c ldc
+            gemm (2 * Vector256<float32>.Count) (kernel256 fma) transA transB m n k alpha a aOff lda b bOff ldb beta c cOff ldc
+
+    /// dgemm on the matrices that start at the given offsets of a, b and c.
+    let dgemmAt transA transB m n k (alpha: float) (a: float[]) aOff lda (b: float[]) bOff ldb (beta: float) (c: float[]) cOff ldc =
+        if Vector512.IsHardwareAccelerated then
+            let fma (x: Vector512<float>) y acc = Avx512F.FusedMultiplyAdd(x, y, acc)
+            gemm (2 * Vector512<float>.Count) (kernel512 fma) transA transB m n k alpha a aOff lda b bOff ldb beta c cOff ldc
+        else
+            let fma (x: Vector256<float>) y acc = if Fma.IsSupported then Fma.MultiplyAdd(x, y, acc) else x * y + acc
+            gemm (2 * Vector256<float>.Count) (kernel256 fma) transA transB m n k alpha a aOff lda b bOff ldb beta c cOff ldc
+
+    /// C ← alpha·op(A)·op(B) + beta·C in float32, column-major, op(X) = Xᵀ when transX (as sgemm).
+    let sgemm transA transB m n k (alpha: float32) (a: float32[]) lda (b: float32[]) ldb (beta: float32) (c: float32[]) ldc =
+        sgemmAt transA transB m n k alpha a 0 lda b 0 ldb beta c 0 ldc
 
     /// C ← alpha·op(A)·op(B) + beta·C in float64, column-major, op(X) = Xᵀ when transX (as dgemm).
     let dgemm transA transB m n k (alpha: float) (a: float[]) lda (b: float[]) ldb (beta: float) (c: float[]) ldc =
-        if Vector512.IsHardwareAccelerated then
-            let fma (x: Vector512<float>) y acc = Avx512F.FusedMultiplyAdd(x, y, acc)
-            gemm (2 * Vector512<float>.Count) (kernel512 fma) transA transB m n k alpha a lda b ldb beta c ldc
-        else
-            let fma (x: Vector256<float>) y acc = if Fma.IsSupported then Fma.MultiplyAdd(x, y, acc) else x * y + acc
-            gemm (2 * Vector256<float>.Count) (kernel256 fma) transA transB m n k alpha a lda b ldb beta c ldc
+        dgemmAt transA transB m n k alpha a 0 lda b 0 ldb beta c 0 ldc

@@ -1,6 +1,9 @@
 namespace Backprop.Backend
 
+#nowarn "9" // the offset products pass pointers into pinned arrays
+
 open System
+open Microsoft.FSharp.NativeInterop
 open System.Reflection
 open System.Runtime.InteropServices
 
@@ -18,6 +21,12 @@ module OpenBlas =
 
     [<DllImport("openblas", CallingConvention = CallingConvention.Cdecl)>]
     extern void private cblas_dgemm(int order, int transA, int transB, int m, int n, int k, float alpha, float[] a, int lda, float[] b, int ldb, float beta, float[] c, int ldc)
+
+    [<DllImport("openblas", CallingConvention = CallingConvention.Cdecl, EntryPoint = "cblas_sgemm")>]
+    extern void private cblas_sgemm_p(int order, int transA, int transB, int m, int n, int k, float32 alpha, nativeint a, int lda, nativeint b, int ldb, float32 beta, nativeint c, int ldc)
+
+    [<DllImport("openblas", CallingConvention = CallingConvention.Cdecl, EntryPoint = "cblas_dgemm")>]
+    extern void private cblas_dgemm_p(int order, int transA, int transB, int m, int n, int k, float alpha, nativeint a, int lda, nativeint b, int ldb, float beta, nativeint c, int ldc)
 
     [<DllImport("openblas", CallingConvention = CallingConvention.Cdecl)>]
     extern void private openblas_set_num_threads(int n)
@@ -65,3 +74,24 @@ module OpenBlas =
     let dgemm transA transB m n k (alpha: float) (a: float[]) lda (b: float[]) ldb (beta: float) (c: float[]) ldc =
         check ()
         cblas_dgemm (colMajor, (if transA then trans else noTrans), (if transB then trans else noTrans), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    /// sgemm on the matrices that start at the given offsets of a, b and c (e.g. a block of
+    /// columns). The caller checks that the offsets and sizes lie inside the arrays.
+    let sgemmAt transA transB m n k (alpha: float32) (a: float32[]) aOffset lda (b: float32[]) bOffset ldb (beta: float32) (c: float32[]) cOffset ldc =
+        check ()
+        use pa = fixed a
+        use pb = fixed b
+        use pc = fixed c
+        cblas_sgemm_p (colMajor, (if transA then trans else noTrans), (if transB then trans else noTrans), m, n, k, alpha,
+                       NativePtr.toNativeInt (NativePtr.add pa aOffset), lda, NativePtr.toNativeInt (NativePtr.add pb bOffset), ldb, beta,
+                       NativePtr.toNativeInt (NativePtr.add pc cOffset), ldc)
+
+    /// dgemm on the matrices that start at the given offsets of a, b and c.
+    let dgemmAt transA transB m n k (alpha: float) (a: float[]) aOffset lda (b: float[]) bOffset ldb (beta: float) (c: float[]) cOffset ldc =
+        check ()
+        use pa = fixed a
+        use pb = fixed b
+        use pc = fixed c
+        cblas_dgemm_p (colMajor, (if transA then trans else noTrans), (if transB then trans else noTrans), m, n, k, alpha,
+                       NativePtr.toNativeInt (NativePtr.add pa aOffset), lda, NativePtr.toNativeInt (NativePtr.add pb bOffset), ldb, beta,
+                       NativePtr.toNativeInt (NativePtr.add pc cOffset), ldc)
