@@ -391,10 +391,12 @@ module Network =
 
     /// The index of the largest score in each row: the predicted class of each sample.
     let inline argmax (scores: Matrix< ^T >) =
-        Array.init scores.RowCount (fun i ->
+        let m = scores.RowCount
+        let a = scores.ToColumnMajorArray() // for dense storage this is a copy made in one pass
+        Array.init m (fun i ->
             let mutable best = 0
             for j in 1 .. scores.ColumnCount - 1 do
-                if scores[i, j] > scores[i, best] then best <- j
+                if a[j * m + i] > a[best * m + i] then best <- j
             best)
 
     /// The loss and the gradient of every layer's parameters by backpropagation: one forward

@@ -63,6 +63,9 @@ module Gather =
         let mutable i = 0
         if Avx2.IsSupported then
             let rows = NativePtr.stackalloc<nativeptr<byte>> 8
+            // Groups of 8 rows; a last, partial group is done as the 8 rows ending at row n - 1,
+            // overlapping the group before it (its rows are written twice, with the same values).
+            let mutable last = false
             while i + 8 <= n do
                 for k in 0 .. 7 do NativePtr.set rows k (NativePtr.add src (indices[i + k] * p))
                 let mutable j = 0
@@ -75,7 +78,7 @@ module Gather =
                 for jj in j .. p - 1 do
                     for k in 0 .. 7 do
                         NativePtr.set dst (jj * n + i + k) (scalar (NativePtr.get (NativePtr.get rows k) jj))
-                i <- i + 8
+                i <- if last || i + 8 = n || i + 16 <= n then i + 8 else (last <- true; n - 8)
         // The rows left over (all of them without AVX2), element by element, 16 columns at a
         // time so that the columns being written stay in cache while the rows pass.
         for j0 in 0 .. 16 .. p - 1 do
@@ -88,11 +91,25 @@ module Gather =
     /// destination (column-major, indices.Length rows × rowLength columns) ← the rows of data
     /// (row-major bytes, rowLength per row) at the given indices, each byte v as v / 255.
     let bytesToSingleColumnMajor (data: byte[]) (rowLength: int) (indices: int[]) (destination: float32[]) =
+        let r, c = Vector256.Create(1.0f / 255.0f), Vector256.Create 255.0f
         gather data rowLength indices destination (fun v -> float32 v / 255.0f) (fun at v ->
-            Avx.Divide(v, Vector256.Create 255.0f).Store at)
+            if Fma.IsSupported then
+                // v / 255 correctly rounded without a division: q = v·(1/255), then q + (v - 255q)·(1/255)
+                // (Markstein's correction; the tests check it against the division for every byte).
+                let q = Avx.Multiply(v, r)
+                Fma.MultiplyAdd(Fma.MultiplyAddNegated(q, c, v), r, q).Store at
+            else
+                Avx.Divide(v, c).Store at)
 
     /// As bytesToSingleColumnMajor, in float64.
     let bytesToDoubleColumnMajor (data: byte[]) (rowLength: int) (indices: int[]) (destination: float[]) =
+        let r, c = Vector256.Create(1.0 / 255.0), Vector256.Create 255.0
+        let divide (v: Vector256<float>) =
+            if Fma.IsSupported then
+                let q = Avx.Multiply(v, r)
+                Fma.MultiplyAdd(Fma.MultiplyAddNegated(q, c, v), r, q)
+            else
+                Avx.Divide(v, c)
         gather data rowLength indices destination (fun v -> float v / 255.0) (fun at v ->
-            Avx.Divide(Avx.ConvertToVector256Double(v.GetLower()), Vector256.Create 255.0).Store at
-            Avx.Divide(Avx.ConvertToVector256Double(v.GetUpper()), Vector256.Create 255.0).Store(NativePtr.add at 4))
+            (divide (Avx.ConvertToVector256Double(v.GetLower()))).Store at
+            (divide (Avx.ConvertToVector256Double(v.GetUpper()))).Store(NativePtr.add at 4))
