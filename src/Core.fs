@@ -750,14 +750,27 @@ module Training =
     let oneAhead (tasks: seq<Threading.Tasks.Task<'a>>) : seq<'a> =
         Seq.append (Seq.map Some tasks) [ None ] |> Seq.pairwise |> Seq.map (fun (current, _) -> current.Value.Result)
 
-    /// The same reports as `epochs`, computed on two cores: each batch is gathered while the
-    /// step before it runs, and each epoch is evaluated while the next one trains. Models and
+    /// The batches offered to the helper thread (Backend.Halves) one step ahead: batch k + 1 is
+    /// offered before batch k is taken, so the helper can gather it while step k runs (or the
+    /// training thread gathers it itself, if the helper is busy).
+    let inline private offeredAhead (offers: seq<Backend.Offer * (Matrix< ^T > * Labels< ^T >) ref>) =
+        Seq.append (Seq.map Some offers) [ None ]
+        |> Seq.pairwise
+        |> Seq.map (fun (current, _) ->
+            let offer, batch = current.Value
+            offer.Join()
+            batch.Value)
+
+    /// The same reports as `epochs`, computed on two cores: each batch is gathered (by the helper
+    /// thread, when free) while the step before it runs, and each epoch is evaluated while the
+    /// next one trains. Models and
     /// datasets are immutable values, so the work on the other core cannot race with the
     /// training. Each report comes one epoch later than from `epochs`, with the same numbers.
     let inline epochsOverlapped (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
         batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
         |> Seq.truncate config.Iterations
-        |> Dataset.batchesIn 2 (fun gather -> gather ()) train
+        |> Dataset.batchesIn 3 (fun gather -> let batch = ref Unchecked.defaultof<_> in Backend.Halves.offer false (fun () -> batch.Value <- gather ()), batch) train
+        |> offeredAhead
         |> trainedOn config train initial
         |> Seq.map (fun report -> Backend.Halves.inBackground (fun () -> evaluated config train test report))
         |> oneAhead

@@ -53,9 +53,10 @@ let describe () =
 let private splitAbove = 1_000_000L
 
 /// C ← alpha·op(A)·op(B) + beta·C through `gemmAt` (a backend's offset gemm), the columns of C
-/// in two halves on two threads when the product is large.
+/// in two halves on two threads when the product is large. (Halves of the rows, which pack only
+/// half of op(A) each, measured slower here.)
 let inline private gemmInHalves gemmAt transA transB m n k (alpha: ^T) (a: ^T[]) lda (b: ^T[]) ldb (beta: ^T) (c: ^T[]) ldc =
-    // Columns j0 .. j0+nj-1 of C need columns j0 .. of op(B): B's columns, or with transB its rows.
+    // Columns j0 .. j0+nj-1 of C need those columns of op(B): B's columns, or with transB its rows.
     let columns j0 nj = gemmAt transA transB m nj k alpha a 0 lda b (if transB then j0 else j0 * ldb) ldb beta c (j0 * ldc) ldc
     if int64 m * int64 n * int64 k >= splitAbove && n >= 2 then
         let half = n / 2

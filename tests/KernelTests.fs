@@ -134,6 +134,17 @@ let halves =
             Halves.run (fun () -> lock sum (fun () -> sum.Value <- sum.Value + 1)) (fun () -> lock sum (fun () -> sum.Value <- sum.Value + 2))
             Expect.equal sum.Value 3 "the next product after the failures"
         }
+        test "an offered job runs once, by the helper or taken back by its owner, and its exception reaches Join" {
+            for on in [ true; false ] do
+                Halves.setEnabled on
+                let counts: int[] = Array.zeroCreate 200
+                let offers = [ for i in 0 .. 199 -> Halves.offer (i % 2 = 0) (fun () -> Threading.Interlocked.Increment(&counts[i]) |> ignore) ]
+                for o in offers do o.Join()
+                Expect.isTrue (counts |> Array.forall ((=) 1)) $"every job ran exactly once, helper {on}"
+                let failing = Halves.offer false (fun () -> invalidOp "gather failed")
+                Expect.throwsT<InvalidOperationException> (fun () -> failing.Join()) $"the job's exception, helper {on}"
+            Halves.setEnabled (Environment.ProcessorCount >= 2)
+        }
         test "background work returns its result or its exception, with the helper on or off" {
             for on in [ true; false ] do
                 Halves.setEnabled on

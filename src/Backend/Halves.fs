@@ -7,45 +7,83 @@ open System.Runtime.ExceptionServices
 open System.Threading
 open System.Threading.Tasks
 
-/// The second core, shared between two kinds of work by one helper thread: halves of large
-/// matrix products, and background work such as the evaluation of an epoch's model.
+/// A piece of work offered to the helper thread (see Halves), which its owner either finds done
+/// by the helper or takes back and does itself when it needs the result.
+[<Sealed; AllowNullLiteral>]
+type Offer(job: unit -> unit) =
+    // posted → taken (by the helper) → finished, or posted → takenBack (by the owner).
+    let mutable state = 0
+    let mutable failure: exn = null
+
+    /// The helper's side: takes the job unless its owner already took it back; runs it if taken.
+    member internal _.TryRun() =
+        if Interlocked.CompareExchange(&state, 1, 0) = 0 then
+            try
+                try job () with e -> failure <- e
+            finally
+                Volatile.Write(&state, 3)
+
+    /// The owner's side: returns once the job is done, doing it here if the helper has not begun
+    /// it (never waiting on a helper that is not running it). Raises the job's exception.
+    member _.Join() =
+        if Interlocked.CompareExchange(&state, 2, 0) = 0 then
+            Offer.TakenBack <- Offer.TakenBack + 1L
+            job ()
+        else
+            Offer.Helped <- Offer.Helped + 1L
+            let started = Stopwatch.GetTimestamp()
+            let mutable spin = SpinWait()
+            while Volatile.Read(&state) <> 3 do
+                spin.SpinOnce(-1) // never sleeps: the helper is running the job
+            Offer.WaitTicks <- Offer.WaitTicks + (Stopwatch.GetTimestamp() - started)
+            if not (isNull failure) then ExceptionDispatchInfo.Throw failure
+
+    /// Offers done by the helper (counted at Join, by the owners' threads; for the benchmark's profile).
+    static member val Helped = 0L with get, set
+    /// Offers their owners took back.
+    static member val TakenBack = 0L with get, set
+    /// Stopwatch ticks owners spent waiting for the helper to finish a job it had begun.
+    static member val WaitTicks = 0L with get, set
+
+/// The second core, shared by one helper thread between the training's own work and
+/// background work such as the evaluation of an epoch's model.
 ///
-/// A large product is split in two halves (by columns): the calling thread computes the first
-/// while the helper computes the second. If the helper has not begun its half by the time the
-/// caller is done with its own (it is running background work, or the OS has not run it yet),
-/// the caller takes that half back and computes it too, so a product never waits on a thread
-/// that is not running: at worst it costs what one thread costs.
+/// The training offers work to the helper: the second half of each large matrix product (the
+/// first half it computes itself meanwhile), and the gather of its next mini-batch. What the
+/// helper has not begun when the owner needs it, the owner takes back and does itself, so the
+/// training never waits on a thread that is not running: at worst it costs what one thread costs.
+/// Product halves come first, then gathers, then background work; background work lets offers
+/// in between its own products.
 ///
-/// Background work runs on the helper whenever no half is waiting, one item at a time; products
-/// made by background work stay on the helper thread. With the helper disabled (one core, or
-/// `setEnabled false`), products stay whole and background work goes to the thread pool.
+/// With the helper disabled (one core, or `setEnabled false`), offers run at once on their
+/// owner's thread and background work goes to the thread pool.
 [<RequireQualifiedAccess>]
 module Halves =
-    // The states of the half posted to the helper.
-    let private idle, posted, takenByHelper, takenBack, finished = 0, 1, 2, 3, 4
-
     let mutable private enabled = Environment.ProcessorCount >= 2
-    let mutable private busy = 0
-    let mutable private state = idle
-    let mutable private work: unit -> unit = ignore
-    let mutable private failure: exn = null
     let mutable private sleeping = 0
-    let mutable private helped = 0L
-    let mutable private alone = 0L
     let private signal = new SemaphoreSlim(0)
+    let private urgent = ConcurrentQueue<Offer>()
+    let private relaxed = ConcurrentQueue<Offer>()
     let private background = ConcurrentQueue<unit -> unit>()
-    /// Set on the helper thread, whose products stay whole.
+    /// Set on the helper thread, whose own products stay whole.
     let private isHelper = new ThreadLocal<bool>()
 
     /// How long the helper keeps watching for work after its last item before it sleeps: a
-    /// training step posts its large products a few hundred microseconds apart, and waking a
+    /// training step offers its products a few hundred microseconds apart, and waking a
     /// sleeping thread (on a virtual machine, an idle virtual CPU) can cost tens of microseconds.
     let private watchTicks = Stopwatch.Frequency / 2000L // 0.5 ms
 
     let private wake () =
+        Interlocked.MemoryBarrier()
         if Volatile.Read(&sleeping) = 1 then signal.Release() |> ignore
 
-    let private hasWork () = Volatile.Read(&state) = posted || not background.IsEmpty
+    let private hasOffers () = not urgent.IsEmpty || not relaxed.IsEmpty
+
+    /// Runs the offers waiting, urgent ones first.
+    let private serveOffers () =
+        let mutable offer = null
+        while urgent.TryDequeue(&offer) || relaxed.TryDequeue(&offer) do
+            offer.TryRun()
 
     let private helperLoop () =
         isHelper.Value <- true
@@ -53,21 +91,16 @@ module Halves =
             // Watch for work for a while, then sleep until signalled. Both sides write their flag
             // before reading the other's (full fences), so work is never missed.
             let until = Stopwatch.GetTimestamp() + watchTicks
-            while not (hasWork ()) && Stopwatch.GetTimestamp() < until do
+            while not (hasOffers ()) && background.IsEmpty && Stopwatch.GetTimestamp() < until do
                 Thread.SpinWait 20
-            if not (hasWork ()) then
+            if not (hasOffers ()) && background.IsEmpty then
                 Interlocked.Exchange(&sleeping, 1) |> ignore
-                if not (hasWork ()) then signal.Wait()
+                if not (hasOffers ()) && background.IsEmpty then signal.Wait()
                 Interlocked.Exchange(&sleeping, 0) |> ignore
-            if Interlocked.CompareExchange(&state, takenByHelper, posted) = posted then
-                try
-                    try work () with e -> failure <- e
-                finally
-                    Volatile.Write(&state, finished)
-            else
-                match background.TryDequeue() with
-                | true, item -> item ()
-                | _ -> ()
+            serveOffers ()
+            match background.TryDequeue() with
+            | true, item -> item ()
+            | _ -> ()
 
     let private helper =
         lazy
@@ -78,54 +111,51 @@ module Halves =
     /// Whether the helper thread is in use (by default where the machine has two or more cores).
     let isEnabled () = enabled
 
-    /// Uses the helper thread (true), or keeps products whole on their caller's thread and sends
+    /// Uses the helper thread (true), or runs offers at once on their owner's thread and sends
     /// background work to the thread pool (false).
     let setEnabled (on: bool) = enabled <- on
 
-    /// Starts f on the helper thread (when no product half is waiting) and returns its result as
-    /// a task; the products f makes stay on the helper thread.
+    /// Offers job to the helper: it runs there if the helper gets to it first, else on the
+    /// thread that calls Join. With the helper disabled, it runs at Join. `urgent` offers (a
+    /// product half, needed within microseconds) go before the others (a next batch's gather).
+    let offer (isUrgent: bool) (job: unit -> unit) : Offer =
+        let o = Offer job
+        if enabled && not isHelper.Value then
+            helper.Force() |> ignore
+            (if isUrgent then urgent else relaxed).Enqueue o
+            wake ()
+        o
+
+    /// Starts f on the helper thread (after the offers waiting) and returns its result as a task;
+    /// the products f makes stay on the helper thread.
     let inBackground (f: unit -> 'a) : Task<'a> =
         if not enabled then
             Task.Run f
         else
             helper.Force() |> ignore
             let result = TaskCompletionSource<'a>(TaskCreationOptions.RunContinuationsAsynchronously)
-            background.Enqueue(fun () ->
-                try result.SetResult(f ()) with e -> result.SetException e)
-            Interlocked.MemoryBarrier()
+            background.Enqueue(fun () -> try result.SetResult(f ()) with e -> result.SetException e)
             wake ()
             result.Task
 
-    /// Runs first () and second (), on two threads when the helper is free, and returns when
-    /// both are done. An exception in either is raised here.
+    /// Runs first () and second (), the second offered to the helper, and returns when both are
+    /// done. An exception in either is raised here (the first's if both fail). On the helper
+    /// itself, both run there, after the offers waiting.
     let run (first: unit -> unit) (second: unit -> unit) =
-        if not enabled || isHelper.Value || Interlocked.CompareExchange(&busy, 1, 0) <> 0 then
+        if isHelper.Value then
+            serveOffers ()
+            first ()
+            second ()
+        elif not enabled then
             first ()
             second ()
         else
-            helper.Force() |> ignore
-            failure <- null
-            work <- second
-            Interlocked.Exchange(&state, posted) |> ignore
-            wake ()
+            let o = offer true second
             let firstFailure = try first (); null with e -> e
-            if Interlocked.CompareExchange(&state, takenBack, posted) = posted then
-                // The helper has not begun: the second half is ours too.
-                alone <- alone + 1L
-                try second () with e -> failure <- e
-            else
-                helped <- helped + 1L
-                let mutable spin = SpinWait()
-                while Volatile.Read(&state) <> finished do
-                    spin.SpinOnce(-1) // never sleeps: the helper is running its half
-            let secondFailure = failure
-            work <- ignore
-            failure <- null
-            Volatile.Write(&state, idle)
-            Volatile.Write(&busy, 0)
+            let secondFailure = try o.Join(); null with e -> e
             if not (isNull firstFailure) then ExceptionDispatchInfo.Throw firstFailure
             if not (isNull secondFailure) then ExceptionDispatchInfo.Throw secondFailure
 
-    /// How many split products had their second half computed by the helper, and how many were
-    /// computed wholly by their caller because the helper was busy (for the benchmark's profile).
-    let counts () = helped, alone
+    /// Offers done by the helper, offers taken back by their owners, and the seconds owners spent
+    /// waiting for the helper to finish a job it had begun (for the benchmark's profile).
+    let statistics () = Offer.Helped, Offer.TakenBack, float Offer.WaitTicks / float Stopwatch.Frequency
