@@ -27,10 +27,13 @@ fi
 mkdir -p bench/results
 out=bench/results/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
-dotnet build src/Cli/Cli.fsproj -c Release -v q -nologo >/dev/null
+# train runs as a ReadyToRun build (precompiled, so the run does not start by JIT-compiling):
+# what `dotnet publish -p:PublishReadyToRun=true` gives a user (see the README).
+rid=linux-$(uname -m | sed -e 's/x86_64/x64/' -e 's/aarch64/arm64/')
+dotnet publish src/Cli/Cli.fsproj -c Release -r "$rid" --self-contained false -p:PublishReadyToRun=true -o "$out/cli" -v q -nologo >/dev/null
 cc -O2 -o "$out/floor" bench/floor/floor.c -lopenblas
 
-cli="dotnet artifacts/bin/Cli/release/Backprop.Cli.dll train --iters $iters"
+cli="$out/cli/Backprop.Cli train --iters $iters"
 py=/usr/bin/python3
 declare -A cmd=(
   [backprop-f32-openblas]="$cli --precision single --backend openblas"
@@ -65,19 +68,22 @@ import re, statistics, sys
 out, rounds, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 rows = {}
 for n in names:
-    walls, rss, acc = [], [], None
+    walls, rss, acc, gc = [], [], None, '-'
     for r in range(1, rounds + 1):
         w, m = open(f'{out}/{n}.{r}.time').read().split()[-2:]
         walls.append(float(w)); rss.append(int(m) / 1024)
-        found = re.findall(r'test[_ ]acc[= ]([0-9.]+)', open(f'{out}/{n}.{r}.log').read())
+        log = open(f'{out}/{n}.{r}.log').read()
+        found = re.findall(r'test[_ ]acc[= ]([0-9.]+)', log)
         acc = float(found[-1]) if found else None
-    rows[n] = (statistics.median(walls), max(rss), acc)
+        collections = re.findall(r'garbage collections ([0-9/]+) \(gen0/1/2\), paused ([0-9.]+)s', log)
+        if collections: gc = f'{collections[-1][0]} ({collections[-1][1]} s)'
+    rows[n] = (statistics.median(walls), max(rss), acc, gc)
 peers = [n for n in names if n.startswith(('numpy', 'torch'))]
 fastest = min(rows[n][0] for n in peers)
-lines = [f"{'run':24} {'median s':>9} {'vs fastest peer':>16} {'test acc':>9} {'peak RSS MB':>12}"]
+lines = [f"{'run':24} {'median s':>9} {'vs fastest peer':>16} {'test acc':>9} {'peak RSS MB':>12}  GCs gen0/1/2 (pause)"]
 for n in names:
-    w, m, a = rows[n]
-    lines.append(f"{n:24} {w:9.2f} {w / fastest:15.2f}x {('%.4f' % a) if a else '-':>9} {m:12.0f}")
+    w, m, a, g = rows[n]
+    lines.append(f"{n:24} {w:9.2f} {w / fastest:15.2f}x {('%.4f' % a) if a else '-':>9} {m:12.0f}  {g}")
 def ratio(a, b): return rows[a][0] / rows[b][0]
 lines.append(f"backprop-f32-openblas / floor-f32: {ratio('backprop-f32-openblas', 'floor-f32'):.2f}x")
 lines.append(f"backprop-f64-openblas / numpy-f64: {ratio('backprop-f64-openblas', 'numpy-f64'):.2f}x")

@@ -5,6 +5,7 @@
 //   dotnet fsi scripts/train.fsx [ITERATIONS]
 #r "../artifacts/bin/Core/release/Backprop.Core.dll"
 #r "nuget: MathNet.Numerics, 5.0.0"
+#r "nuget: System.Numerics.Tensors, 10.0.0"
 
 open Backprop
 

@@ -41,11 +41,13 @@ let useBackend (backend: Backend) =
         invalidArg "backend" $"""OpenBLAS was not found on this system (tried {String.concat ", " OpenBlas.candidates}); install it (Debian: libopenblas0-pthread) or use the managed backend"""
     selected <- backend
 
-/// The active backend in words, e.g. "openblas (libopenblas.so.0, 1 thread)".
+/// The active backend in words, e.g. "openblas (libopenblas.so.0), large products in halves on
+/// 2 threads".
 let describe () =
+    let split = if Halves.isEnabled () then ", large products in halves on 2 threads" else ", 1 thread"
     match active () with
-    | Backend.OpenBlas -> $"""openblas ({defaultArg (OpenBlas.libraryName ()) "?"}, 1 thread)"""
-    | Backend.Managed -> Gemm.describe ()
+    | Backend.OpenBlas -> $"""openblas ({defaultArg (OpenBlas.libraryName ()) "?"}){split}"""
+    | Backend.Managed -> Gemm.describe () + split
     | _ -> "mathnet (managed provider)"
 
 /// Products of at least this many multiply-adds are split over two threads (Backend/Halves.fs):

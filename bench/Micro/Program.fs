@@ -54,10 +54,16 @@ type AffineBench() =
     [<Params("openblas", "managed")>]
     member val Backend = "" with get, set
 
+    /// 1: each product on one thread (the kernels' own rates); 2: large products split in two
+    /// halves over two threads (Backend/Halves.fs), as `train` runs them.
+    [<Params(1, 2)>]
+    member val Threads = 1 with get, set
+
     /// Builds the inputs and selects the backend.
     [<GlobalSetup>]
     member this.Setup() =
         MathNet.Numerics.Control.UseSingleThread()
+        Backend.Halves.setEnabled (this.Threads = 2)
         Linalg.useBackend (if this.Backend = "openblas" then Linalg.Backend.OpenBlas else Linalg.Backend.Managed)
         x64 <- Matrix<float>.Build.Dense(100, 784, fun _ _ -> rng.NextDouble())
         p64 <- { W = Matrix<float>.Build.Dense(784, 50, fun _ _ -> rng.NextDouble() - 0.5); b = Vector<float>.Build.Dense(50, 0.1) }
@@ -91,5 +97,7 @@ let main argv =
             .AddJob(Job.ShortRun.WithLaunchCount(1).WithWarmupCount(3).WithIterationCount(8))
             .AddColumn(GflopsColumn())
             .WithOptions(ConfigOptions.DisableOptimizationsValidator)
+    // No arguments: run every benchmark (the switcher would ask which, interactively).
+    let argv = if argv.Length = 0 then [| "--filter"; "*" |] else argv
     BenchmarkSwitcher.FromTypes([| typeof<AffineBench> |]).Run(argv, config) |> ignore
     0

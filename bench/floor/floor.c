@@ -4,7 +4,7 @@
  * (784x100 by 100x50) and h^T·dout (50x100 by 100x10), and the second layer's input gradient
  * dout·W2^T (100x10 by 10x50); the first layer's input gradient is not needed. Then the
  * evaluations: 17 times the whole training (60,000) and test (10,000) sets through both
- * layers, in blocks of 500 rows as the trainer does.
+ * layers, in blocks of 100 rows as the trainer does.
  *
  * Build: cc -O2 -o floor floor.c -lopenblas     Run: ./floor [iters] [--double]
  * Prints floor_s (the products alone) and the GFLOP/s reached. */
@@ -40,7 +40,7 @@ static void gemm(int dbl, int ta, int tb, int m, int n, int k, void *a, int lda,
 }
 
 int main(int argc, char **argv) {
-    int iters = 10000, dbl = 0, evals = 17, block = 500;
+    int iters = 10000, dbl = 0, evals = 17, block = 100;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--double")) dbl = 1; else iters = atoi(argv[i]);
     }
