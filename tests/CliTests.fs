@@ -107,6 +107,18 @@ let tests =
             let code, _, err = run [ "predict"; "--model"; path; mnistDir + "/SHA256SUMS" ]
             Expect.equal code 1 "not an image"
             Expect.stringContains err "SHA256SUMS: not an image SkiaSharp can decode" "what is wrong"
+            // a model for 784 inputs against 2 x 2 images: refused in one line, before any product
+            let small = MnistTests.scratch 4 2
+            let code, out, err = run [ "evaluate"; "--model"; path; "--data"; small ]
+            Expect.equal (code, out) (1, "") "evaluate with images of another size"
+            Expect.equal err $"backprop: {path}: the model takes 784 inputs, the images of {small} have 4 pixels{Environment.NewLine}" "one line"
+        }
+        test "--save, --metrics and --plot naming a folder are refused before training" {
+            let folder = Directory.CreateTempSubdirectory("backprop-cli-").FullName
+            for option in [ "--save"; "--metrics"; "--plot" ] do
+                let code, out, err = run [ "train"; option; folder; "--data"; mnistDir ]
+                Expect.equal (code, out) (2, "") $"{option}: usage error, nothing trained"
+                Expect.equal err $"backprop: {option} {folder}: that is a folder; give a file name{Environment.NewLine}" $"{option}: one line"
         }
         test "--metrics writes the per-epoch history as CSV and JSON" {
             let dir = Directory.CreateTempSubdirectory("backprop-cli-").FullName

@@ -137,6 +137,7 @@ let train (args: ParseResults<TrainArgs>) =
     let plotFile = args.TryGetResult Plot
     for option, file in [ "--save", save; "--metrics", metrics; "--plot", plotFile ] do
         match file with
+        | Some f when Directory.Exists f -> usage $"{option} {f}: that is a folder; give a file name"
         | Some f when not (Directory.Exists(Path.GetDirectoryName(Path.GetFullPath f))) -> usage $"{option} {f}: the folder does not exist"
         | Some f when option = "--metrics" && not (List.contains (Path.GetExtension(f).ToLowerInvariant()) [ ".csv"; ".json" ]) ->
             usage $"--metrics {f}: give a .csv or .json file"
@@ -247,11 +248,12 @@ let evaluate (args: ParseResults<EvaluateArgs>) =
     let dataDir, datasetName = resolveData (args.TryGetResult EvaluateArgs.Data) (args.TryGetResult EvaluateArgs.Dataset) ((Npz.metadata file).TryFind "dataset")
     selectBackend None
     let _, test = Mnist.load dataDir
-    let accuracy, confusion, sizes =
-        match saved with
-        | SavedModel.Single m -> Evaluate.accuracy m test, Evaluate.confusion 10 m test, Network.sizes m.Layers
-        | SavedModel.Double m -> Evaluate.accuracy m test, Evaluate.confusion 10 m test, Network.sizes m.Layers
+    let sizes = match saved with SavedModel.Single m -> Network.sizes m.Layers | SavedModel.Double m -> Network.sizes m.Layers
     if sizes.Head <> test.PixelCount then raise (DataError(file, $"the model takes %d{sizes.Head} inputs, the images of {dataDir} have %d{test.PixelCount} pixels"))
+    let accuracy, confusion =
+        match saved with
+        | SavedModel.Single m -> Evaluate.accuracy m test, Evaluate.confusion 10 m test
+        | SavedModel.Double m -> Evaluate.accuracy m test, Evaluate.confusion 10 m test
     printfn $"""evaluate: model {Path.GetFullPath file} ({sizes |> List.map string |> String.concat "-"}), {test.Count} test images of {Path.GetFullPath dataDir}"""
     printfn $"test acc %.4f{accuracy}"
     printfn "class          precision  recall  count"
