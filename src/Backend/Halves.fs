@@ -140,11 +140,14 @@ module Halves =
 
     /// Runs first () and second (), the second offered to the helper, and returns when both are
     /// done. An exception in either is raised here (the first's if both fail). On the helper
-    /// itself, both run there, after the offers waiting.
+    /// itself, both run there, each after the offers waiting.
     let run (first: unit -> unit) (second: unit -> unit) =
         if isHelper.Value then
+            // Background work's product: both halves here, with the offers waiting served
+            // before each, so that the training waits at most half a product for the helper.
             serveOffers ()
             first ()
+            serveOffers ()
             second ()
         elif not enabled then
             first ()
