@@ -746,9 +746,10 @@ module Training =
         trained config train initial |> Seq.map (evaluated config train test)
 
     /// The results of the tasks in order, each awaited only once the next one has started, so
-    /// that task k + 1 runs on another core while result k is in use.
+    /// that task k + 1 runs on another core while result k is in use. While it waits, this
+    /// thread helps with the helper thread's products (Backend.Halves.await).
     let oneAhead (tasks: seq<Threading.Tasks.Task<'a>>) : seq<'a> =
-        Seq.append (Seq.map Some tasks) [ None ] |> Seq.pairwise |> Seq.map (fun (current, _) -> current.Value.Result)
+        Seq.append (Seq.map Some tasks) [ None ] |> Seq.pairwise |> Seq.map (fun (current, _) -> Backend.Halves.await current.Value)
 
     /// The batches offered to the helper thread (Backend.Halves) one step ahead: batch k + 1 is
     /// offered before batch k is taken, so the helper can gather it while step k runs (or the

@@ -145,6 +145,17 @@ let halves =
                 Expect.throwsT<InvalidOperationException> (fun () -> failing.Join()) $"the job's exception, helper {on}"
             Halves.setEnabled (Environment.ProcessorCount >= 2)
         }
+        test "a thread awaiting background work may compute halves of its products: the results are the same" {
+            Halves.setEnabled true
+            let a, b = Common.random 31 300 784, Common.random 32 784 50
+            let expected = Linalg.mul a b
+            for _ in 1 .. 5 do
+                let task = Halves.inBackground (fun () -> [ for _ in 1 .. 20 -> Linalg.mul a b ])
+                for product in Halves.await task do
+                    Expect.isLessThan (Common.maxAbsDiff product expected) 1e-12 "each background product"
+            let failing = Halves.inBackground (fun () -> failwith "evaluation failed": int)
+            Expect.throwsT<AggregateException> (fun () -> Halves.await failing |> ignore) "its exception"
+        }
         test "background work returns its result or its exception, with the helper on or off" {
             for on in [ true; false ] do
                 Halves.setEnabled on

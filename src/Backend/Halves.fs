@@ -65,6 +65,10 @@ module Halves =
     let private urgent = ConcurrentQueue<Offer>()
     let private relaxed = ConcurrentQueue<Offer>()
     let private background = ConcurrentQueue<unit -> unit>()
+    /// Halves of background work's products, for threads waiting in `await`.
+    let private helperOffers = ConcurrentQueue<Offer>()
+    /// The number of threads waiting in `await`.
+    let mutable private awaiting = 0
     /// Set on the helper thread, whose own products stay whole.
     let private isHelper = new ThreadLocal<bool>()
 
@@ -143,12 +147,19 @@ module Halves =
     /// itself, both run there, each after the offers waiting.
     let run (first: unit -> unit) (second: unit -> unit) =
         if isHelper.Value then
-            // Background work's product: both halves here, with the offers waiting served
-            // before each, so that the training waits at most half a product for the helper.
+            // Background work's product: with the offers waiting served first, so that the
+            // training waits at most half a product for the helper. Its second half is offered
+            // to a thread waiting for background work (see `await`), else done here too.
             serveOffers ()
-            first ()
-            serveOffers ()
-            second ()
+            if Volatile.Read(&awaiting) > 0 then
+                let o = Offer second
+                helperOffers.Enqueue o
+                first ()
+                o.Join()
+            else
+                first ()
+                serveOffers ()
+                second ()
         elif not enabled then
             first ()
             second ()
@@ -162,3 +173,21 @@ module Halves =
     /// Offers done by the helper, offers taken back by their owners, and the seconds owners spent
     /// waiting for the helper to finish a job it had begun (for the benchmark's profile).
     let statistics () = Offer.Helped, Offer.TakenBack, float Offer.WaitTicks / float Stopwatch.Frequency
+
+    /// The task's result; while it is not done, the calling thread takes halves of the helper's
+    /// products (a training thread waiting for the last epoch's evaluation helps with it).
+    let await (task: Task<'a>) : 'a =
+        if enabled && not isHelper.Value && not task.IsCompleted then
+            Interlocked.Increment(&awaiting) |> ignore
+            try
+                let mutable spin = SpinWait()
+                let mutable offer = null
+                while not task.IsCompleted do
+                    if helperOffers.TryDequeue(&offer) then
+                        offer.TryRun()
+                        spin <- SpinWait()
+                    else
+                        spin.SpinOnce(-1)
+            finally
+                Interlocked.Decrement(&awaiting) |> ignore
+        task.Result
