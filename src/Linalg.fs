@@ -122,13 +122,20 @@ let inline private axpy (y: ^T[]) (alpha: ^T) (x: ^T[]) =
     let out = GC.AllocateUninitializedArray y.Length
     let w = System.Numerics.Vector< ^T>.Count
     let a = System.Numerics.Vector< ^T>(alpha)
-    let mutable i = 0
-    while i <= y.Length - w do
-        (System.Numerics.Vector< ^T>(y, i) + a * System.Numerics.Vector< ^T>(x, i)).CopyTo(out, i)
-        i <- i + w
-    while i < y.Length do
-        out[i] <- y[i] + alpha * x[i]
-        i <- i + 1
+    let range start stop =
+        let mutable i = start
+        while i <= stop - w do
+            (System.Numerics.Vector< ^T>(y, i) + a * System.Numerics.Vector< ^T>(x, i)).CopyTo(out, i)
+            i <- i + w
+        while i < stop do
+            out[i] <- y[i] + alpha * x[i]
+            i <- i + 1
+    // A large update (the first layer's 39,200 weights) in two halves on two threads.
+    if y.Length >= 16384 then
+        let half = y.Length / 2 / w * w
+        Halves.run (fun () -> range 0 half) (fun () -> range half y.Length)
+    else
+        range 0 y.Length
     out
 
 /// Y + alpha · X, element by element, in one vectorized pass (the SGD update W - lr · dW).
