@@ -84,10 +84,17 @@ lines = [f"{'run':24} {'median s':>9} {'vs fastest peer':>16} {'test acc':>9} {'
 for n in names:
     w, m, a, g = rows[n]
     lines.append(f"{n:24} {w:9.2f} {w / fastest:15.2f}x {('%.4f' % a) if a else '-':>9} {m:12.0f}  {g}")
-def ratio(a, b): return rows[a][0] / rows[b][0]
-lines.append(f"backprop-f32-openblas / floor-f32: {ratio('backprop-f32-openblas', 'floor-f32'):.2f}x")
-lines.append(f"backprop-f64-openblas / numpy-f64: {ratio('backprop-f64-openblas', 'numpy-f64'):.2f}x")
-lines.append(f"backprop-f32-managed / fastest peer: {rows['backprop-f32-managed'][0] / fastest:.2f}x")
+def wall(n, r): return float(open(f'{out}/{n}.{r}.time').read().split()[-2])
+def paired(a, b):
+    # the median over rounds of a's time over b's in the same round (b: a name, or 'peer' for
+    # the fastest peer of that round), with the per-round ratios
+    rs = [wall(a, r) / (min(wall(p, r) for p in peers) if b == 'peer' else wall(b, r)) for r in range(1, rounds + 1)]
+    return f"{statistics.median(rs):.2f}x (rounds: {', '.join(f'{x:.2f}' for x in rs)})"
+lines.append("paired ratios, the median of each round's own ratio:")
+lines.append(f"backprop-f32-openblas / fastest peer: {paired('backprop-f32-openblas', 'peer')}")
+lines.append(f"backprop-f64-openblas / numpy-f64: {paired('backprop-f64-openblas', 'numpy-f64')}")
+lines.append(f"backprop-f32-managed / fastest peer: {paired('backprop-f32-managed', 'peer')}")
+lines.append(f"backprop-f32-openblas / floor-f32: {paired('backprop-f32-openblas', 'floor-f32')}")
 print("\n".join(lines))
 open(f'{out}/summary.txt', 'w').write("\n".join(lines) + "\n")
 PY
