@@ -69,7 +69,14 @@ module Npz =
             (field "shape" "\\(([^)]*)\\)").Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
             |> Array.map int
         let data = bytes[start + headerLength ..]
-        let itemSize = if descr.StartsWith "<U" then 4 * int descr[2..] else (if descr = "<f4" then 4 elif descr = "<f8" then 8 else 1)
+        // A dtype is a byte order ('<', '>', '|' or '='), a kind and a size in bytes ('<f8', '>i4',
+        // '|u1'); a unicode string ('<U12') counts characters of 4 bytes. Objects ('|O') and
+        // structured dtypes have no fixed size here and cannot be model arrays.
+        let itemSize =
+            let m = Regex.Match(descr, "^[<>|=]([a-zA-Z])(\\d+)$")
+            if not m.Success then bad $"dtype {descr} is not supported (a model holds float32 '<f4' or float64 '<f8' arrays)"
+            let size = int m.Groups[2].Value
+            if m.Groups[1].Value = "U" then 4 * size else size
         let count = shape |> Array.fold (*) 1
         if data.Length <> count * itemSize then bad $"%d{data.Length} data bytes for shape %A{shape} of {descr}"
         // Fortran order (column-major) is turned into C order here, so the rest sees one layout.

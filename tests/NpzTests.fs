@@ -180,6 +180,16 @@ let tests =
                 Array.blit (BitConverter.GetBytes Double.NaN) 0 nan (nan.Length - 8) 8
                 expectDataError (fun () -> Npz.load (variant "nan.npz" (Map.add "W1.npy" nan)) |> ignore) "W1 holds a NaN or infinite value"
                 expectDataError (fun () -> Npz.load (variant "meta.npz" (Map.remove "W1.npy")) |> ignore) "no W1 array"
+                // other dtypes in the header (same header length): big-endian, integer, object
+                let withDescr (descr: string) =
+                    let bytes = Array.copy arrays["W1.npy"]
+                    let header = Text.Encoding.Latin1.GetString bytes
+                    let at = header.IndexOf "'<f8',"
+                    Array.blit (Text.Encoding.Latin1.GetBytes descr) 0 bytes at 6
+                    Map.add "W1.npy" bytes
+                expectDataError (fun () -> Npz.load (variant "big.npz" (withDescr "'>f8',")) |> ignore) "W1 has dtype >f8; float32 ('<f4') or float64 ('<f8') expected"
+                expectDataError (fun () -> Npz.load (variant "int.npz" (withDescr "'<i8',")) |> ignore) "W1 has dtype <i8; float32 ('<f4') or float64 ('<f8') expected"
+                expectDataError (fun () -> Npz.load (variant "object.npz" (withDescr "'|O', ")) |> ignore) "dtype |O is not supported"
             }
         ]
     ]
