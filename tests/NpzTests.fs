@@ -153,6 +153,10 @@ let tests =
                 for a, b in List.zip (paramsOf m) (paramsOf expected) do
                     Expect.equal (a.W.ToRowMajorArray()) (b.W.ToRowMajorArray()) "the same W as training in-process from the same numbers"
             | _ -> failtest "float32 file"
+            for option, value, what in [ "--hidden", "20", "layer sizes"; "--activation", "sigmoid", "activation" ] do
+                let code, out, err = CliTests.run [ "train"; "--init-from"; start; option; value; "--data"; mnistDir ]
+                Expect.equal (code, out) (2, "") $"{option} with --init-from is refused before training"
+                Expect.equal (err.Trim()) $"backprop: {option} and --init-from {start}: the model file sets the {what}" "one line naming both"
         }
         testList "bad files: one line naming the file" [
             test "missing file" { expectDataError (fun () -> Npz.load "/no/such/model.npz" |> ignore) "file not found" }

@@ -150,6 +150,7 @@ let train (args: ParseResults<TrainArgs>) =
         match initFrom with
         | Some(file, saved) ->
             if args.Contains TrainArgs.Hidden then usage $"--hidden and --init-from {file}: the model file sets the layer sizes"
+            if args.Contains TrainArgs.Activation then usage $"--activation and --init-from {file}: the model file sets the activation"
             let layers = match saved with SavedModel.Single m -> m.Layers | SavedModel.Double m -> m.Layers
             Network.sizes layers, (if List.contains Layer.Sigmoid layers then Activation.Sigmoid else Activation.ReLU)
         | None -> sizesOf (args.TryGetResult TrainArgs.Hidden) 784, activationOf (args.TryGetResult TrainArgs.Activation)
