@@ -763,10 +763,11 @@ module Training =
             batch.Value)
 
     /// The same reports as `epochs`, computed on two cores: each batch is gathered (by the helper
-    /// thread, when free) while the step before it runs, and each epoch is evaluated while the
-    /// next one trains. Models and
-    /// datasets are immutable values, so the work on the other core cannot race with the
-    /// training. Each report comes one epoch later than from `epochs`, with the same numbers.
+    /// thread, when free) while the step before it runs, large products are split between the
+    /// two cores, and each epoch is evaluated while the next one trains. Models and datasets are
+    /// immutable values, so the work on the other core cannot race with the training (the batch
+    /// buffers are reused only two steps after their step is done). Each report comes one epoch
+    /// later than from `epochs`, with the same numbers.
     let inline epochsOverlapped (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
         batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
         |> Seq.truncate config.Iterations
