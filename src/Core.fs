@@ -745,22 +745,15 @@ module Training =
     let inline epochs (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
         trained config train initial |> Seq.map (evaluated config train test)
 
+    /// The results of the items in order, each taken (by `result`) only once the next item has
+    /// been made: item k + 1 starts on another core while result k is in use.
+    let oneAheadBy (result: 'a -> 'b) (items: seq<'a>) : seq<'b> =
+        Seq.append (Seq.map Some items) [ None ] |> Seq.pairwise |> Seq.map (fun (current, _) -> result current.Value)
+
     /// The results of the tasks in order, each awaited only once the next one has started, so
     /// that task k + 1 runs on another core while result k is in use. While it waits, this
     /// thread helps with the helper thread's products (Backend.Halves.await).
-    let oneAhead (tasks: seq<Threading.Tasks.Task<'a>>) : seq<'a> =
-        Seq.append (Seq.map Some tasks) [ None ] |> Seq.pairwise |> Seq.map (fun (current, _) -> Backend.Halves.await current.Value)
-
-    /// The batches offered to the helper thread (Backend.Halves) one step ahead: batch k + 1 is
-    /// offered before batch k is taken, so the helper can gather it while step k runs (or the
-    /// training thread gathers it itself, if the helper is busy).
-    let inline private offeredAhead (offers: seq<Backend.Offer * (Matrix< ^T > * Labels< ^T >) ref>) =
-        Seq.append (Seq.map Some offers) [ None ]
-        |> Seq.pairwise
-        |> Seq.map (fun (current, _) ->
-            let offer, batch = current.Value
-            offer.Join()
-            batch.Value)
+    let oneAhead (tasks: seq<Threading.Tasks.Task<'a>>) : seq<'a> = oneAheadBy Backend.Halves.await tasks
 
     /// The same reports as `epochs`, computed on two cores: each batch is gathered (by the helper
     /// thread, when free) while the step before it runs, large products are split between the
@@ -771,8 +764,10 @@ module Training =
     let inline epochsOverlapped (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
         batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
         |> Seq.truncate config.Iterations
+        // Batch k + 1 is offered to the helper thread before batch k is taken, so the helper can
+        // gather it while step k runs (or this thread gathers it, if the helper is busy).
         |> Dataset.batchesIn 3 (fun gather -> let batch = ref Unchecked.defaultof<_> in Backend.Halves.offer false (fun () -> batch.Value <- gather ()), batch) train
-        |> offeredAhead
+        |> oneAheadBy (fun (offer, batch) -> offer.Join(); batch.Value)
         |> trainedOn config train initial
         |> Seq.map (fun report -> Backend.Halves.inBackground (fun () -> evaluated config train test report))
         |> oneAhead

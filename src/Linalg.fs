@@ -157,23 +157,23 @@ let mulNT (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product false true a b
 
 // ─── Elementwise kernels ────────────────────────────────────────────────────────────────────────
 
-/// Runs `single` or `double` on the column-major arrays of dense float32 or float64 matrices
-/// into a new array of the result's size; `other` for any other kind of matrix.
-let inline private elementwise (m: Matrix<'T>) (rows: int) (columns: int) ([<InlineIfLambda>] single: float32[] -> float32[] -> unit) ([<InlineIfLambda>] double: float[] -> float[] -> unit) ([<InlineIfLambda>] other: unit -> Matrix<'T>) : Matrix<'T> =
+/// Runs `single` or `double` on the column-major array of a dense float32 or float64 matrix
+/// into a new array of the same shape; `other` for any other kind of matrix.
+let inline private elementwise (m: Matrix<'T>) ([<InlineIfLambda>] single: float32[] -> float32[] -> unit) ([<InlineIfLambda>] double: float[] -> float[] -> unit) ([<InlineIfLambda>] other: unit -> Matrix<'T>) : Matrix<'T> =
     match box m with
     | :? Single.DenseMatrix as m ->
-        let out = GC.AllocateUninitializedArray (rows * columns) // every kernel writes every element
+        let out = GC.AllocateUninitializedArray m.Values.Length // every kernel writes every element
         single m.Values out
-        box (Single.DenseMatrix(rows, columns, out)) :?> Matrix<'T>
+        box (Single.DenseMatrix(m.RowCount, m.ColumnCount, out)) :?> Matrix<'T>
     | :? Double.DenseMatrix as m ->
-        let out = GC.AllocateUninitializedArray (rows * columns)
+        let out = GC.AllocateUninitializedArray m.Values.Length
         double m.Values out
-        box (Double.DenseMatrix(rows, columns, out)) :?> Matrix<'T>
+        box (Double.DenseMatrix(m.RowCount, m.ColumnCount, out)) :?> Matrix<'T>
     | _ -> other ()
 
 /// max(x, 0), element by element (ReLU's output).
 let relu (x: Matrix<'T>) : Matrix<'T> =
-    elementwise x x.RowCount x.ColumnCount
+    elementwise x
         (fun x out -> TensorPrimitives.Max(ReadOnlySpan x, 0.0f, Span out))
         (fun x out -> TensorPrimitives.Max(ReadOnlySpan x, 0.0, Span out))
         (fun () -> x.PointwiseMaximum Unchecked.defaultof<'T>)
@@ -193,19 +193,23 @@ let inline private positiveMask (x: ^T[]) (out: ^T[]) =
 
 /// 1 where x > 0, else 0, element by element.
 let positive (x: Matrix<'T>) : Matrix<'T> =
-    elementwise x x.RowCount x.ColumnCount positiveMask positiveMask (fun () ->
-        let zero, one = Matrix<'T>.Build.Dense(1, 1)[0, 0], Matrix<'T>.Build.Dense(1, 1, Matrix<'T>.One)[0, 0]
+    elementwise x positiveMask positiveMask (fun () ->
+        let zero, one = Unchecked.defaultof<'T>, Matrix<'T>.One
         x.Map((fun v -> if Comparer<'T>.Default.Compare(v, zero) > 0 then one else zero), Zeros.Include))
 
 /// The Hadamard (element-by-element) product a ⊙ b.
 let hadamard (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> =
     if a.RowCount <> b.RowCount || a.ColumnCount <> b.ColumnCount then
         invalidArg "b" $"%d{a.RowCount}x%d{a.ColumnCount} multiplied element by element by %d{b.RowCount}x%d{b.ColumnCount}"
-    match box b with
-    | :? Single.DenseMatrix as bs ->
-        elementwise a a.RowCount a.ColumnCount (fun a out -> TensorPrimitives.Multiply(ReadOnlySpan a, ReadOnlySpan bs.Values, Span out)) (fun _ _ -> ()) (fun () -> a.PointwiseMultiply b)
-    | :? Double.DenseMatrix as bd ->
-        elementwise a a.RowCount a.ColumnCount (fun _ _ -> ()) (fun a out -> TensorPrimitives.Multiply(ReadOnlySpan a, ReadOnlySpan bd.Values, Span out)) (fun () -> a.PointwiseMultiply b)
+    match box a, box b with
+    | (:? Single.DenseMatrix as x), (:? Single.DenseMatrix as y) ->
+        let out = GC.AllocateUninitializedArray x.Values.Length
+        TensorPrimitives.Multiply(ReadOnlySpan x.Values, ReadOnlySpan y.Values, Span out)
+        box (Single.DenseMatrix(x.RowCount, x.ColumnCount, out)) :?> Matrix<'T>
+    | (:? Double.DenseMatrix as x), (:? Double.DenseMatrix as y) ->
+        let out = GC.AllocateUninitializedArray x.Values.Length
+        TensorPrimitives.Multiply(ReadOnlySpan x.Values, ReadOnlySpan y.Values, Span out)
+        box (Double.DenseMatrix(x.RowCount, x.ColumnCount, out)) :?> Matrix<'T>
     | _ -> a.PointwiseMultiply b
 
 /// Row-wise softmax on column-major storage, a column (every row at once) at a time: the row
@@ -225,7 +229,7 @@ let inline private softmaxColumns (rows: int) (x: ^T[]) (out: ^T[]) =
 
 /// softmax of each row: exp(x - the row's maximum), divided by its row sum.
 let rec softmaxRows (x: Matrix<'T>) : Matrix<'T> =
-    elementwise x x.RowCount x.ColumnCount (softmaxColumns x.RowCount) (softmaxColumns x.RowCount) (fun () ->
+    elementwise x (softmaxColumns x.RowCount) (softmaxColumns x.RowCount) (fun () ->
         if x.Storage.IsDense then invalidOp $"softmax of a matrix of {typeof<'T>.Name}: only float32 and float64 are supported"
         else softmaxRows (Matrix<'T>.Build.DenseOfMatrix x))
 

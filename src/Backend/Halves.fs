@@ -7,6 +7,15 @@ open System.Runtime.ExceptionServices
 open System.Threading
 open System.Threading.Tasks
 
+/// Counts of how offers ended, for the benchmark's profile (Halves.statistics).
+module internal OfferCounts =
+    /// Offers done by the helper.
+    let mutable helped = 0L
+    /// Offers their owners took back.
+    let mutable takenBack = 0L
+    /// Stopwatch ticks owners spent waiting for the helper to finish a job it had begun.
+    let mutable waitTicks = 0L
+
 /// A piece of work offered to the helper thread (see Halves), which its owner either finds done
 /// by the helper or takes back and does itself when it needs the result.
 [<Sealed; AllowNullLiteral>]
@@ -27,23 +36,18 @@ type Offer(job: unit -> unit) =
     /// it (never waiting on a helper that is not running it). Raises the job's exception.
     member _.Join() =
         if Interlocked.CompareExchange(&state, 2, 0) = 0 then
-            Offer.TakenBack <- Offer.TakenBack + 1L
+            Interlocked.Increment(&OfferCounts.takenBack) |> ignore
             job ()
         else
-            Offer.Helped <- Offer.Helped + 1L
+            Interlocked.Increment(&OfferCounts.helped) |> ignore
             let started = Stopwatch.GetTimestamp()
             let mutable spin = SpinWait()
             while Volatile.Read(&state) <> 3 do
                 spin.SpinOnce(-1) // never sleeps: the helper is running the job
-            Offer.WaitTicks <- Offer.WaitTicks + (Stopwatch.GetTimestamp() - started)
+            Interlocked.Add(&OfferCounts.waitTicks, Stopwatch.GetTimestamp() - started) |> ignore
             if not (isNull failure) then ExceptionDispatchInfo.Throw failure
 
-    /// Offers done by the helper (counted at Join, by the owners' threads; for the benchmark's profile).
-    static member val Helped = 0L with get, set
-    /// Offers their owners took back.
-    static member val TakenBack = 0L with get, set
-    /// Stopwatch ticks owners spent waiting for the helper to finish a job it had begun.
-    static member val WaitTicks = 0L with get, set
+
 
 /// The second core, shared by one helper thread between the training's own work and
 /// background work such as the evaluation of an epoch's model.
@@ -172,7 +176,7 @@ module Halves =
 
     /// Offers done by the helper, offers taken back by their owners, and the seconds owners spent
     /// waiting for the helper to finish a job it had begun (for the benchmark's profile).
-    let statistics () = Offer.Helped, Offer.TakenBack, float Offer.WaitTicks / float Stopwatch.Frequency
+    let statistics () = Volatile.Read(&OfferCounts.helped), Volatile.Read(&OfferCounts.takenBack), float (Volatile.Read(&OfferCounts.waitTicks)) / float Stopwatch.Frequency
 
     /// The task's result; while it is not done, the calling thread takes halves of the helper's
     /// products (a training thread waiting for the last epoch's evaluation helps with it).

@@ -16,12 +16,6 @@ module OpenBlas =
     // CBLAS enumerations.
     let private colMajor, noTrans, trans = 102, 111, 112
 
-    [<DllImport("openblas", CallingConvention = CallingConvention.Cdecl)>]
-    extern void private cblas_sgemm(int order, int transA, int transB, int m, int n, int k, float32 alpha, float32[] a, int lda, float32[] b, int ldb, float32 beta, float32[] c, int ldc)
-
-    [<DllImport("openblas", CallingConvention = CallingConvention.Cdecl)>]
-    extern void private cblas_dgemm(int order, int transA, int transB, int m, int n, int k, float alpha, float[] a, int lda, float[] b, int ldb, float beta, float[] c, int ldc)
-
     [<DllImport("openblas", CallingConvention = CallingConvention.Cdecl, EntryPoint = "cblas_sgemm")>]
     extern void private cblas_sgemm_p(int order, int transA, int transB, int m, int n, int k, float32 alpha, nativeint a, int lda, nativeint b, int ldb, float32 beta, nativeint c, int ldc)
 
@@ -65,16 +59,6 @@ module OpenBlas =
         if not (isAvailable ()) then
             raise (DllNotFoundException $"""OpenBLAS was not found (tried {String.Join(", ", candidates)})""")
 
-    /// C ← alpha·op(A)·op(B) + beta·C in float32, column-major, op(X) = Xᵀ when transX (cblas_sgemm).
-    let sgemm transA transB m n k (alpha: float32) (a: float32[]) lda (b: float32[]) ldb (beta: float32) (c: float32[]) ldc =
-        check ()
-        cblas_sgemm (colMajor, (if transA then trans else noTrans), (if transB then trans else noTrans), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-
-    /// C ← alpha·op(A)·op(B) + beta·C in float64, column-major, op(X) = Xᵀ when transX (cblas_dgemm).
-    let dgemm transA transB m n k (alpha: float) (a: float[]) lda (b: float[]) ldb (beta: float) (c: float[]) ldc =
-        check ()
-        cblas_dgemm (colMajor, (if transA then trans else noTrans), (if transB then trans else noTrans), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-
     /// sgemm on the matrices that start at the given offsets of a, b and c (e.g. a block of
     /// columns). The caller checks that the offsets and sizes lie inside the arrays.
     let sgemmAt transA transB m n k (alpha: float32) (a: float32[]) aOffset lda (b: float32[]) bOffset ldb (beta: float32) (c: float32[]) cOffset ldc =
@@ -95,3 +79,11 @@ module OpenBlas =
         cblas_dgemm_p (colMajor, (if transA then trans else noTrans), (if transB then trans else noTrans), m, n, k, alpha,
                        NativePtr.toNativeInt (NativePtr.add pa aOffset), lda, NativePtr.toNativeInt (NativePtr.add pb bOffset), ldb, beta,
                        NativePtr.toNativeInt (NativePtr.add pc cOffset), ldc)
+
+    /// C ← alpha·op(A)·op(B) + beta·C in float32, column-major, op(X) = Xᵀ when transX (cblas_sgemm).
+    let sgemm transA transB m n k (alpha: float32) (a: float32[]) lda (b: float32[]) ldb (beta: float32) (c: float32[]) ldc =
+        sgemmAt transA transB m n k alpha a 0 lda b 0 ldb beta c 0 ldc
+
+    /// C ← alpha·op(A)·op(B) + beta·C in float64, column-major, op(X) = Xᵀ when transX (cblas_dgemm).
+    let dgemm transA transB m n k (alpha: float) (a: float[]) lda (b: float[]) ldb (beta: float) (c: float[]) ldc =
+        dgemmAt transA transB m n k alpha a 0 lda b 0 ldb beta c 0 ldc
