@@ -501,24 +501,16 @@ type Dataset =
 [<RequireQualifiedAccess>]
 module Dataset =
     /// The images at the given indices as a matrix with one row per image, scaled to [0, 1],
-    /// stored in `buffer` when it has exactly the matrix's length (else in a new array). A
-    /// matrix over a reused buffer changes when the buffer is gathered into again: use it first.
-    let inline imagesInto (buffer: ^T[]) (d: Dataset) (indices: int[]) : Matrix< ^T > =
-        let n, p = indices.Length, d.PixelCount
-        let a = if buffer.Length = n * p then buffer else Array.zeroCreate (n * p) // column-major, as MathNet stores it
-        // Each pixel byte v becomes v / 255. The images are stored row by row, so this is a
-        // transpose as well; the backend does it in vector registers.
-        match box a with
-        | :? (float32[]) as a -> Backend.Gather.bytesToSingleColumnMajor d.Pixels p indices a
-        | :? (float[]) as a -> Backend.Gather.bytesToDoubleColumnMajor d.Pixels p indices a
-        | _ ->
-            for i in 0 .. n - 1 do
-                for j in 0 .. p - 1 do
-                    a[j * n + i] <- ofFloat (float d.Pixels[indices[i] * p + j] / 255.0)
-        Matrix< ^T>.Build.Dense(n, p, a)
+    /// stored in `buffer`'s arrays. A matrix in a reused buffer changes when the buffer is
+    /// gathered into again: use it first.
+    let inline imagesInto (buffer: Linalg.ImageBuffer< ^T >) (d: Dataset) (indices: int[]) : Matrix< ^T > =
+        // Each pixel byte v becomes v / 255. Where most pixels are 0 (four in five for MNIST),
+        // the backend keeps only the nonzero ones, and the products skip the zeros; either way
+        // the layers see a Matrix with the same values (Linalg.gatherImages).
+        Linalg.gatherImages buffer d.Pixels d.PixelCount indices
 
     /// The images at the given indices as a matrix with one row per image, scaled to [0, 1].
-    let inline images (d: Dataset) (indices: int[]) : Matrix< ^T > = imagesInto Array.empty d indices
+    let inline images (d: Dataset) (indices: int[]) : Matrix< ^T > = imagesInto (Linalg.ImageBuffer()) d indices
 
     /// The class indices of the images at the given indices.
     let labels (d: Dataset) (indices: int[]) : int[] = indices |> Array.map (fun i -> int d.Labels[i])
@@ -532,7 +524,7 @@ module Dataset =
         images d indices, Labels.ClassIndices(labels d indices)
 
     /// A mini-batch whose images are stored in `buffer` (see imagesInto).
-    let inline batchInto (buffer: ^T[]) (d: Dataset) (indices: int[]) : Matrix< ^T > * Labels< ^T > =
+    let inline batchInto (buffer: Linalg.ImageBuffer< ^T >) (d: Dataset) (indices: int[]) : Matrix< ^T > * Labels< ^T > =
         imagesInto buffer d indices, Labels.ClassIndices(labels d indices)
 
     /// The mini-batches for a sequence of index arrays, their images gathered into a ring of
@@ -544,14 +536,13 @@ module Dataset =
     /// batch k + 1 are asked into cache, so they arrive while step k runs.
     let inline batchesIn (ring: int) (gather: (unit -> Matrix< ^T > * Labels< ^T >) -> 'b) (d: Dataset) (indices: seq<int[]>) : seq<'b> =
         seq {
-            let buffers: ^T[][] = Array.create ring Array.empty
+            let buffers = Array.init ring (fun _ -> Linalg.ImageBuffer< ^T >())
             use e = indices.GetEnumerator()
             let mutable next = if e.MoveNext() then Some e.Current else None
             let mutable k = 0
             while next.IsSome do
                 let ix = next.Value
                 next <- if e.MoveNext() then Some e.Current else None
-                if buffers[k % ring].Length <> ix.Length * d.PixelCount then buffers[k % ring] <- Array.zeroCreate (ix.Length * d.PixelCount)
                 let buffer = buffers[k % ring]
                 let batch = gather (fun () -> batchInto buffer d ix)
                 next |> Option.iter (Backend.Gather.prefetchRows d.Pixels d.PixelCount)
@@ -572,7 +563,7 @@ module Evaluate =
 
     /// The fraction of images in d whose predicted class is their label, computed block by block.
     let inline accuracy (model: Model< ^T >) (d: Dataset) : float =
-        let buffer = Array.zeroCreate (min blockSize d.Count * d.PixelCount) // one block's images, reused
+        let buffer = Linalg.ImageBuffer() // one block's images, reused
         let correct =
             seq { 0 .. blockSize .. d.Count - 1 }
             |> Seq.sumBy (fun start ->
@@ -585,7 +576,7 @@ module Evaluate =
     /// predicted as p. Computed block by block like accuracy.
     let inline confusion (classes: int) (model: Model< ^T >) (d: Dataset) : int[,] =
         let counts = Array2D.zeroCreate classes classes
-        let buffer = Array.zeroCreate (min blockSize d.Count * d.PixelCount)
+        let buffer = Linalg.ImageBuffer()
         for start in 0 .. blockSize .. d.Count - 1 do
             let indices = [| start .. min d.Count (start + blockSize) - 1 |]
             let predicted = Network.argmax (Network.predict model (Dataset.imagesInto buffer d indices))

@@ -41,14 +41,39 @@ let useBackend (backend: Backend) =
         invalidArg "backend" $"""OpenBLAS was not found on this system (tried {String.concat ", " OpenBlas.candidates}); install it (Debian: libopenblas0-pthread) or use the managed backend"""
     selected <- backend
 
+/// How gathered images are stored (gatherImages), and so which products the first layer runs.
+[<RequireQualifiedAccess>]
+type InputStorage =
+    /// Sparse where at most a third of the pixels gathered are nonzero (MNIST: about one in
+    /// five), else dense.
+    | Auto
+    /// Every pixel, in a dense matrix: the products are dense BLAS-style products.
+    | Dense
+    /// The nonzero pixels alone, in a sparse (compressed-row) matrix: the products skip the zeros.
+    | Sparse
+
+/// The second process-wide setting, chosen at the edge (the CLI's --input-storage).
+let mutable private storage = InputStorage.Auto
+
+/// How gathered images are stored from now on.
+let useInputStorage (s: InputStorage) = storage <- s
+
+/// How gathered images are stored.
+let inputStorage () = storage
+
 /// The active backend in words, e.g. "openblas (libopenblas.so.0), large products in halves on
 /// 2 threads".
 let describe () =
     let split = if Halves.isEnabled () then ", large products in halves on 2 threads" else ", 1 thread"
+    let inputs =
+        match storage with
+        | InputStorage.Auto -> ", sparse inputs where at most 1/3 of the pixels are nonzero"
+        | InputStorage.Sparse -> ", sparse inputs"
+        | InputStorage.Dense -> ", dense inputs"
     match active () with
-    | Backend.OpenBlas -> $"""openblas ({defaultArg (OpenBlas.libraryName ()) "?"}){split}"""
-    | Backend.Managed -> Gemm.describe () + split
-    | _ -> "mathnet (managed provider)"
+    | Backend.OpenBlas -> $"""openblas ({defaultArg (OpenBlas.libraryName ()) "?"}){split}{inputs}"""
+    | Backend.Managed -> Gemm.describe () + split + inputs
+    | _ -> "mathnet (managed provider)" + inputs
 
 /// Products of at least this many multiply-adds are split over two threads (Backend/Halves.fs):
 /// the Affine layer's 100 × 784 by 784 × 50 is 3.9 million; the 50 × 10 layer stays whole.
@@ -74,6 +99,27 @@ let private sgemm transA transB m n k alpha a lda b ldb beta c ldc =
 let private dgemm transA transB m n k alpha a lda b ldb beta c ldc =
     gemmInHalves (if active () = Backend.OpenBlas then OpenBlas.dgemmAt else Gemm.dgemmAt) transA transB m n k alpha a lda b ldb beta c ldc
 
+/// op(A)·B for a sparse A (compressed rows) and a dense B with n columns, as a new column-major array.
+let private sparseProduct<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable>
+    (transA: bool) (a: Matrix<'T>) (b: 'T[]) (n: int) : 'T[] =
+    let s = a.Storage :?> Storage.SparseCompressedRowMatrixStorage<'T>
+    if transA then
+        let c = GC.AllocateUninitializedArray(a.ColumnCount * n)
+        Sparse.mulTN a.RowCount a.ColumnCount s.RowPointers s.ColumnIndices s.Values b n c
+        c
+    else
+        let c = GC.AllocateUninitializedArray(a.RowCount * n)
+        Sparse.mulAddRow a.RowCount a.ColumnCount s.RowPointers s.ColumnIndices s.Values b n Array.empty c
+        c
+
+/// A·B + r (r added to every row) for a sparse A and a dense B with n columns, as a new column-major array.
+let private sparseAffine<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable>
+    (a: Matrix<'T>) (b: 'T[]) (r: 'T[]) (n: int) : 'T[] =
+    let s = a.Storage :?> Storage.SparseCompressedRowMatrixStorage<'T>
+    let c = GC.AllocateUninitializedArray(a.RowCount * n)
+    Sparse.mulAddRow a.RowCount a.ColumnCount s.RowPointers s.ColumnIndices s.Values b n r c
+    c
+
 /// C = op(A)·op(B) on the active backend, op(X) = Xᵀ when transX.
 let private product transA transB (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> =
     let m, k = if transA then a.ColumnCount, a.RowCount else a.RowCount, a.ColumnCount
@@ -81,6 +127,10 @@ let private product transA transB (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> =
     if k <> k' then
         invalidArg "b" $"matrix product of op(A) %d{m}x%d{k} by op(B) %d{k'}x%d{n}: the inner sizes differ"
     match box a, box b with
+    | (:? Single.SparseMatrix as a), (:? Single.DenseMatrix as b) when active () <> Backend.MathNet && not transB ->
+        box (Single.DenseMatrix(m, n, sparseProduct transA a b.Values n)) :?> Matrix<'T>
+    | (:? Double.SparseMatrix as a), (:? Double.DenseMatrix as b) when active () <> Backend.MathNet && not transB ->
+        box (Double.DenseMatrix(m, n, sparseProduct transA a b.Values n)) :?> Matrix<'T>
     | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b) when active () <> Backend.MathNet ->
         let c = GC.AllocateUninitializedArray (m * n) // beta = 0: every element is written
         sgemm transA transB m n k 1.0f a.Values a.RowCount b.Values b.RowCount 0.0f c (max m 1)
@@ -105,6 +155,10 @@ let mulAddRow (a: Matrix<'T>) (b: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
     if r.Count <> b.ColumnCount then invalidArg "r" $"a row of %d{r.Count} values added to a product with %d{b.ColumnCount} columns"
     let m, n = a.RowCount, b.ColumnCount
     match box a, box b, box r with
+    | (:? Single.SparseMatrix as a), (:? Single.DenseMatrix as b), (:? Single.DenseVector as r) when active () <> Backend.MathNet && a.ColumnCount = b.RowCount ->
+        box (Single.DenseMatrix(m, n, sparseAffine a b.Values r.Values n)) :?> Matrix<'T>
+    | (:? Double.SparseMatrix as a), (:? Double.DenseMatrix as b), (:? Double.DenseVector as r) when active () <> Backend.MathNet && a.ColumnCount = b.RowCount ->
+        box (Double.DenseMatrix(m, n, sparseAffine a b.Values r.Values n)) :?> Matrix<'T>
     | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b), (:? Single.DenseVector as r) when active () <> Backend.MathNet && a.ColumnCount = b.RowCount ->
         let c = GC.AllocateUninitializedArray (m * n) // filled with the bias below
         for j in 0 .. n - 1 do Array.Fill(c, r.Values[j], j * m, m)
@@ -239,3 +293,66 @@ let columnSums (x: Matrix<'T>) : Vector<'T> =
     | :? Single.DenseMatrix as m -> box (Single.DenseVector(Array.init m.ColumnCount (fun j -> TensorPrimitives.Sum(ReadOnlySpan(m.Values, j * m.RowCount, m.RowCount))))) :?> Vector<'T>
     | :? Double.DenseMatrix as m -> box (Double.DenseVector(Array.init m.ColumnCount (fun j -> TensorPrimitives.Sum(ReadOnlySpan(m.Values, j * m.RowCount, m.RowCount))))) :?> Vector<'T>
     | _ -> x.ColumnSums()
+
+// ─── Gathering images ───────────────────────────────────────────────────────────────────────────
+
+/// Arrays that gathered images are stored in (gatherImages), kept for the next gather: a
+/// training run gathers every mini-batch into one of a few buffers instead of new arrays. A
+/// matrix gathered into a buffer changes when the buffer is gathered into again: use it first.
+[<Sealed>]
+type ImageBuffer<'T>() =
+    /// The column-major values of the last dense gather.
+    member val internal Dense: 'T[] = Array.empty with get, set
+    /// The column indices of the last sparse gather's nonzeros.
+    member val internal ColumnIndices: int[] = Array.empty with get, set
+    /// The values of the last sparse gather's nonzeros.
+    member val internal Values: 'T[] = Array.empty with get, set
+
+/// Each byte's value v / 255 in the element type, for the sparse gather (the same values as the
+/// dense gather's division, which the tests check).
+type private PixelValues<'T>() =
+    static member val Table: 'T[] =
+        if typeof<'T> = typeof<float32> then box (Array.init 256 (fun v -> float32 v / 255.0f)) :?> 'T[]
+        elif typeof<'T> = typeof<float> then box (Array.init 256 (fun v -> float v / 255.0)) :?> 'T[]
+        else Array.empty
+
+/// The rows of `pixels` (row-major bytes, rowLength per image) at the given indices as a matrix
+/// with one row per image, each byte v as v / 255 (float32 or float64), in buffer's arrays.
+/// The matrix is sparse (its nonzeros in compressed rows, so that the products skip the zero
+/// pixels) or dense, as inputStorage () says: with Auto, sparse when at most a third of the
+/// pixels gathered are nonzero.
+let gatherImages (buffer: ImageBuffer<'T>) (pixels: byte[]) (rowLength: int) (indices: int[]) : Matrix<'T> =
+    let n, p = indices.Length, rowLength
+    let table = PixelValues<'T>.Table
+    if table.Length = 0 then invalidOp $"images are gathered as float32 or float64, not {typeof<'T>.Name}"
+    let sparse =
+        match storage with
+        | InputStorage.Dense -> None
+        | s ->
+            let limit = if s = InputStorage.Sparse then n * p else n * p / 3
+            if buffer.ColumnIndices.Length < limit then
+                buffer.ColumnIndices <- GC.AllocateUninitializedArray limit
+                buffer.Values <- GC.AllocateUninitializedArray limit
+            let rows = Storage.SparseCompressedRowMatrixStorage<'T>.OfValue(n, p, Unchecked.defaultof<'T>)
+            let nnz =
+                match box table, box buffer.Values with
+                | (:? (float32[]) as t), (:? (float32[]) as v) -> Sparse.gatherRows pixels p indices t rows.RowPointers buffer.ColumnIndices v limit
+                | (:? (float[]) as t), (:? (float[]) as v) -> Sparse.gatherRows pixels p indices t rows.RowPointers buffer.ColumnIndices v limit
+                | _ -> -1
+            if nnz < 0 then
+                None
+            else
+                // MathNet's compressed-row storage over the buffer's arrays (its entries past
+                // RowPointers[n] are not part of the matrix).
+                rows.ColumnIndices <- buffer.ColumnIndices
+                rows.Values <- buffer.Values
+                Some(Matrix<'T>.Build.Sparse rows)
+    match sparse with
+    | Some m -> m
+    | None ->
+        if buffer.Dense.Length <> n * p then buffer.Dense <- GC.AllocateUninitializedArray(n * p) // every element is written
+        match box buffer.Dense with
+        | :? (float32[]) as a -> Gather.bytesToSingleColumnMajor pixels p indices a
+        | :? (float[]) as a -> Gather.bytesToDoubleColumnMajor pixels p indices a
+        | _ -> ()
+        Matrix<'T>.Build.Dense(n, p, buffer.Dense)

@@ -28,6 +28,15 @@ type BackendArg =
     /// MathNet.Numerics's own managed provider (slow; a reference).
     | Mathnet
 
+/// How gathered images are stored, as the command line spells it.
+type InputStorageArg =
+    /// Sparse where at most a third of the pixels are nonzero, else dense.
+    | Auto
+    /// Every pixel (dense products).
+    | Dense
+    /// The nonzero pixels alone (products that skip the zeros).
+    | Sparse
+
 /// A built-in data set.
 type DatasetArg =
     /// MNIST, shipped in data/mnist.
@@ -54,6 +63,7 @@ type TrainArgs =
     | Metrics of file: string
     | Plot of file: string
     | Backend of BackendArg
+    | Input_Storage of InputStorageArg
     | Precision of PrecisionArg
     | Hidden of size: int list
     | Activation of ActivationArg
@@ -76,6 +86,7 @@ type TrainArgs =
             | Metrics _ -> "write the per-epoch history to FILE.csv or FILE.json."
             | Plot _ -> "draw the loss and the train and test accuracy curves to FILE.png."
             | Backend _ -> "matrix-product backend: auto (OpenBLAS if installed, else managed), openblas, managed or mathnet (default: auto)."
+            | Input_Storage _ -> "how images are stored: auto (sparse where at most 1/3 of the pixels are nonzero, as in MNIST), dense or sparse (default: auto)."
             | Precision _ -> "element type of every matrix: single (float32) or double (float64) (default: single)."
             | Hidden _ -> "hidden layer sizes, one or more (default: 50; e.g. --hidden 100 50 for a deeper net)."
             | Activation _ -> "activation between Affine layers (default: relu)."
@@ -90,6 +101,7 @@ type TrainArgs =
 /// Options of `gradcheck`.
 type GradcheckArgs =
     | Backend of BackendArg
+    | Input_Storage of InputStorageArg
     | Hidden of size: int list
     | Activation of ActivationArg
     | Count of images: int
@@ -100,6 +112,7 @@ type GradcheckArgs =
         member a.Usage =
             match a with
             | Backend _ -> "matrix-product backend: auto, openblas, managed or mathnet (default: auto)."
+            | Input_Storage _ -> "how images are stored: auto, dense or sparse (default: auto)."
             | Hidden _ -> "hidden layer sizes (default: 50)."
             | Activation _ -> "activation between Affine layers (default: relu)."
             | Count _ -> "how many of the first training images to check on (default: 3, as the book)."

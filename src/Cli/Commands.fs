@@ -28,14 +28,21 @@ let findData (given: string option) =
         Mnist.tryFindShipped [ Environment.CurrentDirectory; AppContext.BaseDirectory ]
         |> Option.defaultWith (fun () -> usage "no MNIST data found: data/mnist is missing here and above the program; give one with --data DIR")
 
-/// Selects the matrix-product backend; a missing OpenBLAS is a usage error naming --backend.
-let private selectBackend (backend: BackendArg option) =
+/// Selects the matrix-product backend and how images are stored; a missing OpenBLAS is a usage
+/// error naming --backend.
+let private selectBackend (backend: BackendArg option) (inputs: InputStorageArg option) =
     // MathNet spreads large elementwise maps over every core; training keeps one core and the
     // per-epoch evaluation the other, so MathNet works on the thread that calls it.
     MathNet.Numerics.Control.UseSingleThread()
+    Linalg.useInputStorage (
+        match inputs with
+        | Some Dense -> Linalg.InputStorage.Dense
+        | Some Sparse -> Linalg.InputStorage.Sparse
+        | Some InputStorageArg.Auto
+        | None -> Linalg.InputStorage.Auto)
     let choice =
-        match defaultArg backend Auto with
-        | Auto -> Linalg.Backend.Auto
+        match defaultArg backend BackendArg.Auto with
+        | BackendArg.Auto -> Linalg.Backend.Auto
         | Openblas -> Linalg.Backend.OpenBlas
         | Managed -> Linalg.Backend.Managed
         | Mathnet -> Linalg.Backend.MathNet
@@ -145,7 +152,7 @@ let train (args: ParseResults<TrainArgs>) =
         | _ -> ()
     let initFrom = args.TryGetResult Init_From |> Option.map (fun f -> f, loadModel f)
     let dataDir, datasetName = resolveData (args.TryGetResult TrainArgs.Data) (args.TryGetResult TrainArgs.Dataset) None
-    selectBackend (args.TryGetResult TrainArgs.Backend)
+    selectBackend (args.TryGetResult TrainArgs.Backend) (args.TryGetResult TrainArgs.Input_Storage)
     let sizes, activation =
         match initFrom with
         | Some(file, saved) ->
@@ -247,7 +254,7 @@ let evaluate (args: ParseResults<EvaluateArgs>) =
     let file = args.GetResult EvaluateArgs.Model
     let saved = loadModel file
     let dataDir, datasetName = resolveData (args.TryGetResult EvaluateArgs.Data) (args.TryGetResult EvaluateArgs.Dataset) ((Npz.metadata file).TryFind "dataset")
-    selectBackend None
+    selectBackend None None
     let _, test = Mnist.load dataDir
     let sizes = match saved with SavedModel.Single m -> Network.sizes m.Layers | SavedModel.Double m -> Network.sizes m.Layers
     if sizes.Head <> test.PixelCount then raise (DataError(file, $"the model takes %d{sizes.Head} inputs, the images of {dataDir} have %d{test.PixelCount} pixels"))
@@ -273,7 +280,7 @@ let gradcheck (args: ParseResults<GradcheckArgs>) =
     let count = args.GetResult(Count, defaultValue = 3) |> positive "--count"
     let sizes = sizesOf (args.TryGetResult GradcheckArgs.Hidden) 784
     let dataDir = findData (args.TryGetResult GradcheckArgs.Data)
-    selectBackend (args.TryGetResult GradcheckArgs.Backend)
+    selectBackend (args.TryGetResult GradcheckArgs.Backend) (args.TryGetResult GradcheckArgs.Input_Storage)
     let trainSet, _ = Mnist.load dataDir
     let sizes = trainSet.PixelCount :: List.tail sizes
     let activation = activationOf (args.TryGetResult GradcheckArgs.Activation)
@@ -312,7 +319,7 @@ let predict (args: ParseResults<PredictArgs>) =
           for path in args.GetResult(Images, defaultValue = []) do
               yield path, Images.toInput side (Images.readImage path) ]
     if images.IsEmpty then usage "predict needs --index N or image files"
-    selectBackend None
+    selectBackend None None
     for name, image in images do
         let probabilities =
             match saved with

@@ -1,0 +1,318 @@
+namespace Backprop.Backend
+
+#nowarn "9" // the kernels read and write pinned arrays through native pointers
+
+open System
+open System.Buffers
+open System.Numerics
+open System.Numerics.Tensors
+open System.Runtime.Intrinsics
+open System.Runtime.Intrinsics.X86
+open Microsoft.FSharp.NativeInterop
+
+/// Products whose left operand A is sparse, in compressed rows (for each row of A, its nonzero
+/// values and their columns: `rowPointers[i] .. rowPointers[i+1]-1` index row i's entries in
+/// `columnIndices` and `values`), and the gather that builds such rows from bytes. This is the
+/// storage the image gather picks when most pixels are 0 (four in five for MNIST): the
+/// first Affine layer's x·W and xᵀ·dout then skip the zero pixels, doing a fifth of the dense
+/// arithmetic.
+///
+/// For each nonzero x[i, k] the products need row k of W (or of dW) as a whole: W is stored by
+/// columns, so each product first copies W (or later dW) to row-major scratch whose rows are
+/// padded to whole vectors. The kernels then keep up to 8 vectors of an output row (or of dout's
+/// row) in registers while the nonzeros of a row of A stream past. Generic in the element type
+/// (float32, float64) through System.Numerics.Vector; single-threaded; scratch from ArrayPool.
+[<RequireQualifiedAccess>]
+module Sparse =
+    let inline private load (p: nativeptr<'T>) : Vector<'T> = NativePtr.read (NativePtr.ofNativeInt<Vector<'T>> (NativePtr.toNativeInt p))
+
+    let inline private store (p: nativeptr<'T>) (v: Vector<'T>) = NativePtr.write (NativePtr.ofNativeInt<Vector<'T>> (NativePtr.toNativeInt p)) v
+
+    /// The v-th vector from p.
+    let inline private at (p: nativeptr<'T>) (v: int) = load (NativePtr.add p (v * Vector<'T>.Count))
+
+    /// The v-th vector from p ← itself + x · y.
+    let inline private addTo (p: nativeptr<'T>) (v: int) (x: Vector<'T>) (y: Vector<'T>) =
+        let q = NativePtr.add p (v * Vector<'T>.Count)
+        store q (load q + x * y)
+
+    /// n rounded up to whole vectors of 'T.
+    let private padded<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType> (n: int) =
+        let w = Vector<'T>.Count
+        (n + w - 1) / w * w
+
+    /// The compressed rows of the byte rows at `indices` (row-major `data`, rowLength bytes a row):
+    /// for each row its nonzero bytes v, as table[v], and their columns, in column order; writes
+    /// rowPointers[0 .. indices.Length]. Returns the number of nonzeros, or -1 (leaving the arrays
+    /// partly written) as soon as there are more than `limit` of them. columnIndices and values
+    /// must hold `limit` entries.
+    let gatherRows<'T when 'T: unmanaged> (data: byte[]) (rowLength: int) (indices: int[]) (table: 'T[]) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (limit: int) : int =
+        if table.Length < 256 then invalidArg "table" "the table needs a value for each of the 256 bytes"
+        if rowPointers.Length < indices.Length + 1 then invalidArg "rowPointers" $"%d{rowPointers.Length} row pointers for %d{indices.Length} rows"
+        if columnIndices.Length < limit || values.Length < limit then invalidArg "limit" $"room for %d{min columnIndices.Length values.Length} entries, not %d{limit}"
+        for i in indices do
+            if i < 0 || (int64 i + 1L) * int64 rowLength > int64 data.Length then
+                raise (ArgumentOutOfRangeException("indices", $"row %d{i} lies outside the %d{data.Length / max rowLength 1} rows of the data"))
+        if data.Length = 0 || rowLength = 0 then
+            Array.Fill(rowPointers, 0, 0, indices.Length + 1)
+            0
+        else
+        use src = fixed data
+        use tab = fixed table
+        use ci = fixed (if columnIndices.Length = 0 then [| 0 |] else columnIndices)
+        use vs = fixed (if values.Length = 0 then Array.zeroCreate 1 else values)
+        let mutable nnz = 0
+        let mutable r = 0
+        rowPointers[0] <- 0
+        while r < indices.Length && nnz >= 0 do
+            let row = NativePtr.add src (indices[r] * rowLength)
+            let mutable j = 0
+            // Rows that cannot overflow the limit go 32 bytes at a time: a bit mask of the
+            // nonzero bytes, then one entry per set bit.
+            if Vector256.IsHardwareAccelerated && nnz + rowLength <= limit then
+                while j + 32 <= rowLength do
+                    let zero = Vector256.Equals(Vector256.Load(NativePtr.add row j), Vector256<byte>.Zero)
+                    let mutable bits = ~~~(zero.ExtractMostSignificantBits())
+                    while bits <> 0u do
+                        let c = j + BitOperations.TrailingZeroCount bits
+                        NativePtr.set ci nnz c
+                        NativePtr.set vs nnz (NativePtr.get tab (int (NativePtr.get row c)))
+                        nnz <- nnz + 1
+                        bits <- bits &&& (bits - 1u)
+                    j <- j + 32
+            while j < rowLength && nnz >= 0 do
+                let v = NativePtr.get row j
+                if v <> 0uy then
+                    if nnz = limit then
+                        nnz <- -1
+                    else
+                        NativePtr.set ci nnz j
+                        NativePtr.set vs nnz (NativePtr.get tab (int v))
+                        nnz <- nnz + 1
+                j <- j + 1
+            if nnz >= 0 then rowPointers[r + 1] <- nnz
+            r <- r + 1
+        nnz
+
+    /// An 8 × 8 block of float32 transposed: rows src, src + ld, ... into rows dst, dst + dstLd, ...
+    let inline private transpose8x8 (src: nativeptr<float32>) (ld: int) (dst: nativeptr<float32>) (dstLd: int) =
+        let row k = Avx.LoadVector256(NativePtr.add src (k * ld))
+        let r0, r1, r2, r3 = row 0, row 1, row 2, row 3
+        let r4, r5, r6, r7 = row 4, row 5, row 6, row 7
+        // Interleave pairs, then quadruples, then 128-bit halves (as Gather's byte blocks).
+        let t0, t1, t2, t3 = Avx.UnpackLow(r0, r1), Avx.UnpackHigh(r0, r1), Avx.UnpackLow(r2, r3), Avx.UnpackHigh(r2, r3)
+        let t4, t5, t6, t7 = Avx.UnpackLow(r4, r5), Avx.UnpackHigh(r4, r5), Avx.UnpackLow(r6, r7), Avx.UnpackHigh(r6, r7)
+        let u0, u1, u2, u3 = Avx.Shuffle(t0, t2, 0x44uy), Avx.Shuffle(t0, t2, 0xEEuy), Avx.Shuffle(t1, t3, 0x44uy), Avx.Shuffle(t1, t3, 0xEEuy)
+        let u4, u5, u6, u7 = Avx.Shuffle(t4, t6, 0x44uy), Avx.Shuffle(t4, t6, 0xEEuy), Avx.Shuffle(t5, t7, 0x44uy), Avx.Shuffle(t5, t7, 0xEEuy)
+        let put k (v: Vector256<float32>) = Avx.Store(NativePtr.add dst (k * dstLd), v)
+        put 0 (Avx.Permute2x128(u0, u4, 0x20uy)); put 1 (Avx.Permute2x128(u1, u5, 0x20uy))
+        put 2 (Avx.Permute2x128(u2, u6, 0x20uy)); put 3 (Avx.Permute2x128(u3, u7, 0x20uy))
+        put 4 (Avx.Permute2x128(u0, u4, 0x31uy)); put 5 (Avx.Permute2x128(u1, u5, 0x31uy))
+        put 6 (Avx.Permute2x128(u2, u6, 0x31uy)); put 7 (Avx.Permute2x128(u3, u7, 0x31uy))
+
+    /// A 4 × 4 block of float64 transposed.
+    let inline private transpose4x4 (src: nativeptr<float>) (ld: int) (dst: nativeptr<float>) (dstLd: int) =
+        let row k = Avx.LoadVector256(NativePtr.add src (k * ld))
+        let r0, r1, r2, r3 = row 0, row 1, row 2, row 3
+        let t0, t1, t2, t3 = Avx.UnpackLow(r0, r1), Avx.UnpackHigh(r0, r1), Avx.UnpackLow(r2, r3), Avx.UnpackHigh(r2, r3)
+        let put k (v: Vector256<float>) = Avx.Store(NativePtr.add dst (k * dstLd), v)
+        put 0 (Avx.Permute2x128(t0, t2, 0x20uy)); put 1 (Avx.Permute2x128(t1, t3, 0x20uy))
+        put 2 (Avx.Permute2x128(t0, t2, 0x31uy)); put 3 (Avx.Permute2x128(t1, t3, 0x31uy))
+
+    /// dst[c · dstLd + r] ← src[r · ld + c] for r < rows, c < columns: a row-major transpose
+    /// (column-major is the same with the roles of rows and columns swapped). Blocks of 8 × 8
+    /// (float32) or 4 × 4 (float64) go through AVX registers where the CPU has AVX; the rest
+    /// element by element.
+    let private transpose<'T when 'T: unmanaged> (src: nativeptr<'T>) (rows: int) (columns: int) (ld: int) (dst: nativeptr<'T>) (dstLd: int) =
+        let b = if not Avx.IsSupported then 1 elif typeof<'T> = typeof<float32> then 8 elif typeof<'T> = typeof<float> then 4 else 1
+        let rowsInBlocks, columnsInBlocks = rows / b * b, columns / b * b
+        if b > 1 then
+            for r0 in 0 .. b .. rowsInBlocks - 1 do
+                for c0 in 0 .. b .. columnsInBlocks - 1 do
+                    let s, d = NativePtr.add src (r0 * ld + c0), NativePtr.add dst (c0 * dstLd + r0)
+                    if b = 8 then transpose8x8 (NativePtr.ofNativeInt (NativePtr.toNativeInt s)) ld (NativePtr.ofNativeInt (NativePtr.toNativeInt d)) dstLd
+                    else transpose4x4 (NativePtr.ofNativeInt (NativePtr.toNativeInt s)) ld (NativePtr.ofNativeInt (NativePtr.toNativeInt d)) dstLd
+        // The edges: the columns past the blocks in every row, then the rows past the blocks.
+        for r in 0 .. rowsInBlocks - 1 do
+            for c in columnsInBlocks .. columns - 1 do
+                NativePtr.set dst (c * dstLd + r) (NativePtr.get src (r * ld + c))
+        for r in rowsInBlocks .. rows - 1 do
+            for c in 0 .. columns - 1 do
+                NativePtr.set dst (c * dstLd + r) (NativePtr.get src (r * ld + c))
+
+    /// dst (rows × ld, row-major; columns past `columns` set to 0) ← src (rows × columns, column-major).
+    let private toRowMajor<'T when 'T: unmanaged> (src: nativeptr<'T>) (rows: int) (columns: int) (dst: nativeptr<'T>) (ld: int) =
+        transpose src columns rows rows dst ld
+        if ld > columns then
+            for p in 0 .. rows - 1 do
+                for j in columns .. ld - 1 do
+                    NativePtr.set dst (p * ld + j) Unchecked.defaultof<'T>
+
+    /// dst (rows × columns, column-major) ← src (rows × ld, row-major).
+    let private toColumnMajor<'T when 'T: unmanaged> (src: nativeptr<'T>) (ld: int) (rows: int) (columns: int) (dst: nativeptr<'T>) =
+        transpose src rows columns ld dst rows
+
+    /// Rows i0 .. i1-1 of out (row-major, ld columns) at columns j0 .. j0 + count·w - 1, w the
+    /// vector width: bias + Σ over row i's entries e of values[e] · wt[columnIndices[e]], with the
+    /// `count` (1 to 8, a literal at each call) vectors of the output row in registers.
+    let inline private forwardBlock
+        (count: int) (rp: nativeptr<int>) (ci: nativeptr<int>) (vs: nativeptr<'T>) (wt: nativeptr<'T>) (ld: int) (j0: int)
+        (bias: nativeptr<'T>) (out: nativeptr<'T>) (i0: int) (i1: int) =
+        let w = Vector<'T>.Count
+        let b = NativePtr.add bias j0
+        for i in i0 .. i1 - 1 do
+            let mutable a0 = at b 0
+            let mutable a1 = if count > 1 then at b 1 else Vector<'T>.Zero
+            let mutable a2 = if count > 2 then at b 2 else Vector<'T>.Zero
+            let mutable a3 = if count > 3 then at b 3 else Vector<'T>.Zero
+            let mutable a4 = if count > 4 then at b 4 else Vector<'T>.Zero
+            let mutable a5 = if count > 5 then at b 5 else Vector<'T>.Zero
+            let mutable a6 = if count > 6 then at b 6 else Vector<'T>.Zero
+            let mutable a7 = if count > 7 then at b 7 else Vector<'T>.Zero
+            let stop = NativePtr.get rp (i + 1)
+            let mutable e = NativePtr.get rp i
+            while e < stop do
+                // out[i, :] += x[i, k] · W[k, :] for the entry's column k
+                let x = Vector<'T>(NativePtr.get vs e)
+                let row = NativePtr.add wt (NativePtr.get ci e * ld + j0)
+                a0 <- a0 + x * at row 0
+                if count > 1 then a1 <- a1 + x * at row 1
+                if count > 2 then a2 <- a2 + x * at row 2
+                if count > 3 then a3 <- a3 + x * at row 3
+                if count > 4 then a4 <- a4 + x * at row 4
+                if count > 5 then a5 <- a5 + x * at row 5
+                if count > 6 then a6 <- a6 + x * at row 6
+                if count > 7 then a7 <- a7 + x * at row 7
+                e <- e + 1
+            let o = NativePtr.add out (i * ld + j0)
+            store o a0
+            if count > 1 then store (NativePtr.add o w) a1
+            if count > 2 then store (NativePtr.add o (2 * w)) a2
+            if count > 3 then store (NativePtr.add o (3 * w)) a3
+            if count > 4 then store (NativePtr.add o (4 * w)) a4
+            if count > 5 then store (NativePtr.add o (5 * w)) a5
+            if count > 6 then store (NativePtr.add o (6 * w)) a6
+            if count > 7 then store (NativePtr.add o (7 * w)) a7
+
+    /// Rows i0 .. i1-1 of A scattered into dwt (row-major, ld columns) at columns j0 .. j0 +
+    /// count·w - 1: for each entry e of row i, dwt[columnIndices[e]] += values[e] · d[i], with
+    /// the `count` vectors of d's row i in registers.
+    let inline private gradientBlock
+        (count: int) (rp: nativeptr<int>) (ci: nativeptr<int>) (vs: nativeptr<'T>) (d: nativeptr<'T>) (ld: int) (j0: int)
+        (dwt: nativeptr<'T>) (i0: int) (i1: int) =
+        let w = Vector<'T>.Count
+        for i in i0 .. i1 - 1 do
+            let di = NativePtr.add d (i * ld + j0)
+            let d0 = at di 0
+            let d1 = if count > 1 then at di 1 else Vector<'T>.Zero
+            let d2 = if count > 2 then at di 2 else Vector<'T>.Zero
+            let d3 = if count > 3 then at di 3 else Vector<'T>.Zero
+            let d4 = if count > 4 then at di 4 else Vector<'T>.Zero
+            let d5 = if count > 5 then at di 5 else Vector<'T>.Zero
+            let d6 = if count > 6 then at di 6 else Vector<'T>.Zero
+            let d7 = if count > 7 then at di 7 else Vector<'T>.Zero
+            let stop = NativePtr.get rp (i + 1)
+            let mutable e = NativePtr.get rp i
+            while e < stop do
+                // dW[k, :] += x[i, k] · dout[i, :] for the entry's column k
+                let x = Vector<'T>(NativePtr.get vs e)
+                let row = NativePtr.add dwt (NativePtr.get ci e * ld + j0)
+                addTo row 0 x d0
+                if count > 1 then addTo row 1 x d1
+                if count > 2 then addTo row 2 x d2
+                if count > 3 then addTo row 3 x d3
+                if count > 4 then addTo row 4 x d4
+                if count > 5 then addTo row 5 x d5
+                if count > 6 then addTo row 6 x d6
+                if count > 7 then addTo row 7 x d7
+                e <- e + 1
+
+    let private checkRows (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) =
+        if rowPointers.Length < m + 1 then invalidArg "rowPointers" $"%d{rowPointers.Length} row pointers for %d{m} rows"
+        let nnz = rowPointers[m]
+        if nnz > columnIndices.Length || nnz > values.Length then invalidArg "rowPointers" $"%d{nnz} entries, more than the arrays hold"
+        // The kernels read through pointers: every entry they reach must lie inside the arrays.
+        let pointers = ReadOnlySpan(rowPointers, 0, m + 1)
+        if TensorPrimitives.Min pointers < 0 || TensorPrimitives.Max pointers > nnz then invalidArg "rowPointers" $"row pointers outside 0 .. %d{nnz}"
+        if nnz > 0 then
+            let columns = ReadOnlySpan(columnIndices, 0, nnz)
+            if TensorPrimitives.Min columns < 0 || TensorPrimitives.Max columns >= k then invalidArg "columnIndices" $"a column index outside 0 .. %d{k - 1}"
+
+    /// out (m × n, column-major) ← A · W + bias (bias added to every row), A the m × k compressed
+    /// rows, W k × n column-major, bias n values (or empty for none).
+    let mulAddRow<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
+        (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (W: 'T[]) (n: int) (bias: 'T[]) (out: 'T[]) =
+        checkRows m k rowPointers columnIndices values
+        if W.Length < k * n || out.Length < m * n || (bias.Length <> 0 && bias.Length < n) then invalidArg "W" "W, bias or out is smaller than the shapes say"
+        if m > 0 && n > 0 then
+            let w = Vector<'T>.Count
+            let ld = padded<'T> n
+            let wt = ArrayPool<'T>.Shared.Rent(max 1 (k * ld))
+            let outRows = ArrayPool<'T>.Shared.Rent(m * ld)
+            let b = ArrayPool<'T>.Shared.Rent ld
+            try
+                Array.Fill(b, Unchecked.defaultof<'T>, 0, ld)
+                if bias.Length <> 0 then Array.Copy(bias, b, n)
+                use pw = fixed W
+                use pwt = fixed wt
+                use prp = fixed rowPointers
+                use pci = fixed (if columnIndices.Length = 0 then [| 0 |] else columnIndices)
+                use pvs = fixed (if values.Length = 0 then Array.zeroCreate 1 else values)
+                use pb = fixed b
+                use po = fixed outRows
+                use pout = fixed out
+                if k > 0 then toRowMajor pw k n pwt ld
+                let mutable j0 = 0
+                while j0 < ld do
+                    match min 8 ((ld - j0) / w) with
+                    | 1 -> forwardBlock 1 prp pci pvs pwt ld j0 pb po 0 m
+                    | 2 -> forwardBlock 2 prp pci pvs pwt ld j0 pb po 0 m
+                    | 3 -> forwardBlock 3 prp pci pvs pwt ld j0 pb po 0 m
+                    | 4 -> forwardBlock 4 prp pci pvs pwt ld j0 pb po 0 m
+                    | 5 -> forwardBlock 5 prp pci pvs pwt ld j0 pb po 0 m
+                    | 6 -> forwardBlock 6 prp pci pvs pwt ld j0 pb po 0 m
+                    | 7 -> forwardBlock 7 prp pci pvs pwt ld j0 pb po 0 m
+                    | _ -> forwardBlock 8 prp pci pvs pwt ld j0 pb po 0 m
+                    j0 <- j0 + 8 * w
+                toColumnMajor po ld m n pout
+            finally
+                ArrayPool<'T>.Shared.Return wt
+                ArrayPool<'T>.Shared.Return outRows
+                ArrayPool<'T>.Shared.Return b
+
+    /// out (k × n, column-major) ← Aᵀ · D, A the m × k compressed rows, D m × n column-major.
+    let mulTN<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
+        (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (D: 'T[]) (n: int) (out: 'T[]) =
+        checkRows m k rowPointers columnIndices values
+        if D.Length < m * n || out.Length < k * n then invalidArg "D" "D or out is smaller than the shapes say"
+        if k > 0 && n > 0 then
+            let w = Vector<'T>.Count
+            let ld = padded<'T> n
+            let dRows = ArrayPool<'T>.Shared.Rent(max 1 (m * ld))
+            let dwt = ArrayPool<'T>.Shared.Rent(k * ld)
+            try
+                Array.Fill(dwt, Unchecked.defaultof<'T>, 0, k * ld) // the rows no entry reaches stay 0
+                use pd = fixed D
+                use pdr = fixed dRows
+                use prp = fixed rowPointers
+                use pci = fixed (if columnIndices.Length = 0 then [| 0 |] else columnIndices)
+                use pvs = fixed (if values.Length = 0 then Array.zeroCreate 1 else values)
+                use pdwt = fixed dwt
+                use pout = fixed out
+                if m > 0 then toRowMajor pd m n pdr ld
+                let mutable j0 = 0
+                while j0 < ld do
+                    match min 8 ((ld - j0) / w) with
+                    | 1 -> gradientBlock 1 prp pci pvs pdr ld j0 pdwt 0 m
+                    | 2 -> gradientBlock 2 prp pci pvs pdr ld j0 pdwt 0 m
+                    | 3 -> gradientBlock 3 prp pci pvs pdr ld j0 pdwt 0 m
+                    | 4 -> gradientBlock 4 prp pci pvs pdr ld j0 pdwt 0 m
+                    | 5 -> gradientBlock 5 prp pci pvs pdr ld j0 pdwt 0 m
+                    | 6 -> gradientBlock 6 prp pci pvs pdr ld j0 pdwt 0 m
+                    | 7 -> gradientBlock 7 prp pci pvs pdr ld j0 pdwt 0 m
+                    | _ -> gradientBlock 8 prp pci pvs pdr ld j0 pdwt 0 m
+                    j0 <- j0 + 8 * w
+                toColumnMajor pdwt ld k n pout
+            finally
+                ArrayPool<'T>.Shared.Return dRows
+                ArrayPool<'T>.Shared.Return dwt
