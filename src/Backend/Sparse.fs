@@ -28,13 +28,22 @@ module Sparse =
 
     let inline private store (p: nativeptr<'T>) (v: Vector<'T>) = NativePtr.write (NativePtr.ofNativeInt<Vector<'T>> (NativePtr.toNativeInt p)) v
 
+    /// acc + x · y, fused (one rounding) where the CPU has FMA and vectors are 256 bits wide.
+    let inline private fma (x: Vector<'T>) (y: Vector<'T>) (acc: Vector<'T>) : Vector<'T> =
+        if Fma.IsSupported && Vector<byte>.Count = 32 && Type.op_Equality(typeof<'T>, typeof<float32>) then
+            Vector.As<float32, 'T>(Vector256.AsVector(Fma.MultiplyAdd(Vector256.AsVector256(Vector.As<'T, float32> x), Vector256.AsVector256(Vector.As<'T, float32> y), Vector256.AsVector256(Vector.As<'T, float32> acc))))
+        elif Fma.IsSupported && Vector<byte>.Count = 32 && Type.op_Equality(typeof<'T>, typeof<float>) then
+            Vector.As<float, 'T>(Vector256.AsVector(Fma.MultiplyAdd(Vector256.AsVector256(Vector.As<'T, float> x), Vector256.AsVector256(Vector.As<'T, float> y), Vector256.AsVector256(Vector.As<'T, float> acc))))
+        else
+            acc + x * y
+
     /// The v-th vector from p.
     let inline private at (p: nativeptr<'T>) (v: int) = load (NativePtr.add p (v * Vector<'T>.Count))
 
     /// The v-th vector from p ← itself + x · y.
     let inline private addTo (p: nativeptr<'T>) (v: int) (x: Vector<'T>) (y: Vector<'T>) =
         let q = NativePtr.add p (v * Vector<'T>.Count)
-        store q (load q + x * y)
+        store q (fma x y (load q))
 
     /// n rounded up to whole vectors of 'T.
     let private padded<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType> (n: int) =
@@ -124,14 +133,19 @@ module Sparse =
     /// (float32) or 4 × 4 (float64) go through AVX registers where the CPU has AVX; the rest
     /// element by element.
     let private transpose<'T when 'T: unmanaged> (src: nativeptr<'T>) (rows: int) (columns: int) (ld: int) (dst: nativeptr<'T>) (dstLd: int) =
-        let b = if not Avx.IsSupported then 1 elif typeof<'T> = typeof<float32> then 8 elif typeof<'T> = typeof<float> then 4 else 1
+        let b = if not Avx.IsSupported then 1 elif Type.op_Equality(typeof<'T>, typeof<float32>) then 8 elif Type.op_Equality(typeof<'T>, typeof<float>) then 4 else 1
         let rowsInBlocks, columnsInBlocks = rows / b * b, columns / b * b
         if b > 1 then
-            for r0 in 0 .. b .. rowsInBlocks - 1 do
-                for c0 in 0 .. b .. columnsInBlocks - 1 do
+            // (while loops: a `for .. b ..` loop with a variable step enumerates a sequence)
+            let mutable r0 = 0
+            while r0 < rowsInBlocks do
+                let mutable c0 = 0
+                while c0 < columnsInBlocks do
                     let s, d = NativePtr.add src (r0 * ld + c0), NativePtr.add dst (c0 * dstLd + r0)
                     if b = 8 then transpose8x8 (NativePtr.ofNativeInt (NativePtr.toNativeInt s)) ld (NativePtr.ofNativeInt (NativePtr.toNativeInt d)) dstLd
                     else transpose4x4 (NativePtr.ofNativeInt (NativePtr.toNativeInt s)) ld (NativePtr.ofNativeInt (NativePtr.toNativeInt d)) dstLd
+                    c0 <- c0 + b
+                r0 <- r0 + b
         // The edges: the columns past the blocks in every row, then the rows past the blocks.
         for r in 0 .. rowsInBlocks - 1 do
             for c in columnsInBlocks .. columns - 1 do
@@ -152,80 +166,96 @@ module Sparse =
     let private toColumnMajor<'T when 'T: unmanaged> (src: nativeptr<'T>) (ld: int) (rows: int) (columns: int) (dst: nativeptr<'T>) =
         transpose src rows columns ld dst rows
 
-    /// Rows i0 .. i1-1 of out (row-major, ld columns) at columns j0 .. j0 + count·w - 1, w the
-    /// vector width: bias + Σ over row i's entries e of values[e] · wt[columnIndices[e]], with the
-    /// `count` (1 to 8, a literal at each call) vectors of the output row in registers.
-    let inline private forwardBlock
-        (count: int) (rp: nativeptr<int>) (ci: nativeptr<int>) (vs: nativeptr<'T>) (wt: nativeptr<'T>) (ld: int) (j0: int)
-        (bias: nativeptr<'T>) (out: nativeptr<'T>) (i0: int) (i1: int) =
+    /// The entries of rows 0 .. m-1 of A whose columns lie in p0 .. p1-1, against tile (rows
+    /// p0 .. p1-1 of W, row-major, ld columns): out[i] += values[e] · tile[p - p0] for each such
+    /// entry e = (i, p), at columns j0 .. j0 + count·w - 1 (w the vector width), with the `count`
+    /// (1 to 8, a literal at each call) vectors of out's row i in registers meanwhile. Row i's
+    /// entries in the tile start at cursor[i]; where they end is written to after[i].
+    let inline private forwardTile
+        (count: int) (rp: nativeptr<int>) (ci: nativeptr<int>) (vs: nativeptr<'T>) (tile: nativeptr<'T>) (ld: int) (j0: int)
+        (out: nativeptr<'T>) (p0: int) (p1: int) (m: int) (cursor: nativeptr<int>) (after: nativeptr<int>) =
         let w = Vector<'T>.Count
-        let b = NativePtr.add bias j0
-        for i in i0 .. i1 - 1 do
-            let mutable a0 = at b 0
-            let mutable a1 = if count > 1 then at b 1 else Vector<'T>.Zero
-            let mutable a2 = if count > 2 then at b 2 else Vector<'T>.Zero
-            let mutable a3 = if count > 3 then at b 3 else Vector<'T>.Zero
-            let mutable a4 = if count > 4 then at b 4 else Vector<'T>.Zero
-            let mutable a5 = if count > 5 then at b 5 else Vector<'T>.Zero
-            let mutable a6 = if count > 6 then at b 6 else Vector<'T>.Zero
-            let mutable a7 = if count > 7 then at b 7 else Vector<'T>.Zero
+        // W's row p at columns j0.. is origin + p·ld (origin lies before the tile when p0 > 0)
+        let origin = NativePtr.add tile (j0 - p0 * ld)
+        for i in 0 .. m - 1 do
+            let start = NativePtr.get cursor i
             let stop = NativePtr.get rp (i + 1)
-            let mutable e = NativePtr.get rp i
-            while e < stop do
-                // out[i, :] += x[i, k] · W[k, :] for the entry's column k
-                let x = Vector<'T>(NativePtr.get vs e)
-                let row = NativePtr.add wt (NativePtr.get ci e * ld + j0)
-                a0 <- a0 + x * at row 0
-                if count > 1 then a1 <- a1 + x * at row 1
-                if count > 2 then a2 <- a2 + x * at row 2
-                if count > 3 then a3 <- a3 + x * at row 3
-                if count > 4 then a4 <- a4 + x * at row 4
-                if count > 5 then a5 <- a5 + x * at row 5
-                if count > 6 then a6 <- a6 + x * at row 6
-                if count > 7 then a7 <- a7 + x * at row 7
-                e <- e + 1
-            let o = NativePtr.add out (i * ld + j0)
-            store o a0
-            if count > 1 then store (NativePtr.add o w) a1
-            if count > 2 then store (NativePtr.add o (2 * w)) a2
-            if count > 3 then store (NativePtr.add o (3 * w)) a3
-            if count > 4 then store (NativePtr.add o (4 * w)) a4
-            if count > 5 then store (NativePtr.add o (5 * w)) a5
-            if count > 6 then store (NativePtr.add o (6 * w)) a6
-            if count > 7 then store (NativePtr.add o (7 * w)) a7
+            let mutable e = start
+            while e < stop && NativePtr.get ci e < p1 do e <- e + 1
+            NativePtr.set after i e
+            if e > start then
+                let o = NativePtr.add out (i * ld + j0)
+                let mutable a0 = at o 0
+                let mutable a1 = if count > 1 then at o 1 else Vector<'T>.Zero
+                let mutable a2 = if count > 2 then at o 2 else Vector<'T>.Zero
+                let mutable a3 = if count > 3 then at o 3 else Vector<'T>.Zero
+                let mutable a4 = if count > 4 then at o 4 else Vector<'T>.Zero
+                let mutable a5 = if count > 5 then at o 5 else Vector<'T>.Zero
+                let mutable a6 = if count > 6 then at o 6 else Vector<'T>.Zero
+                let mutable a7 = if count > 7 then at o 7 else Vector<'T>.Zero
+                // pointers that walk the entries: few live values, so the loop keeps them in registers
+                let mutable pc = NativePtr.add ci start
+                let mutable pv = NativePtr.add vs start
+                let last = NativePtr.toNativeInt (NativePtr.add ci e)
+                while NativePtr.toNativeInt pc < last do
+                    // out[i, :] += x[i, p] · W[p, :] for the entry's column p
+                    let x = Vector<'T>(NativePtr.read pv)
+                    let row = NativePtr.add origin (NativePtr.read pc * ld)
+                    a0 <- fma x (at row 0) a0
+                    if count > 1 then a1 <- fma x (at row 1) a1
+                    if count > 2 then a2 <- fma x (at row 2) a2
+                    if count > 3 then a3 <- fma x (at row 3) a3
+                    if count > 4 then a4 <- fma x (at row 4) a4
+                    if count > 5 then a5 <- fma x (at row 5) a5
+                    if count > 6 then a6 <- fma x (at row 6) a6
+                    if count > 7 then a7 <- fma x (at row 7) a7
+                    pc <- NativePtr.add pc 1
+                    pv <- NativePtr.add pv 1
+                store o a0
+                if count > 1 then store (NativePtr.add o w) a1
+                if count > 2 then store (NativePtr.add o (2 * w)) a2
+                if count > 3 then store (NativePtr.add o (3 * w)) a3
+                if count > 4 then store (NativePtr.add o (4 * w)) a4
+                if count > 5 then store (NativePtr.add o (5 * w)) a5
+                if count > 6 then store (NativePtr.add o (6 * w)) a6
+                if count > 7 then store (NativePtr.add o (7 * w)) a7
 
-    /// Rows i0 .. i1-1 of A scattered into dwt (row-major, ld columns) at columns j0 .. j0 +
-    /// count·w - 1: for each entry e of row i, dwt[columnIndices[e]] += values[e] · d[i], with
-    /// the `count` vectors of d's row i in registers.
-    let inline private gradientBlock
+    /// The entries of rows 0 .. m-1 of A whose columns lie in p0 .. p1-1, scattered into tile
+    /// (rows p0 .. p1-1 of dW, row-major, ld columns) at columns j0 .. j0 + count·w - 1, w the
+    /// vector width: tile[p - p0] += values[e] · d[i] for each such entry e = (i, p), with the
+    /// `count` (1 to 8, a literal at each call) vectors of d's row i in registers. Row i's
+    /// entries in the tile start at cursor[i] (its columns are in order); where they end is
+    /// written to after[i].
+    let inline private scatterTile
         (count: int) (rp: nativeptr<int>) (ci: nativeptr<int>) (vs: nativeptr<'T>) (d: nativeptr<'T>) (ld: int) (j0: int)
-        (dwt: nativeptr<'T>) (i0: int) (i1: int) =
-        let w = Vector<'T>.Count
-        for i in i0 .. i1 - 1 do
-            let di = NativePtr.add d (i * ld + j0)
-            let d0 = at di 0
-            let d1 = if count > 1 then at di 1 else Vector<'T>.Zero
-            let d2 = if count > 2 then at di 2 else Vector<'T>.Zero
-            let d3 = if count > 3 then at di 3 else Vector<'T>.Zero
-            let d4 = if count > 4 then at di 4 else Vector<'T>.Zero
-            let d5 = if count > 5 then at di 5 else Vector<'T>.Zero
-            let d6 = if count > 6 then at di 6 else Vector<'T>.Zero
-            let d7 = if count > 7 then at di 7 else Vector<'T>.Zero
+        (tile: nativeptr<'T>) (p0: int) (p1: int) (m: int) (cursor: nativeptr<int>) (after: nativeptr<int>) =
+        for i in 0 .. m - 1 do
             let stop = NativePtr.get rp (i + 1)
-            let mutable e = NativePtr.get rp i
-            while e < stop do
-                // dW[k, :] += x[i, k] · dout[i, :] for the entry's column k
-                let x = Vector<'T>(NativePtr.get vs e)
-                let row = NativePtr.add dwt (NativePtr.get ci e * ld + j0)
-                addTo row 0 x d0
-                if count > 1 then addTo row 1 x d1
-                if count > 2 then addTo row 2 x d2
-                if count > 3 then addTo row 3 x d3
-                if count > 4 then addTo row 4 x d4
-                if count > 5 then addTo row 5 x d5
-                if count > 6 then addTo row 6 x d6
-                if count > 7 then addTo row 7 x d7
-                e <- e + 1
+            let mutable e = NativePtr.get cursor i
+            if e < stop && NativePtr.get ci e < p1 then
+                let di = NativePtr.add d (i * ld + j0)
+                let d0 = at di 0
+                let d1 = if count > 1 then at di 1 else Vector<'T>.Zero
+                let d2 = if count > 2 then at di 2 else Vector<'T>.Zero
+                let d3 = if count > 3 then at di 3 else Vector<'T>.Zero
+                let d4 = if count > 4 then at di 4 else Vector<'T>.Zero
+                let d5 = if count > 5 then at di 5 else Vector<'T>.Zero
+                let d6 = if count > 6 then at di 6 else Vector<'T>.Zero
+                let d7 = if count > 7 then at di 7 else Vector<'T>.Zero
+                while e < stop && NativePtr.get ci e < p1 do
+                    // dW[p, :] += x[i, p] · dout[i, :] for the entry's column p
+                    let x = Vector<'T>(NativePtr.get vs e)
+                    let row = NativePtr.add tile ((NativePtr.get ci e - p0) * ld + j0)
+                    addTo row 0 x d0
+                    if count > 1 then addTo row 1 x d1
+                    if count > 2 then addTo row 2 x d2
+                    if count > 3 then addTo row 3 x d3
+                    if count > 4 then addTo row 4 x d4
+                    if count > 5 then addTo row 5 x d5
+                    if count > 6 then addTo row 6 x d6
+                    if count > 7 then addTo row 7 x d7
+                    e <- e + 1
+            NativePtr.set after i e
 
     let private checkRows (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) =
         if rowPointers.Length < m + 1 then invalidArg "rowPointers" $"%d{rowPointers.Length} row pointers for %d{m} rows"
@@ -238,8 +268,13 @@ module Sparse =
             let columns = ReadOnlySpan(columnIndices, 0, nnz)
             if TensorPrimitives.Min columns < 0 || TensorPrimitives.Max columns >= k then invalidArg "columnIndices" $"a column index outside 0 .. %d{k - 1}"
 
+    /// Rows of W (or dW) in a tile: about 16 KB of them, a multiple of 8 (the transpose's blocks),
+    /// so that a tile stays in L1 while every row of A is run against it.
+    let private tileRows<'T> (ld: int) = max 8 (16384 / (ld * sizeof<'T>) / 8 * 8)
+
     /// out (m × n, column-major) ← A · W + bias (bias added to every row), A the m × k compressed
-    /// rows, W k × n column-major, bias n values (or empty for none).
+    /// rows, W k × n column-major, bias n values (or empty for none). W is taken a tile of rows at
+    /// a time, copied to row-major; each row of A adds its entries in the tile to its output row.
     let mulAddRow<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
         (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (W: 'T[]) (n: int) (bias: 'T[]) (out: 'T[]) =
         checkRows m k rowPointers columnIndices values
@@ -247,40 +282,57 @@ module Sparse =
         if m > 0 && n > 0 then
             let w = Vector<'T>.Count
             let ld = padded<'T> n
-            let wt = ArrayPool<'T>.Shared.Rent(max 1 (k * ld))
+            let rowsPerTile = tileRows<'T> ld
+            let tile = ArrayPool<'T>.Shared.Rent(rowsPerTile * ld)
             let outRows = ArrayPool<'T>.Shared.Rent(m * ld)
-            let b = ArrayPool<'T>.Shared.Rent ld
+            let cursor = ArrayPool<int>.Shared.Rent m
+            let after = ArrayPool<int>.Shared.Rent m
             try
-                Array.Fill(b, Unchecked.defaultof<'T>, 0, ld)
-                if bias.Length <> 0 then Array.Copy(bias, b, n)
+                for i in 0 .. m - 1 do
+                    if bias.Length <> 0 then Array.Copy(bias, 0, outRows, i * ld, n) else Array.Fill(outRows, Unchecked.defaultof<'T>, i * ld, n)
+                    Array.Fill(outRows, Unchecked.defaultof<'T>, i * ld + n, ld - n)
+                Array.Copy(rowPointers, cursor, m)
                 use pw = fixed W
-                use pwt = fixed wt
+                use ptile = fixed tile
                 use prp = fixed rowPointers
                 use pci = fixed (if columnIndices.Length = 0 then [| 0 |] else columnIndices)
                 use pvs = fixed (if values.Length = 0 then Array.zeroCreate 1 else values)
-                use pb = fixed b
                 use po = fixed outRows
+                use pcur = fixed cursor
+                use paft = fixed after
                 use pout = fixed out
-                if k > 0 then toRowMajor pw k n pwt ld
-                let mutable j0 = 0
-                while j0 < ld do
-                    match min 8 ((ld - j0) / w) with
-                    | 1 -> forwardBlock 1 prp pci pvs pwt ld j0 pb po 0 m
-                    | 2 -> forwardBlock 2 prp pci pvs pwt ld j0 pb po 0 m
-                    | 3 -> forwardBlock 3 prp pci pvs pwt ld j0 pb po 0 m
-                    | 4 -> forwardBlock 4 prp pci pvs pwt ld j0 pb po 0 m
-                    | 5 -> forwardBlock 5 prp pci pvs pwt ld j0 pb po 0 m
-                    | 6 -> forwardBlock 6 prp pci pvs pwt ld j0 pb po 0 m
-                    | 7 -> forwardBlock 7 prp pci pvs pwt ld j0 pb po 0 m
-                    | _ -> forwardBlock 8 prp pci pvs pwt ld j0 pb po 0 m
-                    j0 <- j0 + 8 * w
+                let mutable p0 = 0
+                while p0 < k do
+                    let p1 = min k (p0 + rowsPerTile)
+                    // W[p0 .. p1-1, :] row by row: W's columns are row-major rows of length k
+                    transpose (NativePtr.add pw p0) n (p1 - p0) k ptile ld
+                    if ld > n then
+                        for p in 0 .. p1 - p0 - 1 do Array.Fill(tile, Unchecked.defaultof<'T>, p * ld + n, ld - n)
+                    let mutable j0 = 0
+                    while j0 < ld do
+                        match min 8 ((ld - j0) / w) with
+                        | 1 -> forwardTile 1 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                        | 2 -> forwardTile 2 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                        | 3 -> forwardTile 3 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                        | 4 -> forwardTile 4 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                        | 5 -> forwardTile 5 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                        | 6 -> forwardTile 6 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                        | 7 -> forwardTile 7 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                        | _ -> forwardTile 8 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                        j0 <- j0 + 8 * w
+                    Array.Copy(after, cursor, m)
+                    p0 <- p1
                 toColumnMajor po ld m n pout
             finally
-                ArrayPool<'T>.Shared.Return wt
+                ArrayPool<'T>.Shared.Return tile
                 ArrayPool<'T>.Shared.Return outRows
-                ArrayPool<'T>.Shared.Return b
+                ArrayPool<int>.Shared.Return cursor
+                ArrayPool<int>.Shared.Return after
 
     /// out (k × n, column-major) ← Aᵀ · D, A the m × k compressed rows, D m × n column-major.
+    /// The rows of the result are made a tile of columns of A at a time, small enough to stay in
+    /// L1 while every row of A scatters its entries into it; each finished tile is transposed
+    /// into out.
     let mulTN<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
         (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (D: 'T[]) (n: int) (out: 'T[]) =
         checkRows m k rowPointers columnIndices values
@@ -288,31 +340,45 @@ module Sparse =
         if k > 0 && n > 0 then
             let w = Vector<'T>.Count
             let ld = padded<'T> n
+            let tileRows = tileRows<'T> ld
             let dRows = ArrayPool<'T>.Shared.Rent(max 1 (m * ld))
-            let dwt = ArrayPool<'T>.Shared.Rent(k * ld)
+            let tile = ArrayPool<'T>.Shared.Rent(tileRows * ld)
+            let cursor = ArrayPool<int>.Shared.Rent(max 1 m)
+            let after = ArrayPool<int>.Shared.Rent(max 1 m)
             try
-                Array.Fill(dwt, Unchecked.defaultof<'T>, 0, k * ld) // the rows no entry reaches stay 0
+                Array.Copy(rowPointers, cursor, m)
                 use pd = fixed D
                 use pdr = fixed dRows
                 use prp = fixed rowPointers
                 use pci = fixed (if columnIndices.Length = 0 then [| 0 |] else columnIndices)
                 use pvs = fixed (if values.Length = 0 then Array.zeroCreate 1 else values)
-                use pdwt = fixed dwt
+                use ptile = fixed tile
+                use pcur = fixed cursor
+                use paft = fixed after
                 use pout = fixed out
                 if m > 0 then toRowMajor pd m n pdr ld
-                let mutable j0 = 0
-                while j0 < ld do
-                    match min 8 ((ld - j0) / w) with
-                    | 1 -> gradientBlock 1 prp pci pvs pdr ld j0 pdwt 0 m
-                    | 2 -> gradientBlock 2 prp pci pvs pdr ld j0 pdwt 0 m
-                    | 3 -> gradientBlock 3 prp pci pvs pdr ld j0 pdwt 0 m
-                    | 4 -> gradientBlock 4 prp pci pvs pdr ld j0 pdwt 0 m
-                    | 5 -> gradientBlock 5 prp pci pvs pdr ld j0 pdwt 0 m
-                    | 6 -> gradientBlock 6 prp pci pvs pdr ld j0 pdwt 0 m
-                    | 7 -> gradientBlock 7 prp pci pvs pdr ld j0 pdwt 0 m
-                    | _ -> gradientBlock 8 prp pci pvs pdr ld j0 pdwt 0 m
-                    j0 <- j0 + 8 * w
-                toColumnMajor pdwt ld k n pout
+                let mutable p0 = 0
+                while p0 < k do
+                    let p1 = min k (p0 + tileRows)
+                    Array.Fill(tile, Unchecked.defaultof<'T>, 0, (p1 - p0) * ld)
+                    let mutable j0 = 0
+                    while j0 < ld do
+                        match min 8 ((ld - j0) / w) with
+                        | 1 -> scatterTile 1 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                        | 2 -> scatterTile 2 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                        | 3 -> scatterTile 3 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                        | 4 -> scatterTile 4 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                        | 5 -> scatterTile 5 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                        | 6 -> scatterTile 6 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                        | 7 -> scatterTile 7 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                        | _ -> scatterTile 8 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                        j0 <- j0 + 8 * w
+                    Array.Copy(after, cursor, m)
+                    // rows p0 .. p1-1 of the result: out[p + j·k] for each column j
+                    transpose ptile (p1 - p0) n ld (NativePtr.add pout p0) k
+                    p0 <- p1
             finally
                 ArrayPool<'T>.Shared.Return dRows
-                ArrayPool<'T>.Shared.Return dwt
+                ArrayPool<'T>.Shared.Return tile
+                ArrayPool<int>.Shared.Return cursor
+                ArrayPool<int>.Shared.Return after

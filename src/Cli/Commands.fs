@@ -181,6 +181,10 @@ let train (args: ParseResults<TrainArgs>) =
         match initFrom with
         | Some(file, _) -> raise (DataError(file, $"the model takes %d{sizes.Head} inputs, the images of {dataDir} have %d{trainSet.PixelCount} pixels"))
         | None -> ()
+    // Sparse first-layer products are small and bound by memory: splitting them over two
+    // threads costs more than it gives, so the second core evaluates the epochs alone.
+    let sparse = Linalg.storesSparse trainSet.Pixels trainSet.PixelCount
+    Backend.Halves.setEnabled (Environment.ProcessorCount >= 2 && not sparse)
     let perEpoch = Training.iterationsPerEpoch config0 trainSet.Count
     let config =
         { config0 with
@@ -202,7 +206,7 @@ let train (args: ParseResults<TrainArgs>) =
         | _ -> "random, with replacement"
     let start = match initFrom with Some(file, _) -> $"parameters from {file}" | None -> $"weights N(0, %g{config.WeightInitStd}^2)"
     printfn
-        $"""train: network {describeNet config} + softmax-with-loss, lr %g{config.LearningRate}, batch %d{config.BatchSize} ({sampling}), iterations %d{config.Iterations} (%d{perEpoch} per epoch), {start}, seed %d{config.Seed}, precision {(if precision = Single then "single" else "double")}, backend {Linalg.describe ()}, data {Path.GetFullPath dataDir}"""
+        $"""train: network {describeNet config} + softmax-with-loss, lr %g{config.LearningRate}, batch %d{config.BatchSize} ({sampling}), iterations %d{config.Iterations} (%d{perEpoch} per epoch), {start}, seed %d{config.Seed}, precision {(if precision = Single then "single" else "double")}, backend {Linalg.describe ()}, inputs {(if sparse then "sparse (zero pixels skipped)" else "dense")}, data {Path.GetFullPath dataDir}"""
     let metadata =
         [ "learning_rate", string config.LearningRate
           "batch_size", string config.BatchSize
@@ -288,7 +292,8 @@ let gradcheck (args: ParseResults<GradcheckArgs>) =
         Network.init (args.GetResult(GradcheckArgs.Seed, defaultValue = 42)) 0.01 (Network.layers activation sizes)
     let first = Dataset.take count trainSet
     let x, t = Dataset.batch first [| 0 .. first.Count - 1 |]
-    printfn $"""gradcheck: network {sizes |> List.map string |> String.concat "-"}, first %d{first.Count} training images, h = 1e-4, float64, backend {Linalg.describe ()}"""
+    let inputs = if x.Storage.IsDense then "dense" else "sparse (zero pixels skipped)"
+    printfn $"""gradcheck: network {sizes |> List.map string |> String.concat "-"}, first %d{first.Count} training images, h = 1e-4, float64, backend {Linalg.describe ()}, inputs {inputs}"""
     for name, diff in Network.gradientCheck model x t do
         printfn $"%-3s{name}: %.3e{diff}"
     0
