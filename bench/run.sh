@@ -39,13 +39,14 @@ declare -A cmd=(
   [backprop-f32-openblas]="$cli --precision single --backend openblas"
   [backprop-f32-managed]="$cli --precision single --backend managed"
   [backprop-f64-openblas]="$cli --precision double --backend openblas"
+  [backprop-f32-dense]="$cli --precision single --backend openblas --input-storage dense"
   [numpy-f32]="$py bench/peers/numpy_book.py --iters $iters --dtype float32"
   [numpy-f64]="$py bench/peers/numpy_book.py --iters $iters --dtype float64"
   [torch-f32-1thread]="$py bench/peers/torch_peer.py --iters $iters --dtype float32 --threads 1"
   [floor-f32]="$out/floor $iters"
   [floor-f64]="$out/floor $iters --double"
 )
-order=(backprop-f32-openblas backprop-f32-managed backprop-f64-openblas numpy-f32 numpy-f64 torch-f32-1thread floor-f32 floor-f64)
+order=(backprop-f32-openblas backprop-f32-managed backprop-f64-openblas backprop-f32-dense numpy-f32 numpy-f64 torch-f32-1thread floor-f32 floor-f64)
 
 {
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
@@ -95,6 +96,8 @@ lines.append(f"backprop-f32-openblas / fastest peer: {paired('backprop-f32-openb
 lines.append(f"backprop-f64-openblas / numpy-f64: {paired('backprop-f64-openblas', 'numpy-f64')}")
 lines.append(f"backprop-f32-managed / fastest peer: {paired('backprop-f32-managed', 'peer')}")
 lines.append(f"backprop-f32-openblas / floor-f32: {paired('backprop-f32-openblas', 'floor-f32')}")
+lines.append(f"backprop-f32-dense / fastest peer: {paired('backprop-f32-dense', 'peer')}")
+lines.append(f"backprop-f32-dense / floor-f32: {paired('backprop-f32-dense', 'floor-f32')}")
 print("\n".join(lines))
 open(f'{out}/summary.txt', 'w').write("\n".join(lines) + "\n")
 PY

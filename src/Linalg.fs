@@ -315,14 +315,6 @@ type ImageBuffer<'T>() =
     /// The values of the last sparse gather's nonzeros.
     member val internal Values: 'T[] = Array.empty with get, set
 
-/// Each byte's value v / 255 in the element type, for the sparse gather (the same values as the
-/// dense gather's division, which the tests check).
-type private PixelValues<'T>() =
-    static member val Table: 'T[] =
-        if typeof<'T> = typeof<float32> then box (Array.init 256 (fun v -> float32 v / 255.0f)) :?> 'T[]
-        elif typeof<'T> = typeof<float> then box (Array.init 256 (fun v -> float v / 255.0)) :?> 'T[]
-        else Array.empty
-
 /// The rows of `pixels` (row-major bytes, rowLength per image) at the given indices as a matrix
 /// with one row per image, each byte v as v / 255 (float32 or float64), in buffer's arrays.
 /// The matrix is sparse (its nonzeros in compressed rows, so that the products skip the zero
@@ -330,21 +322,20 @@ type private PixelValues<'T>() =
 /// pixels gathered are nonzero.
 let gatherImages (buffer: ImageBuffer<'T>) (pixels: byte[]) (rowLength: int) (indices: int[]) : Matrix<'T> =
     let n, p = indices.Length, rowLength
-    let table = PixelValues<'T>.Table
-    if table.Length = 0 then invalidOp $"images are gathered as float32 or float64, not {typeof<'T>.Name}"
+    if not (typeof<'T> = typeof<float32> || typeof<'T> = typeof<float>) then invalidOp $"images are gathered as float32 or float64, not {typeof<'T>.Name}"
     let sparse =
         match storage with
         | InputStorage.Dense -> None
         | s ->
             let limit = if s = InputStorage.Sparse then n * p else n * p / 3
-            if buffer.ColumnIndices.Length < limit then
-                buffer.ColumnIndices <- GC.AllocateUninitializedArray limit
-                buffer.Values <- GC.AllocateUninitializedArray limit
+            if buffer.ColumnIndices.Length < limit + 8 then // 8 more: room to pack 8 bytes at a time
+                buffer.ColumnIndices <- GC.AllocateUninitializedArray(limit + 8)
+                buffer.Values <- GC.AllocateUninitializedArray(limit + 8)
             let rows = Storage.SparseCompressedRowMatrixStorage<'T>.OfValue(n, p, Unchecked.defaultof<'T>)
             let nnz =
-                match box table, box buffer.Values with
-                | (:? (float32[]) as t), (:? (float32[]) as v) -> Sparse.gatherRows pixels p indices t rows.RowPointers buffer.ColumnIndices v limit
-                | (:? (float[]) as t), (:? (float[]) as v) -> Sparse.gatherRows pixels p indices t rows.RowPointers buffer.ColumnIndices v limit
+                match box buffer.Values with
+                | :? (float32[]) as v -> Sparse.gatherRows pixels p indices rows.RowPointers buffer.ColumnIndices v limit
+                | :? (float[]) as v -> Sparse.gatherRows pixels p indices rows.RowPointers buffer.ColumnIndices v limit
                 | _ -> -1
             if nnz < 0 then
                 None

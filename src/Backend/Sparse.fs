@@ -50,15 +50,33 @@ module Sparse =
         let w = Vector<'T>.Count
         (n + w - 1) / w * w
 
+    /// v / 255 for each byte v, in the element type (float32, float64; empty for any other).
+    type private PixelValues<'T>() =
+        static member val Table: 'T[] =
+            if Type.op_Equality(typeof<'T>, typeof<float32>) then box (Array.init 256 (fun v -> float32 v / 255.0f)) :?> 'T[]
+            elif Type.op_Equality(typeof<'T>, typeof<float>) then box (Array.init 256 (fun v -> float v / 255.0)) :?> 'T[]
+            else Array.empty
+
+    /// For each 8-bit mask, the positions of its set bits in order (the rest 0): the lane
+    /// permutation that packs the nonzero lanes of a group of 8 to the front.
+    let private packing: int[] =
+        Array.init (256 * 8) (fun idx ->
+            let mask, lane = idx / 8, idx % 8
+            let set = [| for b in 0 .. 7 do if mask &&& (1 <<< b) <> 0 then yield b |]
+            if lane < set.Length then set[lane] else 0)
+
     /// The compressed rows of the byte rows at `indices` (row-major `data`, rowLength bytes a row):
-    /// for each row its nonzero bytes v, as table[v], and their columns, in column order; writes
+    /// for each row its nonzero bytes v, as v / 255 in float32 or float64 (rounded once, as the
+    /// dense gather's), and their columns, in column order; writes
     /// rowPointers[0 .. indices.Length]. Returns the number of nonzeros, or -1 (leaving the arrays
     /// partly written) as soon as there are more than `limit` of them. columnIndices and values
-    /// must hold `limit` entries.
-    let gatherRows<'T when 'T: unmanaged> (data: byte[]) (rowLength: int) (indices: int[]) (table: 'T[]) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (limit: int) : int =
-        if table.Length < 256 then invalidArg "table" "the table needs a value for each of the 256 bytes"
+    /// must hold `limit` entries; with 8 more, whole groups of 8 bytes are packed at once (AVX2).
+    let gatherRows<'T when 'T: unmanaged> (data: byte[]) (rowLength: int) (indices: int[]) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (limit: int) : int =
+        let table = PixelValues<'T>.Table
+        if table.Length = 0 then invalidArg "values" $"pixels are gathered as float32 or float64, not {typeof<'T>.Name}"
         if rowPointers.Length < indices.Length + 1 then invalidArg "rowPointers" $"%d{rowPointers.Length} row pointers for %d{indices.Length} rows"
-        if columnIndices.Length < limit || values.Length < limit then invalidArg "limit" $"room for %d{min columnIndices.Length values.Length} entries, not %d{limit}"
+        let capacity = min columnIndices.Length values.Length
+        if capacity < limit then invalidArg "limit" $"room for %d{capacity} entries, not %d{limit}"
         for i in indices do
             if i < 0 || (int64 i + 1L) * int64 rowLength > int64 data.Length then
                 raise (ArgumentOutOfRangeException("indices", $"row %d{i} lies outside the %d{data.Length / max rowLength 1} rows of the data"))
@@ -68,17 +86,51 @@ module Sparse =
         else
         use src = fixed data
         use tab = fixed table
+        use pack = fixed packing
         use ci = fixed (if columnIndices.Length = 0 then [| 0 |] else columnIndices)
         use vs = fixed (if values.Length = 0 then Array.zeroCreate 1 else values)
+        let packs = Avx2.IsSupported && Fma.IsSupported
+        let lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7)
         let mutable nnz = 0
         let mutable r = 0
         rowPointers[0] <- 0
         while r < indices.Length && nnz >= 0 do
             let row = NativePtr.add src (indices[r] * rowLength)
             let mutable j = 0
-            // Rows that cannot overflow the limit go 32 bytes at a time: a bit mask of the
-            // nonzero bytes, then one entry per set bit.
-            if Vector256.IsHardwareAccelerated && nnz + rowLength <= limit then
+            // Rows that cannot overflow the limit (nor, 8 at a time, the arrays) go 32 bytes at a
+            // time: a bit mask of the nonzero bytes, then each group of 8 with any nonzero packed
+            // by one lane permutation of its columns and its values.
+            if packs && nnz + rowLength <= limit && nnz + rowLength + 8 <= capacity then
+                while j + 32 <= rowLength do
+                    let zero = Vector256.Equals(Vector256.Load(NativePtr.add row j), Vector256<byte>.Zero)
+                    let bits = ~~~(zero.ExtractMostSignificantBits())
+                    if bits <> 0u then
+                        for g in 0 .. 3 do
+                            let mask = int ((bits >>> (8 * g)) &&& 0xFFu)
+                            if mask <> 0 then
+                                let c = j + 8 * g
+                                let order = Avx.LoadVector256(NativePtr.add pack (mask * 8))
+                                let bytes = Avx2.PermuteVar8x32(Avx2.ConvertToVector256Int32(NativePtr.add row c), order)
+                                Avx.Store(NativePtr.add ci nnz, Avx2.PermuteVar8x32(Avx2.Add(lanes, Vector256.Create c), order))
+                                // the values v / 255, correctly rounded without a division (as
+                                // Gather's: q = v·(1/255), then q + (v - 255q)·(1/255)); the lanes
+                                // past the nonzeros are overwritten by the next group
+                                if sizeof<'T> = 4 then
+                                    let v = Avx.ConvertToVector256Single bytes
+                                    let q = Avx.Multiply(v, Vector256.Create(1.0f / 255.0f))
+                                    let x = Fma.MultiplyAdd(Fma.MultiplyAddNegated(q, Vector256.Create 255.0f, v), Vector256.Create(1.0f / 255.0f), q)
+                                    Avx.Store(NativePtr.ofNativeInt<float32> (NativePtr.toNativeInt (NativePtr.add vs nnz)), x)
+                                else
+                                    let at = NativePtr.ofNativeInt<float> (NativePtr.toNativeInt (NativePtr.add vs nnz))
+                                    let divide (v: Vector256<float>) =
+                                        let q = Avx.Multiply(v, Vector256.Create(1.0 / 255.0))
+                                        Fma.MultiplyAdd(Fma.MultiplyAddNegated(q, Vector256.Create 255.0, v), Vector256.Create(1.0 / 255.0), q)
+                                    Avx.Store(at, divide (Avx.ConvertToVector256Double(bytes.GetLower())))
+                                    Avx.Store(NativePtr.add at 4, divide (Avx.ConvertToVector256Double(bytes.GetUpper())))
+                                nnz <- nnz + BitOperations.PopCount(uint mask)
+                    j <- j + 32
+            elif Vector256.IsHardwareAccelerated && nnz + rowLength <= limit then
+                // one entry per set bit of the mask
                 while j + 32 <= rowLength do
                     let zero = Vector256.Equals(Vector256.Load(NativePtr.add row j), Vector256<byte>.Zero)
                     let mutable bits = ~~~(zero.ExtractMostSignificantBits())
@@ -272,113 +324,149 @@ module Sparse =
     /// so that a tile stays in L1 while every row of A is run against it.
     let private tileRows<'T> (ld: int) = max 8 (16384 / (ld * sizeof<'T>) / 8 * 8)
 
+    /// Products with at least this many multiply-adds (nonzeros × columns) go in two halves of
+    /// their columns on two threads (Halves): a batch of 100 MNIST images against 50 columns
+    /// is about 750,000.
+    let private splitAbove = 200_000L
+
+    /// Runs part c0 c1 for the vectors c0 .. c1-1 of a row of `vectors` vectors: in two halves
+    /// on two threads (Halves.run) when the product is large, else at once.
+    let private byColumns (work: int64) (vectors: int) (part: int -> int -> unit) =
+        if work >= splitAbove && vectors >= 2 then
+            let half = (vectors + 1) / 2
+            Halves.run (fun () -> part 0 half) (fun () -> part half vectors)
+        else
+            part 0 vectors
+
+    /// Columns c0 .. c1-1 (whole vectors; the last may run past n) of out ← A · W + bias.
+    let private forwardColumns<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
+        (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (W: 'T[]) (n: int) (bias: 'T[]) (out: 'T[]) (c0: int) (c1: int) =
+        let w = Vector<'T>.Count
+        let ld = c1 - c0 // the part's row length in the scratch arrays, whole vectors
+        let nc = min c1 n - c0 // the part's columns of W and out
+        let rowsPerTile = tileRows<'T> ld
+        let tile = ArrayPool<'T>.Shared.Rent(rowsPerTile * ld)
+        let outRows = ArrayPool<'T>.Shared.Rent(m * ld)
+        let cursor = ArrayPool<int>.Shared.Rent m
+        let after = ArrayPool<int>.Shared.Rent m
+        try
+            for i in 0 .. m - 1 do
+                if bias.Length <> 0 then Array.Copy(bias, c0, outRows, i * ld, nc) else Array.Fill(outRows, Unchecked.defaultof<'T>, i * ld, nc)
+                Array.Fill(outRows, Unchecked.defaultof<'T>, i * ld + nc, ld - nc)
+            Array.Copy(rowPointers, cursor, m)
+            use pw = fixed W
+            use ptile = fixed tile
+            use prp = fixed rowPointers
+            use pci = fixed (if columnIndices.Length = 0 then [| 0 |] else columnIndices)
+            use pvs = fixed (if values.Length = 0 then Array.zeroCreate 1 else values)
+            use po = fixed outRows
+            use pcur = fixed cursor
+            use paft = fixed after
+            use pout = fixed out
+            let mutable p0 = 0
+            while p0 < k do
+                let p1 = min k (p0 + rowsPerTile)
+                // W[p0 .. p1-1, c0 .. c0+nc-1] row by row: W's columns are rows of length k
+                transpose (NativePtr.add pw (c0 * k + p0)) nc (p1 - p0) k ptile ld
+                if ld > nc then
+                    for p in 0 .. p1 - p0 - 1 do Array.Fill(tile, Unchecked.defaultof<'T>, p * ld + nc, ld - nc)
+                let mutable j0 = 0
+                while j0 < ld do
+                    match min 8 ((ld - j0) / w) with
+                    | 1 -> forwardTile 1 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                    | 2 -> forwardTile 2 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                    | 3 -> forwardTile 3 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                    | 4 -> forwardTile 4 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                    | 5 -> forwardTile 5 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                    | 6 -> forwardTile 6 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                    | 7 -> forwardTile 7 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                    | _ -> forwardTile 8 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                    j0 <- j0 + 8 * w
+                Array.Copy(after, cursor, m)
+                p0 <- p1
+            // out's columns c0 .. c0+nc-1 (each m long, from c0·m on)
+            transpose po m nc ld (NativePtr.add pout (c0 * m)) m
+        finally
+            ArrayPool<'T>.Shared.Return tile
+            ArrayPool<'T>.Shared.Return outRows
+            ArrayPool<int>.Shared.Return cursor
+            ArrayPool<int>.Shared.Return after
+
     /// out (m × n, column-major) ← A · W + bias (bias added to every row), A the m × k compressed
     /// rows, W k × n column-major, bias n values (or empty for none). W is taken a tile of rows at
     /// a time, copied to row-major; each row of A adds its entries in the tile to its output row.
+    /// Large products go in two halves of the columns on two threads.
     let mulAddRow<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
         (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (W: 'T[]) (n: int) (bias: 'T[]) (out: 'T[]) =
         checkRows m k rowPointers columnIndices values
         if W.Length < k * n || out.Length < m * n || (bias.Length <> 0 && bias.Length < n) then invalidArg "W" "W, bias or out is smaller than the shapes say"
         if m > 0 && n > 0 then
             let w = Vector<'T>.Count
-            let ld = padded<'T> n
-            let rowsPerTile = tileRows<'T> ld
-            let tile = ArrayPool<'T>.Shared.Rent(rowsPerTile * ld)
-            let outRows = ArrayPool<'T>.Shared.Rent(m * ld)
-            let cursor = ArrayPool<int>.Shared.Rent m
-            let after = ArrayPool<int>.Shared.Rent m
-            try
-                for i in 0 .. m - 1 do
-                    if bias.Length <> 0 then Array.Copy(bias, 0, outRows, i * ld, n) else Array.Fill(outRows, Unchecked.defaultof<'T>, i * ld, n)
-                    Array.Fill(outRows, Unchecked.defaultof<'T>, i * ld + n, ld - n)
-                Array.Copy(rowPointers, cursor, m)
-                use pw = fixed W
-                use ptile = fixed tile
-                use prp = fixed rowPointers
-                use pci = fixed (if columnIndices.Length = 0 then [| 0 |] else columnIndices)
-                use pvs = fixed (if values.Length = 0 then Array.zeroCreate 1 else values)
-                use po = fixed outRows
-                use pcur = fixed cursor
-                use paft = fixed after
-                use pout = fixed out
-                let mutable p0 = 0
-                while p0 < k do
-                    let p1 = min k (p0 + rowsPerTile)
-                    // W[p0 .. p1-1, :] row by row: W's columns are row-major rows of length k
-                    transpose (NativePtr.add pw p0) n (p1 - p0) k ptile ld
-                    if ld > n then
-                        for p in 0 .. p1 - p0 - 1 do Array.Fill(tile, Unchecked.defaultof<'T>, p * ld + n, ld - n)
-                    let mutable j0 = 0
-                    while j0 < ld do
-                        match min 8 ((ld - j0) / w) with
-                        | 1 -> forwardTile 1 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
-                        | 2 -> forwardTile 2 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
-                        | 3 -> forwardTile 3 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
-                        | 4 -> forwardTile 4 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
-                        | 5 -> forwardTile 5 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
-                        | 6 -> forwardTile 6 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
-                        | 7 -> forwardTile 7 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
-                        | _ -> forwardTile 8 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
-                        j0 <- j0 + 8 * w
-                    Array.Copy(after, cursor, m)
-                    p0 <- p1
-                toColumnMajor po ld m n pout
-            finally
-                ArrayPool<'T>.Shared.Return tile
-                ArrayPool<'T>.Shared.Return outRows
-                ArrayPool<int>.Shared.Return cursor
-                ArrayPool<int>.Shared.Return after
+            byColumns (int64 rowPointers[m] * int64 n) (padded<'T> n / w) (fun v0 v1 ->
+                forwardColumns m k rowPointers columnIndices values W n bias out (v0 * w) (v1 * w))
+
+    /// Columns c0 .. c1-1 (whole vectors; the last may run past n) of out ← Aᵀ · D.
+    let private gradientColumns<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
+        (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (D: 'T[]) (n: int) (out: 'T[]) (c0: int) (c1: int) =
+        let w = Vector<'T>.Count
+        let ld = c1 - c0
+        let nc = min c1 n - c0
+        let rowsPerTile = tileRows<'T> ld
+        let dRows = ArrayPool<'T>.Shared.Rent(max 1 (m * ld))
+        let tile = ArrayPool<'T>.Shared.Rent(rowsPerTile * ld)
+        let cursor = ArrayPool<int>.Shared.Rent(max 1 m)
+        let after = ArrayPool<int>.Shared.Rent(max 1 m)
+        try
+            Array.Copy(rowPointers, cursor, m)
+            use pd = fixed D
+            use pdr = fixed dRows
+            use prp = fixed rowPointers
+            use pci = fixed (if columnIndices.Length = 0 then [| 0 |] else columnIndices)
+            use pvs = fixed (if values.Length = 0 then Array.zeroCreate 1 else values)
+            use ptile = fixed tile
+            use pcur = fixed cursor
+            use paft = fixed after
+            use pout = fixed out
+            // D's columns c0 .. c0+nc-1 as rows of dRows (zero past nc)
+            if m > 0 then
+                transpose (NativePtr.add pd (c0 * m)) nc m m pdr ld
+                if ld > nc then
+                    for i in 0 .. m - 1 do Array.Fill(dRows, Unchecked.defaultof<'T>, i * ld + nc, ld - nc)
+            let mutable p0 = 0
+            while p0 < k do
+                let p1 = min k (p0 + rowsPerTile)
+                Array.Fill(tile, Unchecked.defaultof<'T>, 0, (p1 - p0) * ld)
+                let mutable j0 = 0
+                while j0 < ld do
+                    match min 8 ((ld - j0) / w) with
+                    | 1 -> scatterTile 1 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                    | 2 -> scatterTile 2 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                    | 3 -> scatterTile 3 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                    | 4 -> scatterTile 4 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                    | 5 -> scatterTile 5 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                    | 6 -> scatterTile 6 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                    | 7 -> scatterTile 7 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                    | _ -> scatterTile 8 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                    j0 <- j0 + 8 * w
+                Array.Copy(after, cursor, m)
+                // rows p0 .. p1-1 of out's columns c0 .. c0+nc-1: out[p + j·k]
+                transpose ptile (p1 - p0) nc ld (NativePtr.add pout (c0 * k + p0)) k
+                p0 <- p1
+        finally
+            ArrayPool<'T>.Shared.Return dRows
+            ArrayPool<'T>.Shared.Return tile
+            ArrayPool<int>.Shared.Return cursor
+            ArrayPool<int>.Shared.Return after
 
     /// out (k × n, column-major) ← Aᵀ · D, A the m × k compressed rows, D m × n column-major.
     /// The rows of the result are made a tile of columns of A at a time, small enough to stay in
     /// L1 while every row of A scatters its entries into it; each finished tile is transposed
-    /// into out.
+    /// into out. Large products go in two halves of the columns on two threads.
     let mulTN<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
         (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (D: 'T[]) (n: int) (out: 'T[]) =
         checkRows m k rowPointers columnIndices values
         if D.Length < m * n || out.Length < k * n then invalidArg "D" "D or out is smaller than the shapes say"
         if k > 0 && n > 0 then
             let w = Vector<'T>.Count
-            let ld = padded<'T> n
-            let tileRows = tileRows<'T> ld
-            let dRows = ArrayPool<'T>.Shared.Rent(max 1 (m * ld))
-            let tile = ArrayPool<'T>.Shared.Rent(tileRows * ld)
-            let cursor = ArrayPool<int>.Shared.Rent(max 1 m)
-            let after = ArrayPool<int>.Shared.Rent(max 1 m)
-            try
-                Array.Copy(rowPointers, cursor, m)
-                use pd = fixed D
-                use pdr = fixed dRows
-                use prp = fixed rowPointers
-                use pci = fixed (if columnIndices.Length = 0 then [| 0 |] else columnIndices)
-                use pvs = fixed (if values.Length = 0 then Array.zeroCreate 1 else values)
-                use ptile = fixed tile
-                use pcur = fixed cursor
-                use paft = fixed after
-                use pout = fixed out
-                if m > 0 then toRowMajor pd m n pdr ld
-                let mutable p0 = 0
-                while p0 < k do
-                    let p1 = min k (p0 + tileRows)
-                    Array.Fill(tile, Unchecked.defaultof<'T>, 0, (p1 - p0) * ld)
-                    let mutable j0 = 0
-                    while j0 < ld do
-                        match min 8 ((ld - j0) / w) with
-                        | 1 -> scatterTile 1 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
-                        | 2 -> scatterTile 2 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
-                        | 3 -> scatterTile 3 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
-                        | 4 -> scatterTile 4 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
-                        | 5 -> scatterTile 5 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
-                        | 6 -> scatterTile 6 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
-                        | 7 -> scatterTile 7 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
-                        | _ -> scatterTile 8 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
-                        j0 <- j0 + 8 * w
-                    Array.Copy(after, cursor, m)
-                    // rows p0 .. p1-1 of the result: out[p + j·k] for each column j
-                    transpose ptile (p1 - p0) n ld (NativePtr.add pout p0) k
-                    p0 <- p1
-            finally
-                ArrayPool<'T>.Shared.Return dRows
-                ArrayPool<'T>.Shared.Return tile
-                ArrayPool<int>.Shared.Return cursor
-                ArrayPool<int>.Shared.Return after
+            byColumns (int64 rowPointers[m] * int64 n) (padded<'T> n / w) (fun v0 v1 ->
+                gradientColumns m k rowPointers columnIndices values D n out (v0 * w) (v1 * w))

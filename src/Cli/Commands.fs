@@ -181,10 +181,7 @@ let train (args: ParseResults<TrainArgs>) =
         match initFrom with
         | Some(file, _) -> raise (DataError(file, $"the model takes %d{sizes.Head} inputs, the images of {dataDir} have %d{trainSet.PixelCount} pixels"))
         | None -> ()
-    // Sparse first-layer products are small and bound by memory: splitting them over two
-    // threads costs more than it gives, so the second core evaluates the epochs alone.
     let sparse = Linalg.storesSparse trainSet.Pixels trainSet.PixelCount
-    Backend.Halves.setEnabled (Environment.ProcessorCount >= 2 && not sparse)
     let perEpoch = Training.iterationsPerEpoch config0 trainSet.Count
     let config =
         { config0 with

@@ -1,0 +1,155 @@
+/// The sparse input path: the compressed-row gather and the products that skip zero pixels
+/// (Backend/Sparse.fs), each against its definition, and through Linalg and a training step
+/// against the dense path, in float32 and float64.
+module SparseTests
+
+open System
+open Expecto
+open MathNet.Numerics.LinearAlgebra
+open Backprop
+open Backprop.Backend
+
+/// rows × columns bytes, about `zeros` of them 0 (the rest 1-255), from a seed.
+let private sparseBytes (seed: int) rows columns (zeros: float) =
+    let rng = Random(seed)
+    Array.init (rows * columns) (fun _ -> if rng.NextDouble() < zeros then 0uy else byte (1 + rng.Next 255))
+
+/// A random m × k matrix with about `zeros` of its entries 0, as compressed rows.
+let private compressed (seed: int) m k (zeros: float) =
+    let rng = Random(seed)
+    let dense = Array2D.init m k (fun _ _ -> if rng.NextDouble() < zeros then 0.0 else rng.NextDouble() * 2.0 - 1.0)
+    let rowPointers = Array.zeroCreate (m + 1)
+    let columns, values = ResizeArray(), ResizeArray()
+    for i in 0 .. m - 1 do
+        for j in 0 .. k - 1 do
+            if dense[i, j] <> 0.0 then
+                columns.Add j
+                values.Add dense[i, j]
+        rowPointers[i + 1] <- columns.Count
+    dense, rowPointers, columns.ToArray(), values.ToArray()
+
+/// Column-major values of a 2-D array.
+let private columnMajor (a: float[,]) = Array.init a.Length (fun idx -> a[idx % Array2D.length1 a, idx / Array2D.length1 a])
+
+/// Shapes (m, k, n): empty rows and tiny sizes, n around the vector width and past 8 vectors
+/// (a second block of columns), k past several 16 KB tiles, and the book's 100 × 784 × 50.
+let private shapes = [ 1, 1, 1; 3, 5, 7; 9, 17, 8; 20, 33, 9; 7, 300, 70; 40, 1000, 13; 100, 784, 50; 5, 8, 130 ]
+
+[<Tests>]
+let tests =
+    testList "sparse" [
+        test "gatherRows gives each row's nonzero bytes in column order, as v / 255, packed or one by one" {
+            for rows, columns in [ 1, 1; 30, 784; 17, 13; 9, 64; 5, 100 ] do
+                let data = sparseBytes (rows + columns) rows columns 0.8
+                let indices = Array.init (2 * rows) (fun i -> (i * 7) % rows)
+                let table = Array.init 256 (fun v -> float32 v / 255.0f)
+                let rowPointers = Array.zeroCreate (indices.Length + 1)
+                let limit = indices.Length * columns
+                // 8 entries of room past the limit let every row be packed 8 bytes at a time
+                for room in [ 0; 8 ] do
+                let ci, vs = Array.zeroCreate (limit + room), Array.zeroCreate (limit + room)
+                let nnz = Sparse.gatherRows data columns indices rowPointers ci vs limit
+                let expected = [| for i in indices do for j in 0 .. columns - 1 do if data[i * columns + j] <> 0uy then yield j, table[int data[i * columns + j]] |]
+                Expect.equal nnz expected.Length $"%d{rows}x%d{columns}: the number of nonzeros"
+                Expect.equal (Array.zip ci[.. nnz - 1] vs[.. nnz - 1]) expected $"%d{rows}x%d{columns}: columns and values"
+                for r in 0 .. indices.Length - 1 do
+                    let count = data[indices[r] * columns .. indices[r] * columns + columns - 1] |> Array.filter ((<>) 0uy) |> Array.length
+                    Expect.equal (rowPointers[r + 1] - rowPointers[r]) count $"%d{rows}x%d{columns}: row %d{r}'s entries"
+        }
+        test "gatherRows stops at the limit with -1, and refuses rows outside the data or too small arrays" {
+            let data = sparseBytes 1 10 40 0.5
+            let nonzero = data |> Array.filter ((<>) 0uy) |> Array.length
+            let gather limit = Sparse.gatherRows data 40 [| 0 .. 9 |] (Array.zeroCreate 11) (Array.zeroCreate 400) (Array.zeroCreate<float> 400) limit
+            Expect.equal (gather nonzero) nonzero "exactly at the limit"
+            Expect.equal (gather (nonzero - 1)) -1 "one past the limit"
+            Expect.throwsT<ArgumentOutOfRangeException> (fun () -> Sparse.gatherRows data 40 [| 10 |] (Array.zeroCreate 2) (Array.zeroCreate 40) (Array.zeroCreate<float> 40) 40 |> ignore) "row 10 of 10"
+            Expect.throwsT<ArgumentException> (fun () -> Sparse.gatherRows data 40 [| 0 |] (Array.zeroCreate 2) (Array.zeroCreate 10) (Array.zeroCreate<float> 40) 40 |> ignore) "column indices too short"
+        }
+        test "mulAddRow equals A · W + bias, and mulTN equals Aᵀ · D, in float64 and float32, for every shape" {
+            for m, k, n in shapes do
+                let a, rowPointers, columns, values = compressed (m * k + n) m k 0.8
+                let rng = Random(m + n)
+                let W = Array.init (k * n) (fun _ -> rng.NextDouble() - 0.5)
+                let bias = Array.init n (fun _ -> rng.NextDouble())
+                let D = Array.init (m * n) (fun _ -> rng.NextDouble() - 0.5)
+                let A = Matrix<float>.Build.DenseOfArray a
+                let expected = (A * Matrix<float>.Build.Dense(k, n, W)).ToColumnMajorArray() |> Array.mapi (fun idx v -> v + bias[idx / m])
+                let expectedTN = (A.TransposeThisAndMultiply(Matrix<float>.Build.Dense(m, n, D))).ToColumnMajorArray()
+                let out, outTN = Array.zeroCreate (m * n), Array.zeroCreate (k * n)
+                Sparse.mulAddRow m k rowPointers columns values W n bias out
+                Sparse.mulTN m k rowPointers columns values D n outTN
+                let worst (x: float[]) (y: float[]) = Array.fold2 (fun w u v -> max w (abs (u - v))) 0.0 x y
+                Expect.isLessThan (worst out expected) 1e-12 $"float64 A·W + b, %d{m}x%d{k}x%d{n}"
+                Expect.isLessThan (worst outTN expectedTN) 1e-12 $"float64 Aᵀ·D, %d{m}x%d{k}x%d{n}"
+                let out32, outTN32 = Array.zeroCreate (m * n), Array.zeroCreate (k * n)
+                Sparse.mulAddRow m k rowPointers columns (Array.map float32 values) (Array.map float32 W) n (Array.map float32 bias) out32
+                Sparse.mulTN m k rowPointers columns (Array.map float32 values) (Array.map float32 D) n outTN32
+                let tolerance = 1e-5 * sqrt (float k)
+                Expect.isLessThan (worst (Array.map float out32) expected) tolerance $"float32 A·W + b, %d{m}x%d{k}x%d{n}"
+                Expect.isLessThan (worst (Array.map float outTN32) expectedTN) (1e-5 * sqrt (float m)) $"float32 Aᵀ·D, %d{m}x%d{k}x%d{n}"
+                // no bias: A · W alone
+                Sparse.mulAddRow m k rowPointers columns values W n Array.empty out
+                Expect.isLessThan (worst out ((A * Matrix<float>.Build.Dense(k, n, W)).ToColumnMajorArray())) 1e-12 $"float64 A·W, %d{m}x%d{k}x%d{n}"
+        }
+        test "the products refuse entries outside the matrix and arrays shorter than the shapes" {
+            let _, rowPointers, columns, values = compressed 5 3 10 0.5
+            let bad = Array.copy columns
+            bad[0] <- 10
+            let W, out = Array.zeroCreate<float> 40, Array.zeroCreate 12
+            Expect.throwsT<ArgumentException> (fun () -> Sparse.mulAddRow 3 10 rowPointers bad values W 4 Array.empty out) "column 10 of 10"
+            Expect.throwsT<ArgumentException> (fun () -> Sparse.mulTN 3 10 rowPointers columns values (Array.zeroCreate 11) 4 W) "D of 11 values for 3 × 4"
+            let pointers = Array.copy rowPointers
+            pointers[1] <- -1
+            Expect.throwsT<ArgumentException> (fun () -> Sparse.mulAddRow 3 10 pointers columns values W 4 Array.empty out) "a negative row pointer"
+        }
+        test "Linalg's products on a sparse matrix equal those on the same matrix dense, float64 and float32" {
+            let train, _ = Common.mnist.Force()
+            let x: Matrix<float> = Dataset.images train [| 0 .. 99 |]
+            Expect.isFalse x.Storage.IsDense "MNIST images are gathered sparse"
+            let dense = Matrix<float>.Build.DenseOfMatrix x
+            let w, b, dout = Common.random 5 784 50, Vector<float>.Build.Dense(50, fun j -> float j / 10.0), Common.random 6 100 50
+            Expect.isLessThan (Common.maxAbsDiff (Linalg.mulAddRow x w b) (Linalg.mulAddRow dense w b)) 1e-12 "x·W + b"
+            Expect.isLessThan (Common.maxAbsDiff (Linalg.mul x w) (Linalg.mul dense w)) 1e-12 "x·W"
+            Expect.isLessThan (Common.maxAbsDiff (Linalg.mulTN x dout) (Linalg.mulTN dense dout)) 1e-12 "xᵀ·dout"
+            Expect.isLessThan (Common.maxAbsDiff (Linalg.mulNT x (Common.random 7 50 784)) (Linalg.mulNT dense (Common.random 7 50 784))) 1e-12 "x·Bᵀ (MathNet's sparse product)"
+            let x32: Matrix<float32> = Dataset.images train [| 0 .. 99 |]
+            let w32, b32 = w.Map float32, b.Map float32
+            let got, want = Linalg.mulAddRow x32 w32 b32, Linalg.mulAddRow (Matrix<float32>.Build.DenseOfMatrix x32) w32 b32
+            Expect.isLessThan ((got - want).Enumerate() |> Seq.map abs |> Seq.max) 1e-4f "float32 x·W + b (sums of about 150 products near 1)"
+        }
+        test "a training step on sparse images equals the step on the same images dense" {
+            let train, _ = Common.mnist.Force()
+            let indices = [| 100 .. 199 |]
+            let t = Labels.ClassIndices(Dataset.labels train indices)
+            let x64: Matrix<float> = Dataset.images train indices
+            let model64: Model<float> = Training.initialModel Training.bookRecipe
+            let sparse64, loss64 = Training.sgdStep 0.5 model64 (x64, t)
+            let dense64, lossDense64 = Training.sgdStep 0.5 model64 (Matrix<float>.Build.DenseOfMatrix x64, t)
+            Expect.floatClose Accuracy.veryHigh loss64 lossDense64 "float64 loss"
+            for p, q in List.zip sparse64.Params dense64.Params do
+                match p, q with
+                | Params.Affine p, Params.Affine q -> Expect.isLessThan (Common.maxAbsDiff p.W q.W) 1e-14 "float64 W after the step"
+                | _ -> ()
+            let x32: Matrix<float32> = Dataset.images train indices
+            let model32: Model<float32> = Training.initialModel Training.bookRecipe
+            let sparse32, loss32 = Training.sgdStep 0.5f model32 (x32, Labels.ClassIndices(Dataset.labels train indices))
+            let dense32, lossDense32 = Training.sgdStep 0.5f model32 (Matrix<float32>.Build.DenseOfMatrix x32, Labels.ClassIndices(Dataset.labels train indices))
+            Expect.floatClose { absolute = 1e-6; relative = 1e-6 } (float loss32) (float lossDense32) "float32 loss"
+            match sparse32.Params[0], dense32.Params[0] with
+            | Params.Affine p, Params.Affine q -> Expect.isLessThan ((p.W - q.W).Enumerate() |> Seq.map abs |> Seq.max) 1e-7f "float32 W1 after the step"
+            | _ -> failtest "W1"
+        }
+        test "auto storage: sparse for MNIST-like images, dense where more than a third of the pixels are nonzero" {
+            Expect.equal (Linalg.inputStorage ()) Linalg.InputStorage.Auto "the default"
+            let mostlyZero = sparseBytes 2 20 784 0.8
+            let mostlyNonzero = sparseBytes 3 20 784 0.5
+            let d pixels = { Pixels = pixels; Labels = Array.zeroCreate 20; Count = 20; Rows = 28; Columns = 28 }
+            let sparse: Matrix<float32> = Dataset.images (d mostlyZero) [| 0 .. 19 |]
+            let dense: Matrix<float32> = Dataset.images (d mostlyNonzero) [| 0 .. 19 |]
+            Expect.isFalse sparse.Storage.IsDense "80% zeros: sparse"
+            Expect.isTrue dense.Storage.IsDense "50% zeros: dense"
+            Expect.isTrue (Linalg.storesSparse mostlyZero 784) "storesSparse agrees (sparse)"
+            Expect.isFalse (Linalg.storesSparse mostlyNonzero 784) "storesSparse agrees (dense)"
+            Expect.equal (sparse.ToArray()) (Array2D.init 20 784 (fun i j -> float32 mostlyZero[i * 784 + j] / 255.0f)) "the sparse matrix holds every pixel's value"
+        }
+    ]
