@@ -558,9 +558,9 @@ module Dataset =
 /// Evaluating a model on a whole Dataset.
 [<RequireQualifiedAccess>]
 module Evaluate =
-    /// Rows per block when a whole dataset is evaluated: bounds the memory an evaluation takes
-    /// (a few MB), and makes each block's products large enough to pay for their set-up.
-    let blockSize = 1000
+    /// Rows per block when a whole dataset is evaluated: bounds the memory an evaluation takes.
+    /// (1,000-row blocks were no faster and raised the peak memory by a third.)
+    let blockSize = 100
 
     /// The fraction of images in d whose predicted class is their label, computed block by block.
     let inline accuracy (model: Model< ^T >) (d: Dataset) : float =
