@@ -32,8 +32,10 @@ let private compressed (seed: int) m k (zeros: float) =
 let private columnMajor (a: float[,]) = Array.init a.Length (fun idx -> a[idx % Array2D.length1 a, idx / Array2D.length1 a])
 
 /// Shapes (m, k, n): empty rows and tiny sizes, n around the vector width and past 8 vectors
-/// (a second block of columns), k past several 16 KB tiles, and the book's 100 × 784 × 50.
-let private shapes = [ 1, 1, 1; 3, 5, 7; 9, 17, 8; 20, 33, 9; 7, 300, 70; 40, 1000, 13; 100, 784, 50; 5, 8, 130 ]
+/// (a second block of columns), k past several 16 KB tiles, the book's 100 × 784 × 50 (large
+/// enough to go in halves of its rows on two threads) and 60 × 800 × 130 (in halves of its
+/// columns).
+let private shapes = [ 1, 1, 1; 3, 5, 7; 9, 17, 8; 20, 33, 9; 7, 300, 70; 40, 1000, 13; 100, 784, 50; 5, 8, 130; 60, 800, 130 ]
 
 [<Tests>]
 let tests =

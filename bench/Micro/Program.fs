@@ -1,6 +1,6 @@
 /// Micro-benchmarks of the Affine layer at batch 100 on the book's first layer (784 -> 50):
 /// forward (x·W + b) and backward (dout·Wᵀ, xᵀ·dout, column sums), for each backend and
-/// precision, with GFLOP/s and allocations.
+/// precision, on MNIST images stored dense or sparse, with GFLOP/s and allocations.
 module Micro
 
 open System
@@ -15,6 +15,7 @@ open MathNet.Numerics.LinearAlgebra
 open Backprop
 
 /// Floating-point operations of one call: forward 2·N·784·50; backward twice that (dx and dW).
+/// For sparse inputs the same count (a dense-equivalent rate): the products skip the zeros.
 let flops (method: string) = (if method.StartsWith "Forward" then 1.0 else 2.0) * 2.0 * 100.0 * 784.0 * 50.0
 
 /// A column with the rate reached: flops / mean time.
@@ -59,16 +60,23 @@ type AffineBench() =
     [<Params(1, 2)>]
     member val Threads = 1 with get, set
 
-    /// Builds the inputs and selects the backend.
+    /// How x is stored: dense (every pixel) or sparse (the nonzero pixels, about one in five).
+    [<Params("dense", "sparse")>]
+    member val Inputs = "" with get, set
+
+    /// Builds the inputs (the first 100 MNIST test images) and selects the backend.
     [<GlobalSetup>]
     member this.Setup() =
         MathNet.Numerics.Control.UseSingleThread()
         Backend.Halves.setEnabled (this.Threads = 2)
         Linalg.useBackend (if this.Backend = "openblas" then Linalg.Backend.OpenBlas else Linalg.Backend.Managed)
-        x64 <- Matrix<float>.Build.Dense(100, 784, fun _ _ -> rng.NextDouble())
+        Linalg.useInputStorage (if this.Inputs = "sparse" then Linalg.InputStorage.Sparse else Linalg.InputStorage.Dense)
+        let dir = Mnist.tryFindShipped [ Environment.CurrentDirectory; AppContext.BaseDirectory ] |> Option.defaultWith (fun () -> failwith "data/mnist not found")
+        let _, test = Mnist.load dir
+        x64 <- Dataset.images test [| 0 .. 99 |]
         p64 <- { W = Matrix<float>.Build.Dense(784, 50, fun _ _ -> rng.NextDouble() - 0.5); b = Vector<float>.Build.Dense(50, 0.1) }
         dout64 <- Matrix<float>.Build.Dense(100, 50, fun _ _ -> rng.NextDouble() - 0.5)
-        x32 <- x64.Map float32
+        x32 <- Dataset.images test [| 0 .. 99 |]
         p32 <- { W = p64.W.Map float32; b = p64.b.Map float32 }
         dout32 <- dout64.Map float32
         cache32 <- snd (Affine.forward p32 x32)

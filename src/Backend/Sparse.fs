@@ -274,18 +274,18 @@ module Sparse =
 
     /// The entries of rows 0 .. m-1 of A whose columns lie in p0 .. p1-1, scattered into tile
     /// (rows p0 .. p1-1 of dW, row-major, ld columns) at columns j0 .. j0 + count·w - 1, w the
-    /// vector width: tile[p - p0] += values[e] · d[i] for each such entry e = (i, p), with the
+    /// vector width: tile[p - p0] += values[e] · d[i] (d's rows dld apart) for each such entry e = (i, p), with the
     /// `count` (1 to 8, a literal at each call) vectors of d's row i in registers. Row i's
     /// entries in the tile start at cursor[i] (its columns are in order); where they end is
     /// written to after[i].
     let inline private scatterTile
-        (count: int) (rp: nativeptr<int>) (ci: nativeptr<int>) (vs: nativeptr<'T>) (d: nativeptr<'T>) (ld: int) (j0: int)
+        (count: int) (rp: nativeptr<int>) (ci: nativeptr<int>) (vs: nativeptr<'T>) (d: nativeptr<'T>) (dld: int) (ld: int) (j0: int)
         (tile: nativeptr<'T>) (p0: int) (p1: int) (m: int) (cursor: nativeptr<int>) (after: nativeptr<int>) =
         for i in 0 .. m - 1 do
             let stop = NativePtr.get rp (i + 1)
             let mutable e = NativePtr.get cursor i
             if e < stop && NativePtr.get ci e < p1 then
-                let di = NativePtr.add d (i * ld + j0)
+                let di = NativePtr.add d (i * dld + j0)
                 let d0 = at di 0
                 let d1 = if count > 1 then at di 1 else Vector<'T>.Zero
                 let d2 = if count > 2 then at di 2 else Vector<'T>.Zero
@@ -324,39 +324,50 @@ module Sparse =
     /// so that a tile stays in L1 while every row of A is run against it.
     let private tileRows<'T> (ld: int) = max 8 (16384 / (ld * sizeof<'T>) / 8 * 8)
 
-    /// Products with at least this many multiply-adds (nonzeros × columns) go in two halves of
-    /// their columns on two threads (Halves): a batch of 100 MNIST images against 50 columns
-    /// is about 750,000.
+    /// Products with at least this many multiply-adds (nonzeros × columns) go in two halves on
+    /// two threads (Halves): a batch of 100 MNIST images against 50 columns is about 750,000.
     let private splitAbove = 200_000L
 
-    /// Runs part c0 c1 for the vectors c0 .. c1-1 of a row of `vectors` vectors: in two halves
-    /// on two threads (Halves.run) when the product is large, else at once.
-    let private byColumns (work: int64) (vectors: int) (part: int -> int -> unit) =
-        if work >= splitAbove && vectors >= 2 then
-            let half = (vectors + 1) / 2
-            Halves.run (fun () -> part 0 half) (fun () -> part half vectors)
+    /// Runs part over the whole product at once, or, when it is large, in two halves on two
+    /// threads (Halves.run): halves of the columns (whole vectors) when a row of the result
+    /// takes more than 8 vectors (each half then takes one pass over the entries, with its
+    /// vectors in registers), else halves of `total` (the rows of A, or of the result) with all
+    /// the columns. `part r0 r1 c0 c1` does rows r0 .. r1-1 and columns c0 .. c1-1.
+    let private inHalves<'T> (work: int64) (total: int) (ld: int) (part: int -> int -> int -> int -> unit) =
+        let w = Vector<'T>.Count
+        let vectors = ld / w
+        if work < splitAbove || (total < 2 && vectors < 2) then
+            part 0 total 0 ld
+        elif vectors > 8 then
+            let half = (vectors + 1) / 2 * w
+            Halves.run (fun () -> part 0 total 0 half) (fun () -> part 0 total half ld)
         else
-            part 0 vectors
+            let half = total / 2
+            Halves.run (fun () -> part 0 half 0 ld) (fun () -> part half total 0 ld)
 
-    /// Columns c0 .. c1-1 (whole vectors; the last may run past n) of out ← A · W + bias.
-    let private forwardColumns<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
-        (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (W: 'T[]) (n: int) (bias: 'T[]) (out: 'T[]) (c0: int) (c1: int) =
+    /// Rows i0 .. i1-1 and columns c0 .. c1-1 (whole vectors; the last may run past n) of
+    /// out ← A · W + bias.
+    let private forwardPart<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
+        (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (W: 'T[]) (n: int) (bias: 'T[]) (out: 'T[])
+        (i0: int) (i1: int) (c0: int) (c1: int) =
         let w = Vector<'T>.Count
         let ld = c1 - c0 // the part's row length in the scratch arrays, whole vectors
         let nc = min c1 n - c0 // the part's columns of W and out
+        let rows = i1 - i0
         let rowsPerTile = tileRows<'T> ld
         let tile = ArrayPool<'T>.Shared.Rent(rowsPerTile * ld)
-        let outRows = ArrayPool<'T>.Shared.Rent(m * ld)
-        let cursor = ArrayPool<int>.Shared.Rent m
-        let after = ArrayPool<int>.Shared.Rent m
+        let outRows = ArrayPool<'T>.Shared.Rent(max 1 (rows * ld))
+        let cursor = ArrayPool<int>.Shared.Rent(max 1 rows)
+        let after = ArrayPool<int>.Shared.Rent(max 1 rows)
         try
-            for i in 0 .. m - 1 do
+            for i in 0 .. rows - 1 do
                 if bias.Length <> 0 then Array.Copy(bias, c0, outRows, i * ld, nc) else Array.Fill(outRows, Unchecked.defaultof<'T>, i * ld, nc)
                 Array.Fill(outRows, Unchecked.defaultof<'T>, i * ld + nc, ld - nc)
-            Array.Copy(rowPointers, cursor, m)
+            Array.Copy(rowPointers, i0, cursor, 0, rows)
             use pw = fixed W
             use ptile = fixed tile
-            use prp = fixed rowPointers
+            use prp0 = fixed rowPointers
+            let prp = NativePtr.add prp0 i0 // the part's rows as rows 0 .. rows-1
             use pci = fixed (if columnIndices.Length = 0 then [| 0 |] else columnIndices)
             use pvs = fixed (if values.Length = 0 then Array.zeroCreate 1 else values)
             use po = fixed outRows
@@ -373,19 +384,19 @@ module Sparse =
                 let mutable j0 = 0
                 while j0 < ld do
                     match min 8 ((ld - j0) / w) with
-                    | 1 -> forwardTile 1 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
-                    | 2 -> forwardTile 2 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
-                    | 3 -> forwardTile 3 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
-                    | 4 -> forwardTile 4 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
-                    | 5 -> forwardTile 5 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
-                    | 6 -> forwardTile 6 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
-                    | 7 -> forwardTile 7 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
-                    | _ -> forwardTile 8 prp pci pvs ptile ld j0 po p0 p1 m pcur paft
+                    | 1 -> forwardTile 1 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
+                    | 2 -> forwardTile 2 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
+                    | 3 -> forwardTile 3 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
+                    | 4 -> forwardTile 4 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
+                    | 5 -> forwardTile 5 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
+                    | 6 -> forwardTile 6 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
+                    | 7 -> forwardTile 7 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
+                    | _ -> forwardTile 8 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
                     j0 <- j0 + 8 * w
-                Array.Copy(after, cursor, m)
+                Array.Copy(after, cursor, rows)
                 p0 <- p1
-            // out's columns c0 .. c0+nc-1 (each m long, from c0·m on)
-            transpose po m nc ld (NativePtr.add pout (c0 * m)) m
+            // out[i0 + r, c0 + j] = out[c0·m + i0 + r + j·m]
+            transpose po rows nc ld (NativePtr.add pout (c0 * m + i0)) m
         finally
             ArrayPool<'T>.Shared.Return tile
             ArrayPool<'T>.Shared.Return outRows
@@ -395,31 +406,34 @@ module Sparse =
     /// out (m × n, column-major) ← A · W + bias (bias added to every row), A the m × k compressed
     /// rows, W k × n column-major, bias n values (or empty for none). W is taken a tile of rows at
     /// a time, copied to row-major; each row of A adds its entries in the tile to its output row.
-    /// Large products go in two halves of the columns on two threads.
+    /// Large products go in two halves on two threads.
     let mulAddRow<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
         (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (W: 'T[]) (n: int) (bias: 'T[]) (out: 'T[]) =
         checkRows m k rowPointers columnIndices values
         if W.Length < k * n || out.Length < m * n || (bias.Length <> 0 && bias.Length < n) then invalidArg "W" "W, bias or out is smaller than the shapes say"
         if m > 0 && n > 0 then
-            let w = Vector<'T>.Count
-            byColumns (int64 rowPointers[m] * int64 n) (padded<'T> n / w) (fun v0 v1 ->
-                forwardColumns m k rowPointers columnIndices values W n bias out (v0 * w) (v1 * w))
+            inHalves<'T> (int64 rowPointers[m] * int64 n) m (padded<'T> n) (fun i0 i1 c0 c1 -> forwardPart m k rowPointers columnIndices values W n bias out i0 i1 c0 c1)
 
-    /// Columns c0 .. c1-1 (whole vectors; the last may run past n) of out ← Aᵀ · D.
-    let private gradientColumns<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
-        (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (D: 'T[]) (n: int) (out: 'T[]) (c0: int) (c1: int) =
+    /// Rows q0 .. q1-1 (the columns of A, pixels) and columns c0 .. c1-1 (whole vectors; the
+    /// last may run past n) of out ← Aᵀ · D, from dRows (D row-major, dld columns).
+    let private gradientPart<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
+        (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (dRows: 'T[]) (dld: int) (n: int) (out: 'T[])
+        (q0: int) (q1: int) (c0: int) (c1: int) =
         let w = Vector<'T>.Count
         let ld = c1 - c0
         let nc = min c1 n - c0
         let rowsPerTile = tileRows<'T> ld
-        let dRows = ArrayPool<'T>.Shared.Rent(max 1 (m * ld))
         let tile = ArrayPool<'T>.Shared.Rent(rowsPerTile * ld)
         let cursor = ArrayPool<int>.Shared.Rent(max 1 m)
         let after = ArrayPool<int>.Shared.Rent(max 1 m)
         try
-            Array.Copy(rowPointers, cursor, m)
-            use pd = fixed D
-            use pdr = fixed dRows
+            // each row's first entry at column q0 or past it (the columns of a row are in order)
+            for i in 0 .. m - 1 do
+                let mutable e = rowPointers[i]
+                while e < rowPointers[i + 1] && columnIndices[e] < q0 do e <- e + 1
+                cursor[i] <- e
+            use pdr0 = fixed dRows
+            let pdr = NativePtr.add pdr0 c0 // the part's columns of D
             use prp = fixed rowPointers
             use pci = fixed (if columnIndices.Length = 0 then [| 0 |] else columnIndices)
             use pvs = fixed (if values.Length = 0 then Array.zeroCreate 1 else values)
@@ -427,33 +441,27 @@ module Sparse =
             use pcur = fixed cursor
             use paft = fixed after
             use pout = fixed out
-            // D's columns c0 .. c0+nc-1 as rows of dRows (zero past nc)
-            if m > 0 then
-                transpose (NativePtr.add pd (c0 * m)) nc m m pdr ld
-                if ld > nc then
-                    for i in 0 .. m - 1 do Array.Fill(dRows, Unchecked.defaultof<'T>, i * ld + nc, ld - nc)
-            let mutable p0 = 0
-            while p0 < k do
-                let p1 = min k (p0 + rowsPerTile)
+            let mutable p0 = q0
+            while p0 < q1 do
+                let p1 = min q1 (p0 + rowsPerTile)
                 Array.Fill(tile, Unchecked.defaultof<'T>, 0, (p1 - p0) * ld)
                 let mutable j0 = 0
                 while j0 < ld do
                     match min 8 ((ld - j0) / w) with
-                    | 1 -> scatterTile 1 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
-                    | 2 -> scatterTile 2 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
-                    | 3 -> scatterTile 3 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
-                    | 4 -> scatterTile 4 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
-                    | 5 -> scatterTile 5 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
-                    | 6 -> scatterTile 6 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
-                    | 7 -> scatterTile 7 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
-                    | _ -> scatterTile 8 prp pci pvs pdr ld j0 ptile p0 p1 m pcur paft
+                    | 1 -> scatterTile 1 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
+                    | 2 -> scatterTile 2 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
+                    | 3 -> scatterTile 3 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
+                    | 4 -> scatterTile 4 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
+                    | 5 -> scatterTile 5 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
+                    | 6 -> scatterTile 6 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
+                    | 7 -> scatterTile 7 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
+                    | _ -> scatterTile 8 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
                     j0 <- j0 + 8 * w
                 Array.Copy(after, cursor, m)
-                // rows p0 .. p1-1 of out's columns c0 .. c0+nc-1: out[p + j·k]
+                // out[p, c0 + j] = out[c0·k + p + j·k] for the tile's rows p
                 transpose ptile (p1 - p0) nc ld (NativePtr.add pout (c0 * k + p0)) k
                 p0 <- p1
         finally
-            ArrayPool<'T>.Shared.Return dRows
             ArrayPool<'T>.Shared.Return tile
             ArrayPool<int>.Shared.Return cursor
             ArrayPool<int>.Shared.Return after
@@ -461,12 +469,20 @@ module Sparse =
     /// out (k × n, column-major) ← Aᵀ · D, A the m × k compressed rows, D m × n column-major.
     /// The rows of the result are made a tile of columns of A at a time, small enough to stay in
     /// L1 while every row of A scatters its entries into it; each finished tile is transposed
-    /// into out. Large products go in two halves of the columns on two threads.
+    /// into out. Large products go in two halves on two threads.
     let mulTN<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
         (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (D: 'T[]) (n: int) (out: 'T[]) =
         checkRows m k rowPointers columnIndices values
         if D.Length < m * n || out.Length < k * n then invalidArg "D" "D or out is smaller than the shapes say"
         if k > 0 && n > 0 then
-            let w = Vector<'T>.Count
-            byColumns (int64 rowPointers[m] * int64 n) (padded<'T> n / w) (fun v0 v1 ->
-                gradientColumns m k rowPointers columnIndices values D n out (v0 * w) (v1 * w))
+            let ld = padded<'T> n
+            let dRows = ArrayPool<'T>.Shared.Rent(max 1 (m * ld))
+            try
+                // D's rows, each padded with zeros to whole vectors
+                if m > 0 then
+                    use pd = fixed D
+                    use pdr = fixed dRows
+                    toRowMajor pd m n pdr ld
+                inHalves<'T> (int64 rowPointers[m] * int64 n) k ld (fun q0 q1 c0 c1 -> gradientPart m k rowPointers columnIndices values dRows ld n out q0 q1 c0 c1)
+            finally
+                ArrayPool<'T>.Shared.Return dRows
