@@ -51,7 +51,8 @@ let tests =
                             let worst32 = Seq.map2 (fun (c: float32) e -> abs (float c - e)) c32 expected |> Seq.max
                             Expect.isLessThan worst32 (1e-5 * sqrt (float k)) $"float32 %d{m}x%d{n}x%d{k}"
                     }
-        testSequenced <| test "every backend gives the same Linalg products and the same training step" {
+        // it switches the process-wide backend: never at the same time as a test that compares runs
+        testSequencedGroup Common.processWide <| test "every backend gives the same Linalg products and the same training step" {
             let train, _ = Common.mnist.Force()
             let x: Matrix<float> = Dataset.images train [| 0 .. 99 |]
             let w = Common.random 5 784 50

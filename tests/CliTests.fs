@@ -22,7 +22,7 @@ let run (args: string list) =
 
 [<Tests>]
 let tests =
-    testSequenced <| testList "cli" [
+    testSequencedGroup Common.processWide <| testList "cli" [
         test "demo prints the shopping numbers" {
             let code, out, _ = run [ "demo" ]
             Expect.equal code 0 "exit code"
@@ -61,6 +61,13 @@ let tests =
             let path = Path.Combine(dir, "train-images-idx3-ubyte")
             Expect.equal err $"backprop: {path}: truncated: 8 bytes, shorter than the 16-byte IDX header{Environment.NewLine}" "one line"
         }
+        test "train names the input storage: sparse for MNIST by default" {
+            // (--input-storage dense is not run here: it would switch the process-wide setting
+            // while other tests gather images; SparseTests checks the dense and sparse paths agree)
+            let code, out, err = run [ "train"; "--iters"; "20"; "--data"; mnistDir ]
+            Expect.equal (code, err) (0, "") "exit code and stderr"
+            Expect.stringContains out ", inputs sparse (zero pixels skipped)," "the default for MNIST"
+        }
         test "bad options: one line naming the option, exit 2" {
             for args, expected in
                 [ [ "train"; "--lr"; "-1" ], "--lr must be a positive number, got -1"
@@ -69,7 +76,8 @@ let tests =
                   [ "train"; "--hidden"; "50"; "-3" ], "--hidden must be a positive integer, got -3"
                   [ "train"; "--lr"; "abc" ], "parameter '--lr' must be followed by <rate>, but was 'abc'"
                   [ "train"; "--bogus" ], "unrecognized argument: '--bogus'"
-                  [ "gradcheck"; "--count"; "0" ], "--count must be a positive integer, got 0" ] do
+                  [ "gradcheck"; "--count"; "0" ], "--count must be a positive integer, got 0"
+                  [ "train"; "--input-storage"; "csr" ], "parameter '--input-storage' must be followed by <auto|dense|sparse>, but was 'csr'" ] do
                 let code, _, err = run args
                 Expect.equal code 2 $"exit code of %A{args}"
                 Expect.stringContains err expected $"message of %A{args}"

@@ -13,15 +13,16 @@ open Microsoft.FSharp.NativeInterop
 /// Products whose left operand A is sparse, in compressed rows (for each row of A, its nonzero
 /// values and their columns: `rowPointers[i] .. rowPointers[i+1]-1` index row i's entries in
 /// `columnIndices` and `values`), and the gather that builds such rows from bytes. This is the
-/// storage the image gather picks when most pixels are 0 (four in five for MNIST): the
-/// first Affine layer's x·W and xᵀ·dout then skip the zero pixels, doing a fifth of the dense
+/// storage the image gather picks when most pixels are 0 (four in five for MNIST): the first
+/// Affine layer's x·W + b and xᵀ·dout then skip the zero pixels, doing a fifth of the dense
 /// arithmetic.
 ///
-/// For each nonzero x[i, k] the products need row k of W (or of dW) as a whole: W is stored by
-/// columns, so each product first copies W (or later dW) to row-major scratch whose rows are
-/// padded to whole vectors. The kernels then keep up to 8 vectors of an output row (or of dout's
-/// row) in registers while the nonzeros of a row of A stream past. Generic in the element type
-/// (float32, float64) through System.Numerics.Vector; single-threaded; scratch from ArrayPool.
+/// For each nonzero x[i, p] the products need row p of W (or of dW) as a whole, and W is stored
+/// by columns: so W is copied (and dW made) a tile of rows at a time in row-major scratch that
+/// stays in L1, rows padded to whole vectors, with AVX transposes in and out. The kernels keep up
+/// to 8 vectors of an output row (or of dout's row) in registers while a row's nonzeros stream
+/// past. Generic in the element type (float32, float64) through System.Numerics.Vector; large
+/// products in two halves on two threads (Halves); scratch from ArrayPool.
 [<RequireQualifiedAccess>]
 module Sparse =
     let inline private load (p: nativeptr<'T>) : Vector<'T> = NativePtr.read (NativePtr.ofNativeInt<Vector<'T>> (NativePtr.toNativeInt p))
@@ -213,10 +214,6 @@ module Sparse =
             for p in 0 .. rows - 1 do
                 for j in columns .. ld - 1 do
                     NativePtr.set dst (p * ld + j) Unchecked.defaultof<'T>
-
-    /// dst (rows × columns, column-major) ← src (rows × ld, row-major).
-    let private toColumnMajor<'T when 'T: unmanaged> (src: nativeptr<'T>) (ld: int) (rows: int) (columns: int) (dst: nativeptr<'T>) =
-        transpose src rows columns ld dst rows
 
     /// The entries of rows 0 .. m-1 of A whose columns lie in p0 .. p1-1, against tile (rows
     /// p0 .. p1-1 of W, row-major, ld columns): out[i] += values[e] · tile[p - p0] for each such
