@@ -34,14 +34,9 @@ module Gather =
             if i < 0 || (i + 1) * rowLength > data.Length then
                 raise (ArgumentOutOfRangeException("indices", $"row %d{i} lies outside the %d{data.Length / max rowLength 1} rows of the data"))
 
-    /// Eight rows of eight bytes (at rows[0..7] + column) converted to float32 (exactly) and
-    /// transposed: the k-th vector returned holds column k of the 8 × 8 block.
-    let inline private block8x8 (rows: nativeptr<nativeptr<byte>>) (column: int) =
-        let load k =
-            let bytes = Vector128.CreateScalarUnsafe(NativePtr.read (NativePtr.ofNativeInt<uint64> (NativePtr.toNativeInt (NativePtr.add (NativePtr.get rows k) column)))).AsByte()
-            Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32 bytes)
-        let r0, r1, r2, r3 = load 0, load 1, load 2, load 3
-        let r4, r5, r6, r7 = load 4, load 5, load 6, load 7
+    /// Eight rows of 8 float32 in AVX registers, transposed: the k-th vector returned holds
+    /// element k of each row (column k of the 8 × 8 block). Also used by Sparse's transposes.
+    let inline transpose8x8 (r0: Vector256<float32>) (r1: Vector256<float32>) (r2: Vector256<float32>) (r3: Vector256<float32>) (r4: Vector256<float32>) (r5: Vector256<float32>) (r6: Vector256<float32>) (r7: Vector256<float32>) =
         // The classic 8 × 8 transpose: interleave pairs, then quadruples, then 128-bit halves.
         let t0, t1, t2, t3 = Avx.UnpackLow(r0, r1), Avx.UnpackHigh(r0, r1), Avx.UnpackLow(r2, r3), Avx.UnpackHigh(r2, r3)
         let t4, t5, t6, t7 = Avx.UnpackLow(r4, r5), Avx.UnpackHigh(r4, r5), Avx.UnpackLow(r6, r7), Avx.UnpackHigh(r6, r7)
@@ -49,6 +44,14 @@ module Gather =
         let u4, u5, u6, u7 = Avx.Shuffle(t4, t6, 0x44uy), Avx.Shuffle(t4, t6, 0xEEuy), Avx.Shuffle(t5, t7, 0x44uy), Avx.Shuffle(t5, t7, 0xEEuy)
         struct (Avx.Permute2x128(u0, u4, 0x20uy), Avx.Permute2x128(u1, u5, 0x20uy), Avx.Permute2x128(u2, u6, 0x20uy), Avx.Permute2x128(u3, u7, 0x20uy),
                 Avx.Permute2x128(u0, u4, 0x31uy), Avx.Permute2x128(u1, u5, 0x31uy), Avx.Permute2x128(u2, u6, 0x31uy), Avx.Permute2x128(u3, u7, 0x31uy))
+
+    /// Eight rows of eight bytes (at rows[0..7] + column) converted to float32 (exactly) and
+    /// transposed: the k-th vector returned holds column k of the 8 × 8 block.
+    let inline private block8x8 (rows: nativeptr<nativeptr<byte>>) (column: int) =
+        let load k =
+            let bytes = Vector128.CreateScalarUnsafe(NativePtr.read (NativePtr.ofNativeInt<uint64> (NativePtr.toNativeInt (NativePtr.add (NativePtr.get rows k) column)))).AsByte()
+            Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32 bytes)
+        transpose8x8 (load 0) (load 1) (load 2) (load 3) (load 4) (load 5) (load 6) (load 7)
 
     /// The gather, generic over the element type: `store k v` writes the 8 values of v (rows
     /// i .. i+7 of column j+k, still unscaled bytes) and `scalar v` converts one byte.

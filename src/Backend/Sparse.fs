@@ -159,18 +159,9 @@ module Sparse =
     /// An 8 × 8 block of float32 transposed: rows src, src + ld, ... into rows dst, dst + dstLd, ...
     let inline private transpose8x8 (src: nativeptr<float32>) (ld: int) (dst: nativeptr<float32>) (dstLd: int) =
         let row k = Avx.LoadVector256(NativePtr.add src (k * ld))
-        let r0, r1, r2, r3 = row 0, row 1, row 2, row 3
-        let r4, r5, r6, r7 = row 4, row 5, row 6, row 7
-        // Interleave pairs, then quadruples, then 128-bit halves (as Gather's byte blocks).
-        let t0, t1, t2, t3 = Avx.UnpackLow(r0, r1), Avx.UnpackHigh(r0, r1), Avx.UnpackLow(r2, r3), Avx.UnpackHigh(r2, r3)
-        let t4, t5, t6, t7 = Avx.UnpackLow(r4, r5), Avx.UnpackHigh(r4, r5), Avx.UnpackLow(r6, r7), Avx.UnpackHigh(r6, r7)
-        let u0, u1, u2, u3 = Avx.Shuffle(t0, t2, 0x44uy), Avx.Shuffle(t0, t2, 0xEEuy), Avx.Shuffle(t1, t3, 0x44uy), Avx.Shuffle(t1, t3, 0xEEuy)
-        let u4, u5, u6, u7 = Avx.Shuffle(t4, t6, 0x44uy), Avx.Shuffle(t4, t6, 0xEEuy), Avx.Shuffle(t5, t7, 0x44uy), Avx.Shuffle(t5, t7, 0xEEuy)
+        let struct (c0, c1, c2, c3, c4, c5, c6, c7) = Gather.transpose8x8 (row 0) (row 1) (row 2) (row 3) (row 4) (row 5) (row 6) (row 7)
         let put k (v: Vector256<float32>) = Avx.Store(NativePtr.add dst (k * dstLd), v)
-        put 0 (Avx.Permute2x128(u0, u4, 0x20uy)); put 1 (Avx.Permute2x128(u1, u5, 0x20uy))
-        put 2 (Avx.Permute2x128(u2, u6, 0x20uy)); put 3 (Avx.Permute2x128(u3, u7, 0x20uy))
-        put 4 (Avx.Permute2x128(u0, u4, 0x31uy)); put 5 (Avx.Permute2x128(u1, u5, 0x31uy))
-        put 6 (Avx.Permute2x128(u2, u6, 0x31uy)); put 7 (Avx.Permute2x128(u3, u7, 0x31uy))
+        put 0 c0; put 1 c1; put 2 c2; put 3 c3; put 4 c4; put 5 c5; put 6 c6; put 7 c7
 
     /// A 4 × 4 block of float64 transposed.
     let inline private transpose4x4 (src: nativeptr<float>) (ld: int) (dst: nativeptr<float>) (dstLd: int) =
