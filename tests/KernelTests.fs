@@ -71,6 +71,20 @@ let tests =
             Expect.isTrue (obj.ReferenceEquals(storage 0, storage 3)) "batch 3 reuses batch 0's array"
             Expect.isFalse (obj.ReferenceEquals(storage 0, storage 1)) "batch 1 has its own"
         }
+        test "an offer drops its job once run or taken back, so a queued offer keeps no arrays alive" {
+            // (made in a function of its own, so that no local of the test holds the array)
+            let offerOverArray () =
+                let big = Array.zeroCreate<float> 100_000
+                let offer = Halves.offer false (fun () -> big[0] <- 1.0)
+                offer, WeakReference big
+            let offer, weak = offerOverArray ()
+            offer.Join()
+            GC.Collect()
+            GC.WaitForPendingFinalizers()
+            GC.Collect()
+            Expect.isFalse weak.IsAlive "the array the job held is collected after Join, though the offer is alive"
+            GC.KeepAlive offer
+        }
         test "relu, its mask and the Hadamard product equal their definitions, NaN and signed zeros included" {
             let values = [| -2.5; -0.0; 0.0; 1e-30; -1e-30; 3.0; nan; infinity; -infinity |]
             let x = Matrix<float>.Build.Dense(9, 11, fun i j -> if j = 0 then values[i] else float ((i * 7 + j * 3) % 13) - 6.0)

@@ -19,10 +19,13 @@ module internal OfferCounts =
 /// A piece of work offered to the helper thread (see Halves), which its owner either finds done
 /// by the helper or takes back and does itself when it needs the result.
 [<Sealed; AllowNullLiteral>]
-type Offer(job: unit -> unit) =
+type Offer(work: unit -> unit) =
     // posted → taken (by the helper) → finished, or posted → takenBack (by the owner).
     let mutable state = 0
     let mutable failure: exn = null
+    // Dropped once run: an offer its owner took back stays in the helper's queue until the
+    // helper reaches it, and must not keep the job's arrays (a product's operands) alive.
+    let mutable job = work
 
     /// The helper's side: takes the job unless its owner already took it back; runs it if taken.
     member internal _.TryRun() =
@@ -30,6 +33,7 @@ type Offer(job: unit -> unit) =
             try
                 try job () with e -> failure <- e
             finally
+                job <- Unchecked.defaultof<_>
                 Volatile.Write(&state, 3)
 
     /// The owner's side: returns once the job is done, doing it here if the helper has not begun
@@ -37,7 +41,9 @@ type Offer(job: unit -> unit) =
     member _.Join() =
         if Interlocked.CompareExchange(&state, 2, 0) = 0 then
             Interlocked.Increment(&OfferCounts.takenBack) |> ignore
-            job ()
+            let run = job
+            job <- Unchecked.defaultof<_>
+            run ()
         else
             Interlocked.Increment(&OfferCounts.helped) |> ignore
             let started = Stopwatch.GetTimestamp()
@@ -173,6 +179,11 @@ module Halves =
             let secondFailure = try o.Join(); null with e -> e
             if not (isNull firstFailure) then ExceptionDispatchInfo.Throw firstFailure
             if not (isNull secondFailure) then ExceptionDispatchInfo.Throw secondFailure
+
+    /// Whether splitting a product here can pay: on any thread but the helper, or on the helper
+    /// while a thread waits in `await` (which takes halves of its products). The helper's own
+    /// products (an evaluation in the background) otherwise run both halves one after the other.
+    let splitPays () = not isHelper.Value || Volatile.Read(&awaiting) > 0
 
     /// Offers done by the helper, offers taken back by their owners, and the seconds owners spent
     /// waiting for the helper to finish a job it had begun (for the benchmark's profile).

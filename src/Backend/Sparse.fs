@@ -316,7 +316,8 @@ module Sparse =
     /// two threads (Halves): a batch of 100 MNIST images against 50 columns is about 750,000.
     let private splitAbove = 200_000L
 
-    /// Runs part over the whole product at once, or, when it is large, in two halves on two
+    /// Runs part over the whole product at once, or, when it is large (and not on the helper
+    /// thread alone, where two halves would only repeat the set-up), in two halves on two
     /// threads (Halves.run): halves of the columns (whole vectors) when a row of the result
     /// takes more than 8 vectors (each half then takes one pass over the entries, with its
     /// vectors in registers), else halves of `total` (the rows of A, or of the result) with all
@@ -324,7 +325,7 @@ module Sparse =
     let private inHalves<'T> (work: int64) (total: int) (ld: int) (part: int -> int -> int -> int -> unit) =
         let w = Vector<'T>.Count
         let vectors = ld / w
-        if work < splitAbove || (total < 2 && vectors < 2) then
+        if work < splitAbove || (total < 2 && vectors < 2) || not (Halves.splitPays ()) then
             part 0 total 0 ld
         elif vectors > 8 then
             let half = (vectors + 1) / 2 * w
