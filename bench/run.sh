@@ -90,7 +90,7 @@ def paired(a, b):
     # the median over rounds of a's time over b's in the same round (b: a name, or 'peer' for
     # the fastest peer of that round), with the per-round ratios
     rs = [wall(a, r) / (min(wall(p, r) for p in peers) if b == 'peer' else wall(b, r)) for r in range(1, rounds + 1)]
-    return f"{statistics.median(rs):.2f}x (rounds: {', '.join(f'{x:.2f}' for x in rs)})"
+    return f"{statistics.median(rs):.3f}x (rounds: {', '.join(f'{x:.3f}' for x in rs)})"
 lines.append("paired ratios, the median of each round's own ratio:")
 lines.append(f"backprop-f32-openblas / fastest peer: {paired('backprop-f32-openblas', 'peer')}")
 lines.append(f"backprop-f64-openblas / numpy-f64: {paired('backprop-f64-openblas', 'numpy-f64')}")
