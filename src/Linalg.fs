@@ -106,26 +106,25 @@ let private sgemm transA transB m n k alpha a lda b ldb beta c ldc =
 let private dgemm transA transB m n k alpha a lda b ldb beta c ldc =
     gemmInHalves (if active () = Backend.OpenBlas then OpenBlas.dgemmAt else Gemm.dgemmAt) transA transB m n k alpha a lda b ldb beta c ldc
 
-/// op(A)·B for a sparse A (compressed rows) and a dense B with n columns, as a new column-major array.
-let private sparseProduct<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable>
-    (transA: bool) (a: Matrix<'T>) (b: 'T[]) (n: int) : 'T[] =
-    let s = a.Storage :?> Storage.SparseCompressedRowMatrixStorage<'T>
-    if transA then
-        let c = GC.AllocateUninitializedArray(a.ColumnCount * n)
-        Sparse.mulTN a.RowCount a.ColumnCount s.RowPointers s.ColumnIndices s.Values b n c
-        c
-    else
-        let c = GC.AllocateUninitializedArray(a.RowCount * n)
-        Sparse.mulAddRow a.RowCount a.ColumnCount s.RowPointers s.ColumnIndices s.Values b n Array.empty c
-        c
-
-/// A·B + r (r added to every row) for a sparse A and a dense B with n columns, as a new column-major array.
+/// A·B + r (r added to every row; empty for none) for a sparse A and a dense B with n columns,
+/// as a new column-major array.
 let private sparseAffine<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable>
     (a: Matrix<'T>) (b: 'T[]) (r: 'T[]) (n: int) : 'T[] =
     let s = a.Storage :?> Storage.SparseCompressedRowMatrixStorage<'T>
     let c = GC.AllocateUninitializedArray(a.RowCount * n)
     Sparse.mulAddRow a.RowCount a.ColumnCount s.RowPointers s.ColumnIndices s.Values b n r c
     c
+
+/// op(A)·B for a sparse A (compressed rows) and a dense B with n columns, as a new column-major array.
+let private sparseProduct<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable>
+    (transA: bool) (a: Matrix<'T>) (b: 'T[]) (n: int) : 'T[] =
+    if transA then
+        let s = a.Storage :?> Storage.SparseCompressedRowMatrixStorage<'T>
+        let c = GC.AllocateUninitializedArray(a.ColumnCount * n)
+        Sparse.mulTN a.RowCount a.ColumnCount s.RowPointers s.ColumnIndices s.Values b n c
+        c
+    else
+        sparseAffine a b Array.empty n
 
 /// C = op(A)·op(B) on the active backend, op(X) = Xᵀ when transX.
 let private product transA transB (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> =

@@ -130,18 +130,6 @@ module Sparse =
                                     Avx.Store(NativePtr.add at 4, divide (Avx.ConvertToVector256Double(bytes.GetUpper())))
                                 nnz <- nnz + BitOperations.PopCount(uint mask)
                     j <- j + 32
-            elif Vector256.IsHardwareAccelerated && nnz + rowLength <= limit then
-                // one entry per set bit of the mask
-                while j + 32 <= rowLength do
-                    let zero = Vector256.Equals(Vector256.Load(NativePtr.add row j), Vector256<byte>.Zero)
-                    let mutable bits = ~~~(zero.ExtractMostSignificantBits())
-                    while bits <> 0u do
-                        let c = j + BitOperations.TrailingZeroCount bits
-                        NativePtr.set ci nnz c
-                        NativePtr.set vs nnz (NativePtr.get tab (int (NativePtr.get row c)))
-                        nnz <- nnz + 1
-                        bits <- bits &&& (bits - 1u)
-                    j <- j + 32
             while j < rowLength && nnz >= 0 do
                 let v = NativePtr.get row j
                 if v <> 0uy then
@@ -312,6 +300,23 @@ module Sparse =
     /// so that a tile stays in L1 while every row of A is run against it.
     let private tileRows<'T> (ld: int) = max 8 (16384 / (ld * sizeof<'T>) / 8 * 8)
 
+    /// Runs kernel for each block of up to 8 vectors (w wide) of a row ld long, from the left:
+    /// `kernel count j0` with count a literal (1 to 8) at each call, so that an inline kernel
+    /// keeps exactly `count` vectors in registers, and j0 the block's first column.
+    let inline private eachBlock (w: int) (ld: int) ([<InlineIfLambda>] kernel: int -> int -> unit) =
+        let mutable j0 = 0
+        while j0 < ld do
+            match min 8 ((ld - j0) / w) with
+            | 1 -> kernel 1 j0
+            | 2 -> kernel 2 j0
+            | 3 -> kernel 3 j0
+            | 4 -> kernel 4 j0
+            | 5 -> kernel 5 j0
+            | 6 -> kernel 6 j0
+            | 7 -> kernel 7 j0
+            | _ -> kernel 8 j0
+            j0 <- j0 + 8 * w
+
     /// Products with at least this many multiply-adds (nonzeros × columns) go in two halves on
     /// two threads (Halves): a batch of 100 MNIST images against 50 columns is about 750,000.
     let private splitAbove = 200_000L
@@ -370,18 +375,7 @@ module Sparse =
                 transpose (NativePtr.add pw (c0 * k + p0)) nc (p1 - p0) k ptile ld
                 if ld > nc then
                     for p in 0 .. p1 - p0 - 1 do Array.Fill(tile, Unchecked.defaultof<'T>, p * ld + nc, ld - nc)
-                let mutable j0 = 0
-                while j0 < ld do
-                    match min 8 ((ld - j0) / w) with
-                    | 1 -> forwardTile 1 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
-                    | 2 -> forwardTile 2 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
-                    | 3 -> forwardTile 3 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
-                    | 4 -> forwardTile 4 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
-                    | 5 -> forwardTile 5 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
-                    | 6 -> forwardTile 6 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
-                    | 7 -> forwardTile 7 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
-                    | _ -> forwardTile 8 prp pci pvs ptile ld j0 po p0 p1 rows pcur paft
-                    j0 <- j0 + 8 * w
+                eachBlock w ld (fun count j0 -> forwardTile count prp pci pvs ptile ld j0 po p0 p1 rows pcur paft)
                 Array.Copy(after, cursor, rows)
                 p0 <- p1
             // out[i0 + r, c0 + j] = out[c0·m + i0 + r + j·m]
@@ -434,18 +428,7 @@ module Sparse =
             while p0 < q1 do
                 let p1 = min q1 (p0 + rowsPerTile)
                 Array.Fill(tile, Unchecked.defaultof<'T>, 0, (p1 - p0) * ld)
-                let mutable j0 = 0
-                while j0 < ld do
-                    match min 8 ((ld - j0) / w) with
-                    | 1 -> scatterTile 1 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
-                    | 2 -> scatterTile 2 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
-                    | 3 -> scatterTile 3 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
-                    | 4 -> scatterTile 4 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
-                    | 5 -> scatterTile 5 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
-                    | 6 -> scatterTile 6 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
-                    | 7 -> scatterTile 7 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
-                    | _ -> scatterTile 8 prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft
-                    j0 <- j0 + 8 * w
+                eachBlock w ld (fun count j0 -> scatterTile count prp pci pvs pdr dld ld j0 ptile p0 p1 m pcur paft)
                 Array.Copy(after, cursor, m)
                 // out[p, c0 + j] = out[c0·k + p + j·k] for the tile's rows p
                 transpose ptile (p1 - p0) nc ld (NativePtr.add pout (c0 * k + p0)) k
