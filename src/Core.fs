@@ -2,12 +2,14 @@ namespace Backprop
 
 // Error backpropagation as chapter 5 of "Deep Learning from Scratch" builds it, written as pure
 // functions. Read top-down: scalar helpers, the computational-graph nodes (5.4), the functions
-// (sigmoid, softmax, cross-entropy), the layers (5.5, 5.6), the network and its gradients (5.7),
-// the data a network trains on, and training as a fold over mini-batches.
+// (sigmoid, softmax, cross-entropy), the layers (5.5, 5.6), the network, its named parameters and
+// its gradients (5.7), and training as a fold of SGD steps over mini-batches.
 //
 // Every layer is a `forward` that returns its output and a cache record (what the book keeps on
 // `self`), directly above a `backward` that takes that cache and the upstream gradient `dout` and
-// returns `dx` and a gradient record. Nothing mutates its inputs.
+// returns `dx` and a gradient record. Nothing mutates its inputs, and nothing here prints, reads
+// files or keeps a setting: data and evaluation are in Data.fs, the two-core pipeline that runs
+// the same fold faster in Pipeline.fs, the fast kernels under the layers in Linalg.fs.
 //
 // The functions are `inline` so that one code path serves float (float64) and float32: the
 // element type is inferred at the call site. Matrices are MathNet's; products go through Linalg.
@@ -110,7 +112,7 @@ module Functions =
     /// Row-wise softmax: y_k = exp(x_k - max) / Σ_i exp(x_i - max) for each row. The row's
     /// maximum is subtracted before exp: the result is the same (softmax is shift-invariant) and
     /// exp can no longer overflow (3.5.2). Linalg runs it a column at a time, vectorized.
-    let inline softmax (x: Matrix< ^T >) = Linalg.softmaxRows x
+    let inline softmax (x: Matrix< ^T >) = Linalg.softmaxRows x // Elementwise.softmax of every row
 
     /// Mean cross-entropy error over the batch, -Σ t·log(y + delta) / N, for a given delta.
     let inline crossEntropyErrorWith (delta: ^T) (y: Matrix< ^T >) (t: Labels< ^T >) : ^T =
@@ -121,11 +123,45 @@ module Functions =
             | Labels.OneHot t -> t.PointwiseMultiply(y |> map (fun v -> log (v + delta))).Enumerate() |> Seq.sum
         -total / n
 
+    /// The elementwise formulas of the layers, one element at a time: the definitions that
+    /// Linalg's vectorized kernels compute a whole matrix at a time (and are tested against).
+    [<RequireQualifiedAccess>]
+    module Elementwise =
+        /// ReLU: max(0, x).
+        let inline relu (x: ^T) = if x > LanguagePrimitives.GenericZero then x else LanguagePrimitives.GenericZero
+
+        /// The step function ReLU's backward multiplies by: 1 where x > 0, else 0 (the book's
+        /// mask, inverted: the book keeps x <= 0).
+        let inline step (x: ^T) = if x > LanguagePrimitives.GenericZero then LanguagePrimitives.GenericOne else LanguagePrimitives.GenericZero
+
+        /// The sigmoid's derivative written in its output y: y(1 - y).
+        let inline sigmoidDerivative (y: ^T) = y * (LanguagePrimitives.GenericOne - y)
+
+        /// softmax of one row: exp(a_k - max a) / Σ_i exp(a_i - max a).
+        let inline softmax (a: ^T[]) =
+            let m = Array.max a
+            let e = a |> Array.map (fun v -> exp (v - m))
+            let s = Array.sum e
+            e |> Array.map (fun v -> v / s)
+
     /// Mean cross-entropy error over the batch: -Σ t·log(y + δ) / N, with the book's δ = 1e-7
     /// that keeps log(0) = -∞ out (4.2.2).
     let inline crossEntropyError (y: Matrix< ^T >) (t: Labels< ^T >) : ^T = crossEntropyErrorWith (ofFloat 1e-7) y t
 
 // ─── 5.5, 5.6 Layers ────────────────────────────────────────────────────────────────────────────
+//
+// The elementwise formulas are written out in Functions.Elementwise (max(0, x), the mask,
+// y(1 - y)); the layers call Linalg's vectorized kernels for them, which the tests check against
+// those definitions element by element (tests/KernelTests.fs).
+
+/// Whether a forward pass is part of training or of inference (the book's train_flg): layers
+/// such as Dropout and Batch Normalization behave differently in each.
+[<RequireQualifiedAccess>]
+type Mode =
+    /// Training: batch statistics, random masks, states updated.
+    | Train
+    /// Inference (prediction, evaluation): running statistics, no randomness, states unchanged.
+    | Inference
 
 /// Cache of ReLU: 1 where the input was positive, 0 elsewhere (the book's mask, inverted).
 type ReluCache<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
@@ -135,12 +171,12 @@ type ReluCache<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType 
 /// ReLU (5.5.1): out = max(0, x).
 [<RequireQualifiedAccess>]
 module Relu =
-    /// out = x where x > 0, else 0.
+    /// out = max(0, x), element by element; the mask remembers where x > 0.
     let inline forward (x: Matrix< ^T >) =
-        let mask = Linalg.positive x // 1 where x > 0, else 0
-        Linalg.relu x, { mask = mask }
+        let mask = Linalg.positive x // Elementwise.step: 1 where x > 0, else 0
+        Linalg.relu x, { mask = mask } // Elementwise.relu: max(0, x)
 
-    /// dx = dout where x > 0, else 0. (The book zeroes dout in place; this returns a new matrix.)
+    /// dx = dout where x > 0, else 0: dout ⊙ mask. (The book zeroes dout in place; this returns a new matrix.)
     let inline backward (cache: ReluCache< ^T >) (dout: Matrix< ^T >) = Linalg.hadamard dout cache.mask
 
 /// Cache of Sigmoid: its output y, from which the derivative follows.
@@ -158,8 +194,7 @@ module Sigmoid =
 
     /// dx = dout · y(1 - y): the derivative of the sigmoid written in its own output (5.12).
     let inline backward (cache: SigmoidCache< ^T >) (dout: Matrix< ^T >) =
-        let one = LanguagePrimitives.GenericOne< ^T >
-        dout.PointwiseMultiply(cache.out |> map (fun y -> y * (one - y)))
+        dout.PointwiseMultiply(cache.out |> map Functions.Elementwise.sigmoidDerivative)
 
 /// Parameters of an Affine layer: weights W (inputs × outputs) and bias b (outputs).
 type AffineParams<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
@@ -197,7 +232,7 @@ type Tensor<'T> =
 module Affine =
     /// out = x · W + b for a batch x with one sample per row.
     let inline forward (p: AffineParams< ^T >) (x: Matrix< ^T >) =
-        let out = Linalg.mulAddRow x p.W p.b
+        let out = Linalg.mulAddRow x p.W p.b // x · W, then b added to each row
         out, { x = x; xShape = [| x.RowCount; x.ColumnCount |]; W = p.W }
 
     /// The parameters' gradients alone: dW = xᵀ · dout, db = the column sums of dout (b was
@@ -264,6 +299,60 @@ type Activation =
     /// Sigmoid.
     | Sigmoid = 1
 
+/// One named array of a model: a parameter (W1, b1, ...), a gradient (the same names), a layer
+/// state or an optimizer's state. Matrices and vectors keep their shapes.
+[<RequireQualifiedAccess>]
+type Value<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
+    /// A matrix, such as W.
+    | Matrix of Matrix<'T>
+    /// A vector, such as b.
+    | Vector of Vector<'T>
+
+/// A model's parameters (or gradients, or states) as one flat list of named arrays, in layer
+/// order: [ "W1", W1; "b1", b1; "W2", W2; ... ], the book's params dict.
+type Named<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
+    (string * Value<'T>) list
+
+/// Working with named arrays whatever their shape.
+[<RequireQualifiedAccess>]
+module Value =
+    /// A copy (fresh storage).
+    let clone (v: Value<'T>) : Value<'T> =
+        match v with
+        | Value.Matrix m -> Value.Matrix(m.Clone())
+        | Value.Vector v -> Value.Vector(v.Clone())
+
+    /// The elements, converted one by one (e.g. float to float32).
+    let convert (f: 'T -> 'U) (v: Value<'T>) : Value<'U> =
+        match v with
+        | Value.Matrix m -> Value.Matrix(Matrix<'U>.Build.Dense(m.RowCount, m.ColumnCount, m.AsColumnMajorArray() |> Array.map f))
+        | Value.Vector v -> Value.Vector(Vector<'U>.Build.Dense(v.AsArray() |> Array.map f))
+
+    /// The shape: [| rows; columns |] or [| length |].
+    let shape (v: Value<'T>) : int[] =
+        match v with
+        | Value.Matrix m -> [| m.RowCount; m.ColumnCount |]
+        | Value.Vector v -> [| v.Count |]
+
+    /// The elements in row-major (numpy C) order.
+    let toRowMajor (v: Value<'T>) : 'T[] =
+        match v with
+        | Value.Matrix m -> m.ToRowMajorArray()
+        | Value.Vector v -> v.ToArray()
+
+    /// The storage array itself (column-major for a matrix): writing to it changes the value.
+    let storage (v: Value<'T>) : 'T[] =
+        match v with
+        | Value.Matrix m -> m.AsColumnMajorArray()
+        | Value.Vector v -> v.AsArray()
+
+    /// p + alpha · g, for two values of the same shape (the update p - lr · g with alpha = -lr).
+    let inline addScaled (p: Value< ^T >) (alpha: ^T) (g: Value< ^T >) : Value< ^T > =
+        match p, g with
+        | Value.Matrix p, Value.Matrix g -> Value.Matrix(Linalg.addScaled p alpha g)
+        | Value.Vector p, Value.Vector g -> Value.Vector(p + g * alpha)
+        | _ -> invalidArg "g" $"a gradient of shape %A{shape g} for a parameter of shape %A{shape p}"
+
 /// The parameters of one layer.
 [<RequireQualifiedAccess>]
 type Params<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
@@ -290,11 +379,12 @@ type Cache<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 
     /// Cache of a Sigmoid layer.
     | Sigmoid of SigmoidCache<'T>
 
-/// The state a layer carries from one forward pass to the next. The layers of chapter 5 have
-/// none; Dropout (a random generator) and Batch Normalization (running statistics) will add
-/// cases here, and every forward already takes a state and gives one back.
+/// The state a layer carries from one forward pass to the next, in the element type of its
+/// model. The layers of chapter 5 have none; Dropout (a counter-based random key, so that the
+/// same state gives the same mask) and Batch Normalization (running mean and variance) add their
+/// cases here. Every forward takes a state and gives one back.
 [<RequireQualifiedAccess>]
-type LayerState =
+type LayerState<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
     /// No state.
     | Stateless
 
@@ -305,18 +395,21 @@ type Model<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 
       /// One entry per layer (Params.Empty for layers without parameters).
       Params: Params<'T> list
       /// One entry per layer.
-      States: LayerState list }
+      States: LayerState<'T> list }
 
-/// One layer applied forward and backward, whatever its kind.
+/// One layer applied forward and backward, whatever its kind; and its parameters and state as
+/// named arrays. Every match here is total: a new layer kind is a compile error until each
+/// function handles it.
 [<RequireQualifiedAccess>]
 module Layer =
-    /// Runs the layer forward: (params, state, x) -> (out, cache, new state).
-    let inline forward (layer: Layer) (p: Params< ^T >) (state: LayerState) (x: Matrix< ^T >) =
+    /// Runs the layer forward: (mode, params, state, x) -> (out, cache, new state).
+    let inline forward (mode: Mode) (layer: Layer) (p: Params< ^T >) (state: LayerState< ^T >) (x: Matrix< ^T >) =
+        ignore mode // the layers of chapter 5 behave the same in training and inference
         match layer, p with
         | Layer.Affine _, Params.Affine p -> let out, c = Affine.forward p x in out, Cache.Affine c, state
+        | Layer.Affine _, Params.Empty -> invalidArg "p" "an Affine layer needs Affine parameters"
         | Layer.Relu, _ -> let out, c = Relu.forward x in out, Cache.Relu c, state
         | Layer.Sigmoid, _ -> let out, c = Sigmoid.forward x in out, Cache.Sigmoid c, state
-        | Layer.Affine _, Params.Empty -> invalidArg "p" "an Affine layer needs Affine parameters"
 
     /// Runs the layer backward: (cache, dout) -> (dx, gradients of its parameters).
     let inline backward (cache: Cache< ^T >) (dout: Matrix< ^T >) =
@@ -332,6 +425,61 @@ module Layer =
         | Cache.Affine c -> Grads.Affine(Affine.gradients c dout)
         | Cache.Relu _
         | Cache.Sigmoid _ -> Grads.Empty
+
+    /// The names of the layer's parameters, given its number among the layers of its kind
+    /// (1 for the first Affine): W1 and b1, as the book names them.
+    let parameterNames (layer: Layer) (k: int) : string list =
+        match layer with
+        | Layer.Affine _ -> [ $"W{k}"; $"b{k}" ]
+        | Layer.Relu
+        | Layer.Sigmoid -> []
+
+    /// The names of the layer's state arrays (none for the layers of chapter 5).
+    let stateNames (layer: Layer) (k: int) : string list =
+        ignore k
+        match layer with
+        | Layer.Affine _
+        | Layer.Relu
+        | Layer.Sigmoid -> []
+
+    /// The layer's parameters as values, in the order of parameterNames.
+    let parameterValues (p: Params<'T>) : Value<'T> list =
+        match p with
+        | Params.Affine p -> [ Value.Matrix p.W; Value.Vector p.b ]
+        | Params.Empty -> []
+
+    /// The gradients as values, in the order of parameterNames.
+    let gradientValues (g: Grads<'T>) : Value<'T> list =
+        match g with
+        | Grads.Affine g -> [ Value.Matrix g.dW; Value.Vector g.db ]
+        | Grads.Empty -> []
+
+    /// The layer's state as values, in the order of stateNames.
+    let stateValues (s: LayerState<'T>) : Value<'T> list =
+        match s with
+        | LayerState.Stateless -> []
+
+    /// The layer's Params from values in the order of parameterNames, checking their shapes.
+    let paramsOf (layer: Layer) (values: Value<'T> list) : Params<'T> =
+        match layer, values with
+        | Layer.Affine(i, o), [ Value.Matrix w; Value.Vector b ] when w.RowCount = i && w.ColumnCount = o && b.Count = o -> Params.Affine { W = w; b = b }
+        | Layer.Affine(i, o), _ -> invalidArg "values" $"Affine(%d{i}, %d{o}) takes W (%d{i}x%d{o}) and b (%d{o}), got shapes %A{List.map Value.shape values}"
+        | (Layer.Relu | Layer.Sigmoid), [] -> Params.Empty
+        | (Layer.Relu | Layer.Sigmoid), _ -> invalidArg "values" $"%A{layer} has no parameters"
+
+    /// The layer's state from values in the order of stateNames.
+    let stateOf (layer: Layer) (values: Value<'T> list) : LayerState<'T> =
+        match layer, values with
+        | (Layer.Affine _ | Layer.Relu | Layer.Sigmoid), [] -> LayerState.Stateless
+        | _ -> invalidArg "values" $"%A{layer} has no state"
+
+    /// The initial state of a layer (drawn from the seed where it has randomness).
+    let initialState (seed: int) (layer: Layer) : LayerState<'T> =
+        ignore seed
+        match layer with
+        | Layer.Affine _
+        | Layer.Relu
+        | Layer.Sigmoid -> LayerState.Stateless
 
 /// Building networks and computing with them: predict, loss, accuracy and gradients.
 [<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
@@ -354,6 +502,50 @@ module Network =
         | [] -> []
         | (i, _) :: _ -> i :: (affines |> List.map snd)
 
+    /// Each layer's number among the layers of its kind, 1-based (W1 is the first Affine's).
+    let private numbered (layers: Layer list) : (Layer * int) list =
+        let kind (l: Layer) = match l with Layer.Affine _ -> 0 | Layer.Relu -> 1 | Layer.Sigmoid -> 2
+        layers |> List.mapFold (fun (counts: Map<int, int>) l -> let k = counts.TryFind(kind l) |> Option.defaultValue 0 in (l, k + 1), counts.Add(kind l, k + 1)) Map.empty |> fst
+
+    /// The parameters' names in order: W1, b1, W2, b2, ...
+    let parameterNames (layers: Layer list) : string list = numbered layers |> List.collect (fun (l, k) -> Layer.parameterNames l k)
+
+    /// The layer states' names in order (none for the layers of chapter 5).
+    let stateNames (layers: Layer list) : string list = numbered layers |> List.collect (fun (l, k) -> Layer.stateNames l k)
+
+    /// The model's parameters as one named flat list: [ "W1", W1; "b1", b1; "W2", W2; ... ].
+    /// The values are the model's own (not copies).
+    let parameters (model: Model<'T>) : Named<'T> =
+        List.zip (parameterNames model.Layers) (model.Params |> List.collect Layer.parameterValues)
+
+    /// The layers' states as one named flat list.
+    let states (model: Model<'T>) : Named<'T> =
+        List.zip (stateNames model.Layers) (model.States |> List.collect Layer.stateValues)
+
+    /// A model from its layers and named parameters and states (as `parameters` and `states`
+    /// give them): every name must be there with the layer's shape. Raises ArgumentException
+    /// naming what is missing or does not fit.
+    let build (layers: Layer list) (parameters: Named<'T>) (states: Named<'T>) : Model<'T> =
+        let find (what: string) (named: Named<'T>) (name: string) =
+            match List.tryFind (fst >> (=) name) named with
+            | Some(_, v) -> v
+            | None -> invalidArg what $"no {what} named {name}"
+        let numberedLayers = numbered layers
+        { Layers = layers
+          Params = numberedLayers |> List.map (fun (l, k) -> Layer.paramsOf l (Layer.parameterNames l k |> List.map (find "parameter" parameters)))
+          States = numberedLayers |> List.map (fun (l, k) -> Layer.stateOf l (Layer.stateNames l k |> List.map (find "state" states))) }
+
+    /// The same model with new parameters (names and shapes as `parameters` gives them).
+    let withParameters (model: Model<'T>) (parameters: Named<'T>) : Model<'T> = build model.Layers parameters (states model)
+
+    /// A deep copy: the same layers, parameters and states in fresh arrays.
+    let clone (model: Model<'T>) : Model<'T> =
+        build model.Layers (parameters model |> List.map (fun (n, v) -> n, Value.clone v)) (states model |> List.map (fun (n, v) -> n, Value.clone v))
+
+    /// The model in another element type (float to float32, or back), element by element.
+    let convert (f: 'T -> 'U) (model: Model<'T>) : Model<'U> =
+        build model.Layers (parameters model |> List.map (fun (n, v) -> n, Value.convert f v)) (states model |> List.map (fun (n, v) -> n, Value.convert f v))
+
     /// A model with weights drawn from N(0, weightInitStd²) and zero biases, reproducibly from
     /// the seed (the book's TwoLayerNet uses weightInitStd = 0.01).
     let inline init (seed: int) (weightInitStd: float) (layers: Layer list) : Model< ^T > =
@@ -365,28 +557,31 @@ module Network =
                 // Row-major draws, as numpy fills W: the same seed gives the same W whatever the storage order.
                 let w = Array.init (i * o) (fun _ -> draw ())
                 Params.Affine { W = Matrix< ^T>.Build.DenseOfRowMajor(i, o, w); b = Vector< ^T>.Build.Dense o }
-            | _ -> Params.Empty
-        { Layers = layers; Params = List.map paramsOf layers; States = List.map (fun _ -> LayerState.Stateless) layers }
+            | Layer.Relu
+            | Layer.Sigmoid -> Params.Empty
+        { Layers = layers; Params = List.map paramsOf layers; States = List.map (Layer.initialState seed) layers }
 
-    /// Runs every layer forward: the scores (before softmax), the caches in reverse order (last
-    /// layer first, ready for backward) and the new states.
-    let inline forward (model: Model< ^T >) (x: Matrix< ^T >) =
+    /// Runs every layer forward in the given mode: the scores (before softmax), the caches in
+    /// reverse order (last layer first, ready for backward) and the new states.
+    let inline forward (mode: Mode) (model: Model< ^T >) (x: Matrix< ^T >) =
         List.zip3 model.Layers model.Params model.States
         |> List.fold
             (fun (x, caches, states) (layer, p, s) ->
-                let out, cache, s' = Layer.forward layer p s x
+                let out, cache, s' = Layer.forward mode layer p s x
                 out, cache :: caches, s' :: states)
             (x, [], [])
         |> fun (scores, caches, states) -> scores, caches, List.rev states
 
-    /// The scores for x, one row per sample (the book's predict: no softmax, argmax is the same).
+    /// The scores for x, one row per sample, in inference mode (the book's predict: no
+    /// softmax, argmax is the same).
     let inline predict (model: Model< ^T >) (x: Matrix< ^T >) =
-        let scores, _, _ = forward model x
+        let scores, _, _ = forward Mode.Inference model x
         scores
 
-    /// The mean loss of the model on x against labels t.
+    /// The mean loss of the model on x against labels t, in training mode (the states it
+    /// would give back are dropped).
     let inline loss (model: Model< ^T >) (x: Matrix< ^T >) (t: Labels< ^T >) =
-        let scores, _, _ = forward model x
+        let scores, _, _ = forward Mode.Train model x
         fst (SoftmaxWithLoss.forward scores t)
 
     /// The index of the largest score in each row: the predicted class of each sample.
@@ -399,11 +594,12 @@ module Network =
                 if a[j * m + i] > a[best * m + i] then best <- j
             best)
 
-    /// The loss and the gradient of every layer's parameters by backpropagation: one forward
-    /// pass, then each layer's backward from the last to the first (the first layer computes
-    /// no dx: nothing lies below it). Also returns the new states.
-    let inline gradient (model: Model< ^T >) (x: Matrix< ^T >) (t: Labels< ^T >) =
-        let scores, caches, states = forward model x
+    /// The loss and the gradient of every parameter by backpropagation, named as `parameters`
+    /// names them (dW1 under "W1", as the book's grads['W1']): one forward pass in training
+    /// mode, then each layer's backward from the last to the first (the first layer computes no
+    /// dx: nothing lies below it). Also returns the new states.
+    let inline gradient (model: Model< ^T >) (x: Matrix< ^T >) (t: Labels< ^T >) : ^T * Named< ^T > * LayerState< ^T > list =
+        let scores, caches, states = forward Mode.Train model x
         let loss, lastCache = SoftmaxWithLoss.forward scores t
         let dout = SoftmaxWithLoss.backward lastCache LanguagePrimitives.GenericOne
         let upper, first = List.take (caches.Length - 1) caches, List.last caches
@@ -414,7 +610,8 @@ module Network =
                     let dx, g = Layer.backward cache dout
                     dx, g :: grads)
                 (dout, [])
-        loss, Layer.gradients first dout :: grads, states
+        let grads = Layer.gradients first dout :: grads
+        loss, List.zip (parameterNames model.Layers) (grads |> List.collect Layer.gradientValues), states
 
     /// The central difference (f(a + h) - f(a - h)) / 2h for each element of a, with the book's
     /// h = 1e-4 (4.3). f must read a; a is restored after each element.
@@ -429,160 +626,37 @@ module Network =
             a[i] <- tmp
             (fxh1 - fxh2) / (h + h))
 
-    /// The loss with no δ inside the log: -Σ t·log(y) / N. Backpropagation's (y - t) / N is the
-    /// exact gradient of this function; the δ of `loss` shifts the true gradient by a factor
-    /// y / (y + δ), about 1e-6 for y ≈ 0.1, which would swamp the check. (The book's gradient-check
-    /// figures, 1e-10 to 1e-13, are what this gives.)
+    /// The loss with no δ inside the log: -Σ t·log(y) / N, in training mode. Backpropagation's
+    /// (y - t) / N is the exact gradient of this function; the δ of `loss` shifts the true
+    /// gradient by a factor y / (y + δ), about 1e-6 for y ≈ 0.1, which would swamp the check.
+    /// (The book's gradient-check figures, 1e-10 to 1e-13, are what this gives.)
     let inline lossWithoutDelta (model: Model< ^T >) (x: Matrix< ^T >) (t: Labels< ^T >) =
-        Functions.crossEntropyErrorWith LanguagePrimitives.GenericZero (Functions.softmax (predict model x)) t
+        let scores, _, _ = forward Mode.Train model x
+        Functions.crossEntropyErrorWith LanguagePrimitives.GenericZero (Functions.softmax scores) t
 
-    /// The gradient of every parameter by numerical differentiation of lossWithoutDelta: slow,
-    /// and only for checking backpropagation (4.4.2, 5.7.3). Works on a private copy of the
-    /// parameters, so the model passed in is never touched.
-    let inline numericalGradient (model: Model< ^T >) (x: Matrix< ^T >) (t: Labels< ^T >) : Grads< ^T > list =
-        let copy =
-            { model with
-                Params =
-                    model.Params
-                    |> List.map (function
-                        | Params.Affine p -> Params.Affine { W = p.W.Clone(); b = p.b.Clone() }
-                        | Params.Empty -> Params.Empty) }
+    /// The gradient of every parameter by numerical differentiation of lossWithoutDelta, named
+    /// as `parameters` names them: slow, and only for checking backpropagation (4.4.2, 5.7.3).
+    /// Works on a private copy of the model, so the model passed in is never touched.
+    let inline numericalGradient (model: Model< ^T >) (x: Matrix< ^T >) (t: Labels< ^T >) : Named< ^T > =
+        let copy = clone model
         let f () = lossWithoutDelta copy x t
-        copy.Params
-        |> List.map (function
-            | Params.Affine p ->
-                let dW = numericalGradientOf f (p.W.AsColumnMajorArray())
-                let db = numericalGradientOf f (p.b.AsArray())
-                Grads.Affine { dW = Matrix< ^T>.Build.Dense(p.W.RowCount, p.W.ColumnCount, dW); db = Vector< ^T>.Build.Dense db }
-            | Params.Empty -> Grads.Empty)
-
-    /// The book's names for each Affine layer's gradients (W1, b1, W2, b2, ...) with their values.
-    let named (grads: Grads<'T> list) : (string * Choice<Matrix<'T>, Vector<'T>>) list =
-        grads
-        |> List.choose (function Grads.Affine g -> Some g | Grads.Empty -> None)
-        |> List.mapi (fun i g -> [ $"W{i + 1}", Choice1Of2 g.dW; $"b{i + 1}", Choice2Of2 g.db ])
-        |> List.concat
+        parameters copy
+        |> List.map (fun (name, p) ->
+            let g = numericalGradientOf f (Value.storage p) // perturbs the copy's own storage
+            name,
+            match p with
+            | Value.Matrix m -> Value.Matrix(Matrix< ^T>.Build.Dense(m.RowCount, m.ColumnCount, g))
+            | Value.Vector _ -> Value.Vector(Vector< ^T>.Build.Dense g))
 
     /// The book's gradient check (5.7.3): for each parameter (W1, b1, W2, b2, ...), the mean
     /// absolute difference between its gradient by backpropagation and by numerical differentiation.
     let inline gradientCheck (model: Model< ^T >) (x: Matrix< ^T >) (t: Labels< ^T >) : (string * float) list =
         let _, backprop, _ = gradient model x t
         let numerical = numericalGradient model x t
-        let meanAbsDiff (a: ^T seq) (b: ^T seq) = Seq.map2 (fun u v -> abs (float u - float v)) a b |> Seq.average
         List.map2
-            (fun (name, a) (_, b) ->
-                match a, b with
-                | Choice1Of2 (a: Matrix< ^T >), Choice1Of2 (b: Matrix< ^T >) -> name, meanAbsDiff (a.Enumerate()) (b.Enumerate())
-                | Choice2Of2 (a: Vector< ^T >), Choice2Of2 (b: Vector< ^T >) -> name, meanAbsDiff (a.Enumerate()) (b.Enumerate())
-                | _ -> invalidOp "gradient records of different shapes")
-            (named backprop)
-            (named numerical)
-
-// ─── Data ───────────────────────────────────────────────────────────────────────────────────────
-
-/// A labelled image set kept as bytes (one per pixel, 0-255), converted to the element type only
-/// for the rows a batch or an evaluation block needs. Read one with the Mnist module.
-type Dataset =
-    { /// Count × PixelCount bytes, one image after the other, row-major within an image.
-      Pixels: byte[]
-      /// One class index per image.
-      Labels: byte[]
-      /// The number of images.
-      Count: int
-      /// The height of an image.
-      Rows: int
-      /// The width of an image.
-      Columns: int }
-
-    /// The pixels in one image (784 for MNIST).
-    member d.PixelCount = d.Rows * d.Columns
-
-/// Turning a Dataset into the matrices and labels that the layers take.
-[<RequireQualifiedAccess>]
-module Dataset =
-    /// The images at the given indices as a matrix with one row per image, scaled to [0, 1],
-    /// stored in `buffer`'s arrays. A matrix in a reused buffer changes when the buffer is
-    /// gathered into again: use it first.
-    let inline imagesInto (buffer: Linalg.ImageBuffer< ^T >) (d: Dataset) (indices: int[]) : Matrix< ^T > =
-        // Each pixel byte v becomes v / 255. Where most pixels are 0 (four in five for MNIST),
-        // the backend keeps only the nonzero ones, and the products skip the zeros; either way
-        // the layers see a Matrix with the same values (Linalg.gatherImages).
-        Linalg.gatherImages buffer d.Pixels d.PixelCount indices
-
-    /// The images at the given indices as a matrix with one row per image, scaled to [0, 1].
-    let inline images (d: Dataset) (indices: int[]) : Matrix< ^T > = imagesInto (Linalg.ImageBuffer()) d indices
-
-    /// The class indices of the images at the given indices.
-    let labels (d: Dataset) (indices: int[]) : int[] = indices |> Array.map (fun i -> int d.Labels[i])
-
-    /// The labels at the given indices as one-hot rows (10 classes for MNIST).
-    let inline oneHot (classes: int) (d: Dataset) (indices: int[]) : Matrix< ^T > =
-        Matrix< ^T>.Build.Dense(indices.Length, classes, fun i j -> if int d.Labels[indices[i]] = j then LanguagePrimitives.GenericOne else LanguagePrimitives.GenericZero)
-
-    /// A mini-batch: the images at the given indices and their class indices.
-    let inline batch (d: Dataset) (indices: int[]) : Matrix< ^T > * Labels< ^T > =
-        images d indices, Labels.ClassIndices(labels d indices)
-
-    /// A mini-batch whose images are stored in `buffer` (see imagesInto).
-    let inline batchInto (buffer: Linalg.ImageBuffer< ^T >) (d: Dataset) (indices: int[]) : Matrix< ^T > * Labels< ^T > =
-        imagesInto buffer d indices, Labels.ClassIndices(labels d indices)
-
-    /// The mini-batches for a sequence of index arrays, their images gathered into a ring of
-    /// `ring` reused arrays, so that a training run does not allocate (and the collector does not
-    /// sweep) a fresh image matrix per step. Batch k's matrix is overwritten by batch k + ring:
-    /// each batch must be used by then, as a training step, which holds no batch after it
-    /// returns, does. Each enumeration has its own ring; `gather` runs each batch's gather (e.g.
-    /// on another core), given the array to gather into. Once batch k is gathered, the images of
-    /// batch k + 1 are asked into cache, so they arrive while step k runs.
-    let inline batchesIn (ring: int) (gather: (unit -> Matrix< ^T > * Labels< ^T >) -> 'b) (d: Dataset) (indices: seq<int[]>) : seq<'b> =
-        seq {
-            let buffers = Array.init ring (fun _ -> Linalg.ImageBuffer< ^T >())
-            use e = indices.GetEnumerator()
-            let mutable next = if e.MoveNext() then Some e.Current else None
-            let mutable k = 0
-            while next.IsSome do
-                let ix = next.Value
-                next <- if e.MoveNext() then Some e.Current else None
-                let buffer = buffers[k % ring]
-                let batch = gather (fun () -> batchInto buffer d ix)
-                next |> Option.iter (Backend.Gather.prefetchRows d.Pixels d.PixelCount)
-                k <- k + 1
-                yield batch
-        }
-
-    /// The first count images, as a Dataset of their own (e.g. the first 3 for the gradient check).
-    let take (count: int) (d: Dataset) : Dataset =
-        let n = min count d.Count
-        { d with Pixels = d.Pixels[.. n * d.PixelCount - 1]; Labels = d.Labels[.. n - 1]; Count = n }
-
-/// Evaluating a model on a whole Dataset.
-[<RequireQualifiedAccess>]
-module Evaluate =
-    /// Rows per block when a whole dataset is evaluated: bounds the memory an evaluation takes.
-    /// (1,000-row blocks were no faster and raised the peak memory by a third.)
-    let blockSize = 100
-
-    /// The fraction of images in d whose predicted class is their label, computed block by block.
-    let inline accuracy (model: Model< ^T >) (d: Dataset) : float =
-        let buffer = Linalg.ImageBuffer() // one block's images, reused
-        let correct =
-            seq { 0 .. blockSize .. d.Count - 1 }
-            |> Seq.sumBy (fun start ->
-                let indices = [| start .. min d.Count (start + blockSize) - 1 |]
-                let predicted = Network.argmax (Network.predict model (Dataset.imagesInto buffer d indices))
-                Array.fold2 (fun n p i -> if p = int d.Labels[i] then n + 1 else n) 0 predicted indices)
-        float correct / float d.Count
-
-    /// The confusion matrix of the model on d: entry [t, p] counts the images of class t
-    /// predicted as p. Computed block by block like accuracy.
-    let inline confusion (classes: int) (model: Model< ^T >) (d: Dataset) : int[,] =
-        let counts = Array2D.zeroCreate classes classes
-        let buffer = Linalg.ImageBuffer()
-        for start in 0 .. blockSize .. d.Count - 1 do
-            let indices = [| start .. min d.Count (start + blockSize) - 1 |]
-            let predicted = Network.argmax (Network.predict model (Dataset.imagesInto buffer d indices))
-            Array.iter2 (fun p i -> counts[int d.Labels[i], p] <- counts[int d.Labels[i], p] + 1) predicted indices
-        counts
+            (fun (name, a) (_, b) -> name, Array.map2 (fun (u: ^T) (v: ^T) -> abs (float u - float v)) (Value.toRowMajor a) (Value.toRowMajor b) |> Array.average)
+            backprop
+            numerical
 
 // ─── Training ───────────────────────────────────────────────────────────────────────────────────
 
@@ -595,21 +669,16 @@ type Sampling =
     /// In order from the first image, wrapping around: no randomness at all.
     | Sequential = 2
 
-/// The recipe of a training run; Training.bookRecipe holds the book's values.
+/// The recipe of a training run (how to train, not what: the network is the model's layers);
+/// Training.bookRecipe holds the book's values.
 type TrainConfig =
-    { /// The layer sizes, input first ([784; 50; 10] for the book's net).
-      Sizes: int list
-      /// The activation between Affine layers.
-      Activation: Activation
-      /// The SGD learning rate.
+    { /// The SGD learning rate.
       LearningRate: float
       /// The number of images in a mini-batch.
       BatchSize: int
       /// The number of SGD steps.
       Iterations: int
-      /// The standard deviation of the initial weights.
-      WeightInitStd: float
-      /// Fixes the initial weights and the batches drawn: same seed, same run.
+      /// Fixes the batches drawn: same seed, same run (the initial weights take their own seed).
       Seed: int
       /// How the batches are drawn.
       Sampling: Sampling
@@ -617,20 +686,33 @@ type TrainConfig =
       /// evaluate_sample_num_per_epoch); None for the whole sets.
       EvalSample: int option }
 
+/// What training carries from one step to the next: the model, the optimizer's state (named
+/// arrays, such as Momentum's velocities; none for SGD) and the number of steps taken.
+type TrainState<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
+    { /// The model after Step steps.
+      Model: Model<'T>
+      /// The optimizer's state, named after the parameters it belongs to.
+      Optimizer: Named<'T>
+      /// Steps taken so far.
+      Step: int }
+
 /// What a run has reached at the end of an epoch (or of its last, partial epoch).
 type EpochReport<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
     { /// 1 for the first epoch.
       Epoch: int
-      /// SGD steps taken so far.
+      /// Steps taken so far.
       Iteration: int
-      /// The model after those steps.
-      Model: Model<'T>
+      /// The training state after those steps (its Model is the trained model).
+      State: TrainState<'T>
       /// The loss of each step in this epoch, in order.
       Losses: float[]
-      /// Accuracy on the whole training set.
+      /// Accuracy on the training set (NaN until evaluated).
       TrainAccuracy: float
-      /// Accuracy on the whole test set.
+      /// Accuracy on the test set (NaN until evaluated).
       TestAccuracy: float }
+
+    /// The model after the epoch.
+    member r.Model = r.State.Model
 
     /// The mean loss of the epoch's steps.
     member r.MeanLoss = if r.Losses.Length = 0 then nan else Array.average r.Losses
@@ -638,18 +720,21 @@ type EpochReport<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueTyp
 /// Mini-batch SGD as a fold.
 [<RequireQualifiedAccess>]
 module Training =
-    /// The book's recipe (5.7.4): 784-50-10 with ReLU, learning rate 0.1, batch 100, 10,000
-    /// iterations, weights N(0, 0.01²).
+    /// The book's recipe (5.7.4): learning rate 0.1, batch 100 drawn with replacement, 10,000
+    /// iterations. The book's network is `bookNetwork`, its initial weights N(0, 0.01²).
     let bookRecipe =
-        { Sizes = [ 784; 50; 10 ]
-          Activation = Activation.ReLU
-          LearningRate = 0.1
+        { LearningRate = 0.1
           BatchSize = 100
           Iterations = 10000
-          WeightInitStd = 0.01
           Seed = 42
           Sampling = Sampling.WithReplacement
           EvalSample = None }
+
+    /// The book's TwoLayerNet (5.7.2): 784-50-10 with ReLU.
+    let bookNetwork = Network.layers Activation.ReLU [ 784; 50; 10 ]
+
+    /// The standard deviation of the book's initial weights.
+    let bookWeightInitStd = 0.01
 
     /// Steps per epoch: one pass over the training set's worth of images (600 for MNIST).
     let iterationsPerEpoch (config: TrainConfig) (trainCount: int) = max (trainCount / config.BatchSize) 1
@@ -681,89 +766,56 @@ module Training =
             seq { while true do yield! permutation () } |> Seq.chunkBySize batchSize
         | _ -> batchIndices seed batchSize count
 
-    /// One SGD step: W ← W - lr · ∂L/∂W for every parameter. Returns the new model and the loss
-    /// before the step.
-    let inline sgdStep (learningRate: ^T) (model: Model< ^T >) (x: Matrix< ^T >, t: Labels< ^T >) =
-        let loss, grads, states = Network.gradient model x t
-        let update p g =
-            match p, g with
-            | Params.Affine p, Grads.Affine g -> Params.Affine { W = Linalg.addScaled p.W -learningRate g.dW; b = p.b - g.db * learningRate }
-            | p, _ -> p
-        { model with Params = List.map2 update model.Params grads; States = states }, loss
+    /// The state a run starts from: the model, no optimizer state, no steps.
+    let start (model: Model<'T>) : TrainState<'T> = { Model = model; Optimizer = []; Step = 0 }
 
-    /// The run without evaluation on the given mini-batches (images and labels), one report
-    /// per epoch, lazily: the fold of sgdStep over the batches, a report after every epoch's
-    /// worth of steps and after the last step. A batch is drawn only when its step runs, so a
-    /// batch sequence that ends early (a cancelled run) ends the run after the current step.
-    /// The accuracies are left NaN (see `evaluated`).
-    let inline trainedOn (config: TrainConfig) (train: Dataset) (initial: Model< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : seq<EpochReport< ^T >> =
-        let lr = ofFloat config.LearningRate
-        let perEpoch = iterationsPerEpoch config train.Count
-        let start = { Epoch = 0; Iteration = 0; Model = initial; Losses = [||]; TrainAccuracy = nan; TestAccuracy = nan }
-        // The state after each step: the run so far, the losses of the epoch in progress, and
-        // whether this step closed an epoch. None after the last batch closes a partial epoch.
-        let step (run: EpochReport< ^T >, losses, _) batch =
-            match batch with
-            | Some batch ->
-                let model, loss = sgdStep lr run.Model batch
-                let run = { run with Iteration = run.Iteration + 1; Model = model }
-                if run.Iteration % perEpoch = 0 then
-                    { run with Epoch = run.Epoch + 1; Losses = List.rev (float loss :: losses) |> Array.ofList }, [], true
-                else
-                    run, float loss :: losses, false
-            | None when not losses.IsEmpty -> { run with Epoch = run.Epoch + 1; Losses = List.rev losses |> Array.ofList }, [], true
-            | None -> run, [], false
-        Seq.append (Seq.map Some batches) [ None ]
-        |> Seq.scan step (start, [], false)
-        |> Seq.choose (fun (run, _, closed) -> if closed then Some run else None)
+    /// One SGD step (the book's `params[key] -= learning_rate * grads[key]` for every key): the
+    /// gradient by backpropagation, then each named parameter moved against its gradient.
+    /// Returns the new state and the loss before the step.
+    let inline step (learningRate: ^T) (state: TrainState< ^T >) (x: Matrix< ^T >, t: Labels< ^T >) =
+        let loss, grads, layerStates = Network.gradient state.Model x t
+        let parameters = List.map2 (fun (name, p) (_, g) -> name, Value.addScaled p -learningRate g) (Network.parameters state.Model) grads
+        let model = { Network.withParameters state.Model parameters with States = layerStates }
+        { state with Model = model; Step = state.Step + 1 }, loss
 
-    /// The run without evaluation, one report per epoch, lazily: trainedOn the config's
-    /// Iterations batches drawn from its seed.
-    let inline trained (config: TrainConfig) (train: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
-        batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
-        |> Seq.truncate config.Iterations
-        |> Dataset.batchesIn 2 (fun gather -> gather ()) train
-        |> trainedOn config train initial
+    /// One SGD step on a model alone (no optimizer state to carry): the new model and the loss.
+    let inline sgdStep (learningRate: ^T) (model: Model< ^T >) (batch: Matrix< ^T > * Labels< ^T >) =
+        let state, loss = step learningRate (start model) batch
+        state.Model, loss
 
-    /// The report with the accuracy of its model on the training and test sets (on their first
-    /// config.EvalSample images when that is set).
-    let inline evaluated (config: TrainConfig) (train: Dataset) (test: Dataset) (report: EpochReport< ^T >) =
-        let sample d = match config.EvalSample with Some n -> Dataset.take n d | None -> d
-        { report with TrainAccuracy = Evaluate.accuracy report.Model (sample train); TestAccuracy = Evaluate.accuracy report.Model (sample test) }
+    /// Training as a fold: `step` applied to each mini-batch in turn, from `initial`. This is
+    /// the whole of training; the functions below only report on the way.
+    let inline train (learningRate: ^T) (initial: TrainState< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : TrainState< ^T > =
+        batches |> Seq.fold (fun state batch -> fst (step learningRate state batch)) initial
 
-    /// The run, one report per epoch, lazily: `trained`, each epoch then evaluated on the whole
-    /// training and test sets. The last report holds the trained model; enumerating the sequence
-    /// again repeats the same run.
-    let inline epochs (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
-        trained config train initial |> Seq.map (evaluated config train test)
+    /// The same fold, one (state, loss) after each step, lazily (Seq.scan, without its seed).
+    let inline steps (learningRate: ^T) (initial: TrainState< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : seq<TrainState< ^T > * ^T> =
+        batches |> Seq.scan (fun (state, _) batch -> step learningRate state batch) (initial, LanguagePrimitives.GenericZero) |> Seq.skip 1
 
-    /// The results of the items in order, each taken (by `result`) only once the next item has
-    /// been made: item k + 1 starts on another core while result k is in use.
-    let oneAheadBy (result: 'a -> 'b) (items: seq<'a>) : seq<'b> =
-        Seq.append (Seq.map Some items) [ None ] |> Seq.pairwise |> Seq.map (fun (current, _) -> result current.Value)
+    /// The states of a run grouped into epochs of perEpoch steps: a report after every
+    /// perEpoch-th step and one after the last step if an epoch is then in progress. Lazily: a
+    /// step runs only when its epoch is asked for, and a run whose batches end early (a
+    /// cancelled run) ends with a partial epoch. The accuracies are NaN (see Evaluate).
+    let byEpoch (perEpoch: int) (steps: seq<TrainState<'T> * float>) : seq<EpochReport<'T>> =
+        seq {
+            let losses = ResizeArray<float>()
+            let mutable last = None
+            let mutable epoch = 0
+            let report (state: TrainState<'T>) =
+                epoch <- epoch + 1
+                let r = { Epoch = epoch; Iteration = state.Step; State = state; Losses = losses.ToArray(); TrainAccuracy = nan; TestAccuracy = nan }
+                losses.Clear()
+                r
+            for state, loss in steps do
+                losses.Add loss
+                last <- Some state
+                if losses.Count = perEpoch then yield report state
+            match last with
+            | Some state when losses.Count > 0 -> yield report state
+            | _ -> ()
+        }
 
-    /// The results of the tasks in order, each awaited only once the next one has started, so
-    /// that task k + 1 runs on another core while result k is in use. While it waits, this
-    /// thread helps with the helper thread's products (Backend.Halves.await).
-    let oneAhead (tasks: seq<Threading.Tasks.Task<'a>>) : seq<'a> = oneAheadBy Backend.Halves.await tasks
-
-    /// The same reports as `epochs`, computed on two cores: each batch is gathered (by the helper
-    /// thread, when free) while the step before it runs, large products are split between the
-    /// two cores, and each epoch is evaluated while the next one trains. Models and datasets are
-    /// immutable values, so the work on the other core cannot race with the training (the batch
-    /// buffers are reused only two steps after their step is done). Each report comes one epoch
-    /// later than from `epochs`, with the same numbers.
-    let inline epochsOverlapped (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
-        batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
-        |> Seq.truncate config.Iterations
-        // Batch k + 1 is offered to the helper thread before batch k is taken, so the helper can
-        // gather it while step k runs (or this thread gathers it, if the helper is busy).
-        |> Dataset.batchesIn 3 (fun gather -> let batch = ref Unchecked.defaultof<_> in Backend.Halves.offer false (fun () -> batch.Value <- gather ()), batch) train
-        |> oneAheadBy (fun (offer, batch) -> offer.Join(); batch.Value)
-        |> trainedOn config train initial
-        |> Seq.map (fun report -> Backend.Halves.inBackground (fun () -> evaluated config train test report))
-        |> oneAhead
-
-    /// A fresh model for the config, drawn from its seed.
-    let inline initialModel (config: TrainConfig) : Model< ^T > =
-        Network.init config.Seed config.WeightInitStd (Network.layers config.Activation config.Sizes)
+    /// The run on the given mini-batches, one report per epoch, lazily: the fold of `step`
+    /// over the batches from `initial`, grouped into epochs (byEpoch). The accuracies are NaN.
+    let inline trainedOn (config: TrainConfig) (perEpoch: int) (initial: TrainState< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : seq<EpochReport< ^T >> =
+        steps (ofFloat config.LearningRate) initial batches |> Seq.map (fun (s, loss) -> s, float loss) |> byEpoch perEpoch

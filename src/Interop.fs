@@ -21,11 +21,11 @@ type Core =
     /// The run of Training.epochs in float32, on the config's batches; the token is observed
     /// before every step: a cancelled run ends after the step in progress, with a last, partial epoch.
     static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float32>, token: CancellationToken) : seq<EpochReport<float32>> =
-        Core.Batches(config, train, token) |> Seq.map (Dataset.batch train) |> Training.trainedOn config train initial |> Seq.map (Training.evaluated config train test)
+        Core.Batches(config, train, token) |> Seq.map (Dataset.batch train) |> Training.trainedOn config (Training.iterationsPerEpoch config train.Count) (Training.start initial) |> Seq.map (Run.evaluated config train test)
 
     /// The run of Training.epochs in float64, on the config's batches; the token is observed before every step.
     static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float>, token: CancellationToken) : seq<EpochReport<float>> =
-        Core.Batches(config, train, token) |> Seq.map (Dataset.batch train) |> Training.trainedOn config train initial |> Seq.map (Training.evaluated config train test)
+        Core.Batches(config, train, token) |> Seq.map (Dataset.batch train) |> Training.trainedOn config (Training.iterationsPerEpoch config train.Count) (Training.start initial) |> Seq.map (Run.evaluated config train test)
 
     /// The config's batches, ending early once the token is cancelled.
     static member private Batches(config: TrainConfig, train: Dataset, token: CancellationToken) =
@@ -60,13 +60,10 @@ type Core =
         |> Array.ofList
 
     /// A TrainConfig from plain values.
-    static member Config(sizes: int[], sigmoid: bool, learningRate: float, batchSize: int, iterations: int, weightInitStd: float, seed: int) : TrainConfig =
-        { Sizes = List.ofArray sizes
-          Activation = (if sigmoid then Activation.Sigmoid else Activation.ReLU)
-          LearningRate = learningRate
+    static member Config(learningRate: float, batchSize: int, iterations: int, seed: int) : TrainConfig =
+        { LearningRate = learningRate
           BatchSize = batchSize
           Iterations = iterations
-          WeightInitStd = weightInitStd
           Seed = seed
           Sampling = Sampling.WithReplacement
           EvalSample = None }

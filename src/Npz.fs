@@ -1,15 +1,19 @@
 namespace Backprop
 
-// Models on disk as NumPy .npz archives: W1, b1, W2, b2, ... as .npy arrays (float32 or
-// float64, C order) and a `meta` array holding a JSON string with the architecture and the
-// training settings, so that `numpy.load("model.npz")` reads it with no pickle. The I/O edge of
-// the core, like Mnist.fs: bad files raise DataError naming the file and the fault.
+// Models on disk as NumPy .npz archives: the named parameters (W1, b1, W2, b2, ...), the layers'
+// states and any extra arrays (an optimizer's state) as .npy arrays (float32 or float64, C
+// order), and a `meta` array holding a JSON object: the format version, the layer list (kind and
+// sizes of every layer, in order) and the training settings as typed values, so that
+// `numpy.load("model.npz")` reads it all with no pickle. Version 1 files (the first release's:
+// W/b arrays, "sizes" and "activation" in meta) still load. The I/O edge of the core, like
+// Mnist.fs: bad files raise DataError naming the file and the fault.
 
 open System
 open System.IO
 open System.IO.Compression
 open System.Text
 open System.Text.Json
+open System.Text.Json.Nodes
 open System.Text.RegularExpressions
 open MathNet.Numerics.LinearAlgebra
 
@@ -21,6 +25,21 @@ type SavedModel =
     /// float64 parameters.
     | Double of Model<float>
 
+    /// The model's layers.
+    member m.Layers = match m with Single m -> m.Layers | Double m -> m.Layers
+
+/// Everything an .npz model file holds.
+type ModelFile =
+    { /// The model, in its precision.
+      Model: SavedModel
+      /// The arrays that are neither parameters nor states (an optimizer's state), by name,
+      /// as float64 copies of their row-major values with their shapes.
+      Extras: Map<string, int[] * float[]>
+      /// The metadata (training settings), each value as JSON.
+      Metadata: Map<string, JsonNode>
+      /// 1 for the first release's files, 2 for files that list their layers.
+      Version: int }
+
 /// Reading and writing models as NumPy .npz archives.
 [<RequireQualifiedAccess>]
 module Npz =
@@ -30,15 +49,17 @@ module Npz =
     /// bytes in C (row-major) order.
     type private NpyArray = { Descr: string; Shape: int[]; Data: byte[] }
 
+    /// A shape as numpy writes it: (), (3,), (784, 50).
+    let private shapeText (shape: int[]) =
+        match shape with
+        | [||] -> "()"
+        | [| n |] -> $"(%d{n},)"
+        | dims -> "(" + String.Join(", ", dims) + ")"
+
     /// The .npy bytes of an array: magic, version 1.0, a header dict padded so that the data
     /// starts at a multiple of 64 bytes, then the data.
     let private npyBytes (descr: string) (shape: int[]) (data: byte[]) =
-        let shapeText =
-            match shape with
-            | [||] -> "()"
-            | [| n |] -> $"(%d{n},)"
-            | dims -> "(" + String.Join(", ", dims) + ")"
-        let dict = $"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shapeText}, }}"
+        let dict = $"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shapeText shape}, }}"
         let unpadded = 10 + dict.Length + 1
         let header = dict + String(' ', (64 - unpadded % 64) % 64) + "\n"
         use out = new MemoryStream()
@@ -90,20 +111,24 @@ module Npz =
         else
             { Descr = descr; Shape = shape; Data = data }
 
+    /// The largest .npz the reader accepts (declared, before inflating): 2 GiB in all.
+    let maxBytes = 2L <<< 30
+
+    /// The largest `meta` array the reader accepts: 1 MiB.
+    let maxMetaBytes = 1L <<< 20
+
     /// Writes the archive to a temporary file in the same folder and then renames it over path:
     /// an interrupted save never leaves a half-written file, and an existing file is replaced
     /// only by a complete new one.
-    let private writeAtomically (path: string) (entries: (string * byte[]) list) =
+    let private writeAtomically (path: string) (write: Stream -> unit) =
         let full = Path.GetFullPath path
         let dir = Path.GetDirectoryName full
         if not (Directory.Exists dir) then fail path "the folder does not exist"
         let temp = Path.Combine(dir, $".{Path.GetFileName full}.{Guid.NewGuid():N}.tmp")
         try
             do
-                use zip = ZipFile.Open(temp, ZipArchiveMode.Create)
-                for name, bytes in entries do
-                    use stream = zip.CreateEntry(name, CompressionLevel.Fastest).Open()
-                    stream.Write(bytes, 0, bytes.Length)
+                use file = new FileStream(temp, FileMode.CreateNew, FileAccess.Write)
+                write file
             File.Move(temp, full, overwrite = true)
         finally
             if File.Exists temp then File.Delete temp
@@ -113,106 +138,217 @@ module Npz =
         Buffer.BlockCopy(values, 0, bytes, 0, bytes.Length)
         bytes
 
-    /// Saves a model's parameters (W1, b1, W2, b2, ...) and metadata (a JSON object of strings:
-    /// the architecture is added as "sizes" and "activation") to an .npz file, atomically.
-    let save (path: string) (model: Model<'T>) (metadata: (string * string) list) =
-        let descr = if typeof<'T> = typeof<float32> then "<f4" elif typeof<'T> = typeof<float> then "<f8" else invalidArg "model" "only float32 and float64 models can be saved"
-        let activation = if model.Layers |> List.contains Layer.Sigmoid then "sigmoid" else "relu"
-        let meta =
-            [ "format", "backprop-npz-1"
-              "sizes", String.Join("-", Network.sizes model.Layers)
-              "activation", activation
-              yield! metadata ]
-            |> dict
-        let json = JsonSerializer.Serialize meta
-        let utf32 = Encoding.UTF32.GetBytes json // numpy's '<U' dtype: UTF-32 little-endian
-        let arrays =
-            model.Params
-            |> List.choose (function Params.Affine p -> Some p | Params.Empty -> None)
-            |> List.mapi (fun i p ->
-                [ $"W{i + 1}.npy", npyBytes descr [| p.W.RowCount; p.W.ColumnCount |] (bytesOf (p.W.ToRowMajorArray()))
-                  $"b{i + 1}.npy", npyBytes descr [| p.b.Count |] (bytesOf (p.b.ToArray())) ])
-            |> List.concat
-        writeAtomically path (arrays @ [ "meta.npy", npyBytes $"<U{json.Length}" [||] utf32 ])
+    /// The JSON description of a layer: {"kind": "affine", "inputs": 784, "outputs": 50}.
+    let private layerJson (layer: Layer) : JsonNode =
+        match layer with
+        | Layer.Affine(i, o) -> JsonObject([ Collections.Generic.KeyValuePair("kind", JsonValue.Create "affine" :> JsonNode); Collections.Generic.KeyValuePair("inputs", JsonValue.Create i); Collections.Generic.KeyValuePair("outputs", JsonValue.Create o) ])
+        | Layer.Relu -> JsonObject([ Collections.Generic.KeyValuePair("kind", JsonValue.Create "relu" :> JsonNode) ])
+        | Layer.Sigmoid -> JsonObject([ Collections.Generic.KeyValuePair("kind", JsonValue.Create "sigmoid" :> JsonNode) ])
 
-    /// Reads the arrays of an .npz file by name (without .npy).
-    let private readArrays (path: string) : Map<string, NpyArray> =
-        if not (File.Exists path) then fail path "file not found"
+    /// The layer a JSON description names; None when it is not one.
+    let private layerOf (node: JsonNode) : Result<Layer, string> =
+        let text (name: string) = match node[name] with :? JsonValue as v -> (match v.TryGetValue<string>() with true, s -> Some s | _ -> None) | _ -> None
+        let size (name: string) =
+            match node[name] with
+            | :? JsonValue as v -> (match v.TryGetValue<int>() with true, n when n > 0 -> Some n | _ -> None)
+            | _ -> None
+        match node with
+        | :? JsonObject ->
+            match text "kind" with
+            | Some "affine" ->
+                match size "inputs", size "outputs" with
+                | Some i, Some o -> Ok(Layer.Affine(i, o))
+                | _ -> Error "an affine layer needs positive integer inputs and outputs"
+            | Some "relu" -> Ok Layer.Relu
+            | Some "sigmoid" -> Ok Layer.Sigmoid
+            | Some k -> Error $"unknown layer kind '{k}'"
+            | None -> Error "a layer without a kind"
+        | _ -> Error "a layer is not a JSON object"
+
+    /// The .npy descr of an element type.
+    let private descrOf<'T> () =
+        if typeof<'T> = typeof<float32> then "<f4" elif typeof<'T> = typeof<float> then "<f8" else invalidArg "model" "only float32 and float64 models can be saved"
+
+    /// Writes a model to a stream as an .npz archive: its named parameters and states, the
+    /// extra named arrays (an optimizer's state; names must not clash with the model's), and
+    /// `meta` (format 2, the layer list, the element type and the given metadata).
+    let write (stream: Stream) (model: Model<'T>) (extras: Named<'T>) (metadata: (string * JsonNode) list) =
+        let descr = descrOf<'T> ()
+        let meta = JsonObject()
+        meta["format"] <- JsonValue.Create "backprop-npz-2"
+        meta["dtype"] <- JsonValue.Create(if descr = "<f4" then "float32" else "float64")
+        meta["layers"] <- JsonArray(model.Layers |> List.map layerJson |> Array.ofList)
+        for key, value in metadata do
+            if not (meta.ContainsKey key) then meta[key] <- (if isNull value then null else value.DeepClone())
+        let json = meta.ToJsonString()
+        let utf32 = Encoding.UTF32.GetBytes json // numpy's '<U' dtype: UTF-32 little-endian
+        let named = Network.parameters model @ Network.states model @ extras
+        match named |> List.countBy fst |> List.tryFind (fun (_, n) -> n > 1) with
+        | Some(name, _) -> invalidArg "extras" $"two arrays named {name}"
+        | None -> ()
+        use zip = new ZipArchive(stream, ZipArchiveMode.Create, leaveOpen = true)
+        let entry (name: string) (bytes: byte[]) =
+            use s = zip.CreateEntry(name, CompressionLevel.Fastest).Open()
+            s.Write(bytes, 0, bytes.Length)
+        for name, value in named do
+            entry $"{name}.npy" (npyBytes descr (Value.shape value) (bytesOf (Value.toRowMajor value)))
+        entry "meta.npy" (npyBytes $"<U{json.Length}" [||] utf32)
+
+    /// Saves a model (and extra named arrays, such as an optimizer's state) to an .npz file,
+    /// atomically: the file is either the previous one or the complete new one.
+    let saveWith (path: string) (model: Model<'T>) (extras: Named<'T>) (metadata: (string * JsonNode) list) =
+        writeAtomically path (fun s -> write s model extras metadata)
+
+    /// Saves a model's parameters, states and metadata to an .npz file, atomically.
+    let save (path: string) (model: Model<'T>) (metadata: (string * JsonNode) list) = saveWith path model [] metadata
+
+    /// Reads the arrays of an .npz archive by name (without .npy), checking each entry's
+    /// declared size before inflating it. The stream is read once.
+    let private readArrays (file: string) (stream: Stream) : Map<string, NpyArray> =
         try
-            use zip = ZipFile.OpenRead path
-            zip.Entries
-            |> Seq.filter (fun e -> e.FullName.EndsWith ".npy")
-            |> Seq.map (fun e ->
-                use s = e.Open()
-                use m = new MemoryStream()
-                s.CopyTo m
+            // A zip is read from its end: a stream that cannot seek (a pipe) is copied first.
+            let seekable =
+                if stream.CanSeek then stream
+                else
+                    let m = new MemoryStream()
+                    let buffer = Array.zeroCreate 81920
+                    let mutable n = stream.Read(buffer, 0, buffer.Length)
+                    while n > 0 do
+                        if m.Length + int64 n > maxBytes then fail file $"larger than the %d{maxBytes >>> 30} GiB a model file may be"
+                        m.Write(buffer, 0, n)
+                        n <- stream.Read(buffer, 0, buffer.Length)
+                    m.Position <- 0L
+                    m :> Stream
+            use zip = new ZipArchive(seekable, ZipArchiveMode.Read, leaveOpen = true)
+            let entries = zip.Entries |> Seq.filter (fun e -> e.FullName.EndsWith ".npy") |> List.ofSeq
+            let total = entries |> List.sumBy (fun e -> e.Length)
+            if total > maxBytes then fail file $"its arrays declare %d{total} bytes, more than the %d{maxBytes >>> 30} GiB a model file may hold"
+            entries
+            |> List.map (fun e ->
                 let name = e.FullName[.. e.FullName.Length - 5]
-                name, parseNpy path e.FullName (m.ToArray()))
-            |> Map.ofSeq
-        with :? InvalidDataException as e -> fail path $"not a valid .npz (zip) archive ({e.Message.TrimEnd('.')})"
+                if name = "meta" && e.Length > maxMetaBytes then fail file $"meta: %d{e.Length} bytes, more than the %d{maxMetaBytes} a model's metadata may be"
+                let bytes = Array.zeroCreate (int e.Length)
+                use s = e.Open()
+                let got = s.ReadAtLeast(Span bytes, bytes.Length, throwOnEndOfStream = false)
+                if got <> bytes.Length || s.ReadByte() <> -1 then fail file $"{e.FullName}: the archive declares %d{e.Length} bytes, it holds another length"
+                name, parseNpy file e.FullName bytes)
+            |> Map.ofList
+        with :? InvalidDataException as e -> fail file $"not a valid .npz (zip) archive ({e.Message.TrimEnd('.')})"
 
     /// The metadata held in an archive's `meta` array (empty when it has none).
-    let private metadataOf (path: string) (arrays: Map<string, NpyArray>) : Map<string, string> =
+    let private metadataOf (file: string) (arrays: Map<string, NpyArray>) : Map<string, JsonNode> =
         match arrays.TryFind "meta" with
         | Some a when a.Descr.StartsWith "<U" ->
             let json = Encoding.UTF32.GetString(a.Data).TrimEnd('\000')
-            try JsonSerializer.Deserialize<Collections.Generic.Dictionary<string, string>>(json) |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq
-            with :? JsonException -> fail path "meta: not a JSON object of strings"
-        | _ -> Map.empty
+            let parsed = try JsonNode.Parse json with :? JsonException -> fail file "meta: not a JSON object"
+            match parsed with
+            | :? JsonObject as o -> o |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq
+            | _ -> fail file "meta: not a JSON object"
+        | Some a -> fail file $"meta has dtype {a.Descr}; a unicode string ('<U') expected"
+        | None -> Map.empty
 
-    /// The metadata of an .npz model file (empty when it has none).
-    let metadata (path: string) : Map<string, string> = metadataOf path (readArrays path)
+    /// A metadata value as text: a string as it is, any other JSON value as its JSON text.
+    let text (value: JsonNode) : string =
+        match value with
+        | null -> "null"
+        | :? JsonValue as v -> (match v.TryGetValue<string>() with true, s -> s | _ -> v.ToJsonString())
+        | v -> v.ToJsonString()
 
-    /// Reads a model saved by `save` or by numpy (`numpy.savez(path, W1=..., b1=..., ...)`),
-    /// checking names, shapes, dtypes and values. Raises DataError with one line naming the file
-    /// and what does not fit.
-    let load (path: string) : SavedModel =
-        let arrays = readArrays path
-        let meta = metadataOf path arrays
+    /// The layers of a version-1 file: Affine layers from the W arrays' shapes, the activation
+    /// from meta's "activation" (ReLU when absent), as the first release saved them.
+    let private layersV1 (file: string) (arrays: Map<string, NpyArray>) (meta: Map<string, JsonNode>) =
         let count = Seq.initInfinite id |> Seq.takeWhile (fun i -> arrays.ContainsKey $"W{i + 1}") |> Seq.length
-        if count = 0 then fail path "no W1 array: not a Backprop model"
-        for i in 1 .. count do
-            if not (arrays.ContainsKey $"b{i}") then fail path $"missing array b{i} (next to W{i})"
+        if count = 0 then fail file "no W1 array: not a Backprop model"
         let ws = [ for i in 1 .. count -> arrays[$"W{i}"] ]
-        let bs = [ for i in 1 .. count -> arrays[$"b{i}"] ]
-        let descr = ws[0].Descr
-        if descr <> "<f4" && descr <> "<f8" then fail path $"W1 has dtype {descr}; float32 ('<f4') or float64 ('<f8') expected"
-        for i, a in List.indexed (ws @ bs) do
-            let name = if i < count then $"W{i + 1}" else $"b{i - count + 1}"
-            if a.Descr <> descr then fail path $"{name} has dtype {a.Descr}, W1 has {descr}: one precision for all arrays"
-        for i in 0 .. count - 1 do
-            let w, b = ws[i], bs[i]
-            if w.Shape.Length <> 2 then fail path $"W{i + 1} has shape %A{w.Shape}; a matrix expected"
-            if b.Shape <> [| w.Shape[1] |] then fail path $"b{i + 1} has shape %A{b.Shape}; ({w.Shape[1]},) expected to match W{i + 1} %A{w.Shape}"
+        for i, w in List.indexed ws do
+            if w.Shape.Length <> 2 then fail file $"W{i + 1} has shape %A{w.Shape}; a matrix expected"
             if i > 0 && w.Shape[0] <> ws[i - 1].Shape[1] then
-                fail path $"W{i + 1} has %d{w.Shape[0]} rows but W{i} has %d{ws[i - 1].Shape[1]} columns: the layers do not connect"
-        match meta.TryFind "sizes" with
-        | Some sizes when sizes <> String.Join("-", ws[0].Shape[0] :: [ for w in ws -> w.Shape[1] ]) ->
-            fail path $"the arrays give %s{String.Join('-', ws[0].Shape[0] :: [ for w in ws -> w.Shape[1] ])}, the metadata says {sizes}"
+                fail file $"W{i + 1} has %d{w.Shape[0]} rows but W{i} has %d{ws[i - 1].Shape[1]} columns: the layers do not connect"
+        let sizes = ws[0].Shape[0] :: [ for w in ws -> w.Shape[1] ]
+        match meta.TryFind "sizes" |> Option.map text with
+        | Some s when s <> String.Join("-", sizes) -> fail file $"the arrays give %s{String.Join('-', sizes)}, the metadata says {s}"
         | _ -> ()
-        let activation = if meta.TryFind "activation" = Some "sigmoid" then Activation.Sigmoid else Activation.ReLU
-        let layers = Network.layers activation (ws[0].Shape[0] :: [ for w in ws -> w.Shape[1] ])
-        let build (convert: byte[] -> 'T[]) (finite: 'T -> bool) : Model<'T> =
-            let values name (a: NpyArray) =
-                let v = convert a.Data
-                match Array.tryFindIndex (finite >> not) v with
-                | Some k -> fail path $"{name} holds a NaN or infinite value (element %d{k})"
-                | None -> v
-            let affine =
-                List.init count (fun i ->
-                    let w, b = ws[i], bs[i]
-                    Params.Affine
-                        { W = Matrix<'T>.Build.DenseOfRowMajor(w.Shape[0], w.Shape[1], values $"W{i + 1}" w)
-                          b = Vector<'T>.Build.Dense(values $"b{i + 1}" b) })
-            let rec interleave (ls: Layer list) (ps: Params<'T> list) =
-                match ls, ps with
-                | Layer.Affine _ :: rest, p :: ps -> p :: interleave rest ps
-                | _ :: rest, ps -> Params.Empty :: interleave rest ps
-                | [], _ -> []
-            { Layers = layers; Params = interleave layers affine; States = layers |> List.map (fun _ -> LayerState.Stateless) }
-        let floats (bytes: byte[]) (size: int) (make: int -> 'T[]) =
-            let v = make (bytes.Length / size)
-            Buffer.BlockCopy(bytes, 0, v, 0, bytes.Length)
+        let activation = if (meta.TryFind "activation" |> Option.map text) = Some "sigmoid" then Activation.Sigmoid else Activation.ReLU
+        Network.layers activation sizes
+
+    /// The layers a version-2 file lists in meta.
+    let private layersV2 (file: string) (meta: Map<string, JsonNode>) =
+        match meta.TryFind "layers" with
+        | Some(:? JsonArray as a) when a.Count > 0 ->
+            a
+            |> Seq.mapi (fun i node ->
+                match layerOf node with
+                | Ok l -> l
+                | Error e -> fail file $"meta: layer %d{i + 1}: {e}")
+            |> List.ofSeq
+        | _ -> fail file "meta: no layer list (format backprop-npz-2 lists its layers)"
+
+    /// Reads a model file from a stream (`file` names it in errors): a version-2 file by its
+    /// layer list, a version-1 file or one written by numpy (`numpy.savez(path, W1=..., b1=...,
+    /// ...)`) by its W arrays. Checks every name, shape, dtype and value; raises DataError with
+    /// one line naming the file and what does not fit.
+    let readFrom (file: string) (stream: Stream) : ModelFile =
+        let arrays = readArrays file stream
+        let meta = metadataOf file arrays
+        let version = if (meta.TryFind "format" |> Option.map text) = Some "backprop-npz-2" then 2 else 1
+        let layers = if version = 2 then layersV2 file meta else layersV1 file arrays meta
+        // The affine layers must connect: each one's inputs are the previous one's outputs.
+        let affines = layers |> List.choose (function Layer.Affine(i, o) -> Some(i, o) | _ -> None)
+        for k, ((_, o), (i, _)) in List.pairwise affines |> List.indexed do
+            if i <> o then fail file $"layer list: Affine %d{k + 2} takes %d{i} inputs, Affine %d{k + 1} gives %d{o}"
+        let names = Network.parameterNames layers @ Network.stateNames layers
+        let descr =
+            match names |> List.tryPick arrays.TryFind with
+            | Some a -> a.Descr
+            | None -> fail file "no parameter arrays"
+        if descr <> "<f4" && descr <> "<f8" then fail file $"{List.head names} has dtype {descr}; float32 ('<f4') or float64 ('<f8') expected"
+        let array name =
+            match arrays.TryFind name with
+            | Some a when a.Descr <> descr -> fail file $"{name} has dtype {a.Descr}, {List.head names} has {descr}: one precision for all arrays"
+            | Some a -> a
+            | None -> fail file $"missing array {name}"
+        let floats (a: NpyArray) (make: int -> 'T[]) size =
+            let v = make (a.Data.Length / size)
+            Buffer.BlockCopy(a.Data, 0, v, 0, a.Data.Length)
             v
-        if descr = "<f4" then SavedModel.Single(build (fun b -> floats b 4 Array.zeroCreate<float32>) Single.IsFinite)
-        else SavedModel.Double(build (fun b -> floats b 8 Array.zeroCreate<float>) Double.IsFinite)
+        let build (convert: NpyArray -> 'T[]) (finite: 'T -> bool) : Model<'T> =
+            let value name (shape: int[]) : Value<'T> =
+                let a = array name
+                if a.Shape <> shape then fail file $"{name} has shape {shapeText a.Shape}; {shapeText shape} expected for the layers %s{String.Join('-', Network.sizes layers)}"
+                let v = convert a
+                match Array.tryFindIndex (finite >> not) v with
+                | Some k -> fail file $"{name} holds a NaN or infinite value (element %d{k})"
+                | None -> ()
+                match shape with
+                | [| r; c |] -> Value.Matrix(Matrix<'T>.Build.DenseOfRowMajor(r, c, v))
+                | _ -> Value.Vector(Vector<'T>.Build.Dense v)
+            // Expected shapes come from a template model of the layers (zeros, never returned).
+            let template: Model<'T> = { Layers = layers; Params = layers |> List.map (function Layer.Affine(i, o) -> Params.Affine { W = Matrix<'T>.Build.Dense(i, o); b = Vector<'T>.Build.Dense o } | Layer.Relu | Layer.Sigmoid -> Params.Empty); States = layers |> List.map (Layer.initialState 0) }
+            let read (named: Named<'T>) = named |> List.map (fun (name, v) -> name, value name (Value.shape v))
+            Network.build layers (read (Network.parameters template)) (read (Network.states template))
+        let model =
+            if descr = "<f4" then SavedModel.Single(build (fun a -> floats a Array.zeroCreate<float32> 4) Single.IsFinite)
+            else SavedModel.Double(build (fun a -> floats a Array.zeroCreate<float> 8) Double.IsFinite)
+        let extras =
+            arrays
+            |> Map.filter (fun name _ -> name <> "meta" && not (List.contains name names) && not (version = 1 && Text.RegularExpressions.Regex.IsMatch(name, "^[Wb]\\d+$")))
+            |> Map.map (fun name a ->
+                let values =
+                    match a.Descr with
+                    | "<f4" -> floats a Array.zeroCreate<float32> 4 |> Array.map float
+                    | "<f8" -> floats a Array.zeroCreate<float> 8
+                    | d -> fail file $"{name} has dtype {d}; float32 or float64 expected"
+                a.Shape, values)
+        { Model = model; Extras = extras; Metadata = meta; Version = version }
+
+    /// Reads a model file (see readFrom).
+    let read (path: string) : ModelFile =
+        if not (File.Exists path) then fail path "file not found"
+        use stream = File.OpenRead path
+        readFrom path stream
+
+    /// Reads the model of an .npz file saved by `save` or by numpy (see readFrom).
+    let load (path: string) : SavedModel = (read path).Model
+
+    /// The metadata of an .npz model file as text (empty when it has none).
+    let metadata (path: string) : Map<string, string> = (read path).Metadata |> Map.map (fun _ v -> text v)

@@ -124,7 +124,7 @@ let tests =
             let indices = [| 100 .. 199 |]
             let t = Labels.ClassIndices(Dataset.labels train indices)
             let x64: Matrix<float> = Dataset.images train indices
-            let model64: Model<float> = Training.initialModel Training.bookRecipe
+            let model64: Model<float> = Network.init 42 0.01 Training.bookNetwork
             let sparse64, loss64 = Training.sgdStep 0.5 model64 (x64, t)
             let dense64, lossDense64 = Training.sgdStep 0.5 model64 (Matrix<float>.Build.DenseOfMatrix x64, t)
             Expect.floatClose Accuracy.veryHigh loss64 lossDense64 "float64 loss"
@@ -133,7 +133,7 @@ let tests =
                 | Params.Affine p, Params.Affine q -> Expect.isLessThan (Common.maxAbsDiff p.W q.W) 1e-14 "float64 W after the step"
                 | _ -> ()
             let x32: Matrix<float32> = Dataset.images train indices
-            let model32: Model<float32> = Training.initialModel Training.bookRecipe
+            let model32: Model<float32> = Network.init 42 0.01 Training.bookNetwork
             let sparse32, loss32 = Training.sgdStep 0.5f model32 (x32, Labels.ClassIndices(Dataset.labels train indices))
             let dense32, lossDense32 = Training.sgdStep 0.5f model32 (Matrix<float32>.Build.DenseOfMatrix x32, Labels.ClassIndices(Dataset.labels train indices))
             Expect.floatClose { absolute = 1e-6; relative = 1e-6 } (float loss32) (float lossDense32) "float32 loss"

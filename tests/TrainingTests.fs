@@ -12,7 +12,7 @@ let tests =
     testSequencedGroup Common.processWide <| testList "training" [
         test "sgdStep returns a new model and leaves the old one as it was" {
             let train, _ = mnist.Force()
-            let m: Model<float> = Training.initialModel small
+            let m: Model<float> = Network.init 42 0.01 Training.bookNetwork
             let before = match m.Params[0] with Params.Affine p -> p.W.Clone() | Params.Empty -> failwith "W1"
             let m', loss = Training.sgdStep 0.1 m (Dataset.batch train [| 0 .. 19 |])
             Expect.floatClose { absolute = 0.01; relative = 0.0 } loss (log 10.0) "the first loss is about ln 10 (uniform guesses)"
@@ -25,7 +25,7 @@ let tests =
         test "same seed, same numbers; another seed, other numbers" {
             let train, test = mnist.Force()
             let sub = Dataset.take 1000 train
-            let run seed = Training.epochs { small with Seed = seed } sub (Dataset.take 500 test) (Training.initialModel { small with Seed = seed }: Model<float>) |> Seq.toList
+            let run seed = Run.epochs { small with Seed = seed } sub (Dataset.take 500 test) (Network.init seed 0.01 Training.bookNetwork: Model<float>) |> Seq.toList
             let a, b, c = run 1, run 1, run 2
             Expect.equal (a |> List.map (fun r -> r.Losses, r.TestAccuracy)) (b |> List.map (fun r -> r.Losses, r.TestAccuracy)) "identical runs"
             Expect.notEqual (a |> List.map (fun r -> r.Losses)) (c |> List.map (fun r -> r.Losses)) "other seed"
@@ -34,17 +34,17 @@ let tests =
         test "epochs: one report per epoch, the last one partial" {
             let train, test = mnist.Force()
             let sub = Dataset.take 200 train
-            let reports = Training.epochs { small with Iterations = 25 } sub (Dataset.take 100 test) (Training.initialModel small: Model<float>) |> Seq.toList
+            let reports = Run.epochs { small with Iterations = 25 } sub (Dataset.take 100 test) (Network.init 42 0.01 Training.bookNetwork: Model<float>) |> Seq.toList
             Expect.equal (reports |> List.map (fun r -> r.Epoch, r.Iteration, r.Losses.Length)) [ 1, 10, 10; 2, 20, 10; 3, 25, 5 ] "200 / 20 = 10 steps an epoch"
         }
         test "epochsOverlapped gives exactly the reports of epochs" {
             let train, test = mnist.Force()
             let sub, testSub = Dataset.take 600 train, Dataset.take 300 test
             let config = { small with Iterations = 95 }
-            let initial: Model<float32> = Training.initialModel config
+            let initial: Model<float32> = Network.init 42 0.01 Training.bookNetwork
             let strip (r: EpochReport<float32>) = r.Epoch, r.Iteration, r.Losses, r.TrainAccuracy, r.TestAccuracy
-            let sequential = Training.epochs config sub testSub initial |> Seq.map strip |> Seq.toList
-            let overlapped = Training.epochsOverlapped config sub testSub initial |> Seq.map strip |> Seq.toList
+            let sequential = Run.epochs config sub testSub initial |> Seq.map strip |> Seq.toList
+            let overlapped = Pipeline.epochs config sub testSub initial |> Seq.map strip |> Seq.toList
             Expect.equal overlapped sequential "same epochs, losses and accuracies"
             Expect.equal (sequential |> List.map (fun (e, i, _, _, _) -> e, i)) [ 1, 30; 2, 60; 3, 90; 4, 95 ] "four epochs"
         }
@@ -59,16 +59,16 @@ let tests =
         }
         test "--eval-sample: the epoch's accuracy on the first N images only" {
             let train, test = mnist.Force()
-            let model: Model<float32> = Training.initialModel Training.bookRecipe
-            let report = { Epoch = 1; Iteration = 0; Model = model; Losses = [||]; TrainAccuracy = nan; TestAccuracy = nan }
-            let sampled = Training.evaluated { Training.bookRecipe with EvalSample = Some 300 } train test report
+            let model: Model<float32> = Network.init 42 0.01 Training.bookNetwork
+            let report = { Epoch = 1; Iteration = 0; State = Training.start model; Losses = [||]; TrainAccuracy = nan; TestAccuracy = nan }
+            let sampled = Run.evaluated { Training.bookRecipe with EvalSample = Some 300 } train test report
             Expect.equal sampled.TrainAccuracy (Evaluate.accuracy model (Dataset.take 300 train)) "train on 300"
             Expect.equal sampled.TestAccuracy (Evaluate.accuracy model (Dataset.take 300 test)) "test on 300"
         }
         test "one epoch of the book's recipe (600 steps, float64) reaches test accuracy above 0.90" {
             let train, test = mnist.Force()
             let config = { Training.bookRecipe with Iterations = 600 }
-            let last = Training.epochs config train test (Training.initialModel config: Model<float>) |> Seq.last
+            let last = Run.epochs config train test (Network.init 42 0.01 Training.bookNetwork: Model<float>) |> Seq.last
             Expect.isGreaterThan last.TestAccuracy 0.90 "test accuracy"
             Expect.isGreaterThan last.TrainAccuracy 0.90 "train accuracy"
             Expect.isLessThan (Array.last last.Losses) 0.6 "the loss fell from ln 10 = 2.30"
@@ -76,7 +76,7 @@ let tests =
         test "float32 trains through the same code: 600 steps above 0.90" {
             let train, test = mnist.Force()
             let config = { Training.bookRecipe with Iterations = 600 }
-            let last = Training.epochs config train test (Training.initialModel config: Model<float32>) |> Seq.last
+            let last = Run.epochs config train test (Network.init 42 0.01 Training.bookNetwork: Model<float32>) |> Seq.last
             Expect.isGreaterThan last.TestAccuracy 0.90 "test accuracy"
         }
     ]

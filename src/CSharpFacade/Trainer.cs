@@ -141,7 +141,7 @@ public sealed record Trainer
         }
 
         var steps = iterations ?? epochs!.Value * Math.Max(train.Count / batchSize, 1);
-        var config = Core.Config(network.Sizes.ToArray(), false, learningRate, batchSize, steps, 0.01, seed);
+        var config = Core.Config(learningRate, batchSize, steps, seed);
         var history = new List<EpochReport>();
         NeuralNetwork? last = null;
         if (network.Single is not null)

@@ -83,10 +83,20 @@ let private sizesOf (hidden: int list option) (inputs: int) =
     hidden |> List.iter (positive "--hidden" >> ignore)
     inputs :: hidden @ [ 10 ]
 
-/// "784-50-10 relu"
-let private describeNet (config: TrainConfig) =
-    let sizes = config.Sizes |> List.map string |> String.concat "-"
-    $"""{sizes} {(if config.Activation = Activation.Sigmoid then "sigmoid" else "relu")}"""
+/// "784-50-10 relu" for Affine layers with one activation between them, else the layer list
+/// ("Affine(784, 50) ReLU Affine(50, 10) Sigmoid ...").
+let describeLayers (layers: Layer list) =
+    let sizes = Network.sizes layers |> List.map string |> String.concat "-"
+    let rebuilt activation = try Network.layers activation (Network.sizes layers) = layers with _ -> false
+    if rebuilt Activation.ReLU then $"{sizes} relu"
+    elif rebuilt Activation.Sigmoid then $"{sizes} sigmoid"
+    else
+        layers
+        |> List.map (function
+            | Layer.Affine(i, o) -> $"Affine(%d{i}, %d{o})"
+            | Layer.Relu -> "ReLU"
+            | Layer.Sigmoid -> "Sigmoid")
+        |> String.concat " "
 
 /// The model in a file, at the precision asked for (the file's own when None).
 let private loadModel (file: string) =
@@ -132,7 +142,7 @@ let private withProgress (total: int) (body: (string -> int -> float -> unit) ->
 let train (args: ParseResults<TrainArgs>) =
     let lr = args.GetResult(TrainArgs.Lr, defaultValue = Training.bookRecipe.LearningRate)
     if not (lr > 0.0 && Double.IsFinite lr) then usage $"--lr must be a positive number, got %g{lr}"
-    let std = args.GetResult(Weight_Init_Std, defaultValue = Training.bookRecipe.WeightInitStd)
+    let std = args.GetResult(Weight_Init_Std, defaultValue = Training.bookWeightInitStd)
     if not (std > 0.0 && Double.IsFinite std) then usage $"--weight-init-std must be a positive number, got %g{std}"
     let batch = args.GetResult(Batch, defaultValue = Training.bookRecipe.BatchSize) |> positive "--batch"
     if args.Contains Iters && args.Contains Epochs then usage "give --iters or --epochs, not both"
@@ -153,21 +163,17 @@ let train (args: ParseResults<TrainArgs>) =
     let initFrom = args.TryGetResult Init_From |> Option.map (fun f -> f, loadModel f)
     let dataDir, datasetName = resolveData (args.TryGetResult TrainArgs.Data) (args.TryGetResult TrainArgs.Dataset) None
     selectBackend (args.TryGetResult TrainArgs.Backend) (args.TryGetResult TrainArgs.Input_Storage)
-    let sizes, activation =
+    let sizes =
         match initFrom with
         | Some(file, saved) ->
             if args.Contains TrainArgs.Hidden then usage $"--hidden and --init-from {file}: the model file sets the layer sizes"
             if args.Contains TrainArgs.Activation then usage $"--activation and --init-from {file}: the model file sets the activation"
-            let layers = match saved with SavedModel.Single m -> m.Layers | SavedModel.Double m -> m.Layers
-            Network.sizes layers, (if List.contains Layer.Sigmoid layers then Activation.Sigmoid else Activation.ReLU)
-        | None -> sizesOf (args.TryGetResult TrainArgs.Hidden) 784, activationOf (args.TryGetResult TrainArgs.Activation)
+            Network.sizes saved.Layers
+        | None -> sizesOf (args.TryGetResult TrainArgs.Hidden) 784
     let config0 =
         { Training.bookRecipe with
-            Sizes = sizes
-            Activation = activation
             LearningRate = lr
             BatchSize = batch
-            WeightInitStd = std
             Seed = args.GetResult(TrainArgs.Seed, defaultValue = Training.bookRecipe.Seed)
             Sampling =
                 match args.GetResult(TrainArgs.Sampling, defaultValue = With_Replacement) with
@@ -183,9 +189,13 @@ let train (args: ParseResults<TrainArgs>) =
         | None -> ()
     let sparse = Linalg.storesSparse trainSet.Pixels trainSet.PixelCount
     let perEpoch = Training.iterationsPerEpoch config0 trainSet.Count
+    // The network: the model file's layers, or the sizes asked for (the input size from the data).
+    let layers =
+        match initFrom with
+        | Some(_, saved) -> saved.Layers
+        | None -> Network.layers (activationOf (args.TryGetResult TrainArgs.Activation)) (trainSet.PixelCount :: List.tail sizes)
     let config =
         { config0 with
-            Sizes = trainSet.PixelCount :: List.tail config0.Sizes
             Iterations =
                 match iters, epochs with
                 | Some n, _ -> n
@@ -201,22 +211,22 @@ let train (args: ParseResults<TrainArgs>) =
         | Backprop.Sampling.Shuffle -> "shuffled each epoch"
         | Backprop.Sampling.Sequential -> "in order"
         | _ -> "random, with replacement"
-    let start = match initFrom with Some(file, _) -> $"parameters from {file}" | None -> $"weights N(0, %g{config.WeightInitStd}^2)"
+    let start = match initFrom with Some(file, _) -> $"parameters from {file}" | None -> $"weights N(0, %g{std}^2)"
     printfn
-        $"""train: network {describeNet config} + softmax-with-loss, lr %g{config.LearningRate}, batch %d{config.BatchSize} ({sampling}), iterations %d{config.Iterations} (%d{perEpoch} per epoch), {start}, seed %d{config.Seed}, precision {(if precision = Single then "single" else "double")}, backend {Linalg.describe ()}, inputs {(if sparse then "sparse (zero pixels skipped)" else "dense")}, data {Path.GetFullPath dataDir}"""
+        $"""train: network {describeLayers layers} + softmax-with-loss, lr %g{config.LearningRate}, batch %d{config.BatchSize} ({sampling}), iterations %d{config.Iterations} (%d{perEpoch} per epoch), {start}, seed %d{config.Seed}, precision {(if precision = Single then "single" else "double")}, backend {Linalg.describe ()}, inputs {(if sparse then "sparse (zero pixels skipped)" else "dense")}, data {Path.GetFullPath dataDir}"""
     let metadata =
-        [ "learning_rate", string config.LearningRate
-          "batch_size", string config.BatchSize
-          "iterations", string config.Iterations
-          "seed", string config.Seed
-          "sampling", sampling
-          "dataset", datasetName
-          "data", Path.GetFullPath dataDir ]
+        [ "learning_rate", Text.Json.Nodes.JsonValue.Create config.LearningRate :> Text.Json.Nodes.JsonNode
+          "batch_size", Text.Json.Nodes.JsonValue.Create config.BatchSize
+          "iterations", Text.Json.Nodes.JsonValue.Create config.Iterations
+          "seed", Text.Json.Nodes.JsonValue.Create config.Seed
+          "sampling", Text.Json.Nodes.JsonValue.Create sampling
+          "dataset", Text.Json.Nodes.JsonValue.Create datasetName
+          "data", Text.Json.Nodes.JsonValue.Create(Path.GetFullPath dataDir) ]
     // One code path for both precisions: the element type is fixed by the initial model's type.
     let inline run (initial: Model< ^T >) =
         let reports =
             withProgress config.Iterations (fun show ->
-                Training.epochsOverlapped config trainSet testSet initial
+                Pipeline.epochs config trainSet testSet initial
                 |> Seq.map (fun r ->
                     show
                         $"epoch %d{r.Epoch}  iter %d{r.Iteration}  train acc %.4f{r.TrainAccuracy}  test acc %.4f{r.TestAccuracy}  loss %.4f{r.MeanLoss}  elapsed %.1f{clock.Elapsed.TotalSeconds}s"
@@ -230,16 +240,14 @@ let train (args: ParseResults<TrainArgs>) =
             save |> Option.iter (fun file -> Npz.save file last.Model metadata)
             Some(snd (List.last reports)), List.map snd reports, losses
         | None -> None, [], losses
-    let toSingle (m: Model<float>) = { Layers = m.Layers; States = m.States; Params = m.Params |> List.map (function Params.Affine p -> Params.Affine { W = p.W.Map float32; b = p.b.Map float32 } | _ -> Params.Empty) }
-    let toDouble (m: Model<float32>) = { Layers = m.Layers; States = m.States; Params = m.Params |> List.map (function Params.Affine p -> Params.Affine { W = p.W.Map float; b = p.b.Map float } | _ -> Params.Empty) }
     let last, rows, losses =
         match precision, initFrom with
         | Single, Some(_, SavedModel.Single m) -> run m
-        | Single, Some(_, SavedModel.Double m) -> run (toSingle m)
+        | Single, Some(_, SavedModel.Double m) -> run (Network.convert float32 m)
         | Double, Some(_, SavedModel.Double m) -> run m
-        | Double, Some(_, SavedModel.Single m) -> run (toDouble m)
-        | Single, None -> run (Training.initialModel config: Model<float32>)
-        | Double, None -> run (Training.initialModel config: Model<float>)
+        | Double, Some(_, SavedModel.Single m) -> run (Network.convert float m)
+        | Single, None -> run (Network.init config.Seed std layers: Model<float32>)
+        | Double, None -> run (Network.init config.Seed std layers: Model<float>)
     metrics |> Option.iter (fun file -> writeMetrics file rows)
     plotFile |> Option.iter (fun file -> Plot.write file losses [ for r in rows -> r.Iteration, r.TrainAccuracy, r.TestAccuracy ])
     match last with

@@ -1,0 +1,48 @@
+namespace Backprop
+
+// The same training run as Run.epochs (Data.fs), computed on two cores, for speed only: the
+// numbers are the same, report for report (tests/TrainingTests.fs checks it). The fold of
+// Training.step is unchanged; around it,
+//   - each mini-batch is gathered (by the helper thread, when it is free) while the step before
+//     it runs, into a ring of three reused arrays, so a run allocates no image matrix per step;
+//   - large matrix products are split between the two cores (Backend/Halves.fs, via Linalg);
+//   - each epoch's model is evaluated on the helper while the next epoch trains.
+// Models and datasets are immutable values, so work on the other core cannot race with the
+// training: a batch's buffer is reused only two steps after its step is done.
+
+open System.Threading.Tasks
+open MathNet.Numerics.LinearAlgebra
+
+/// Training on two cores with the reports of Run.epochs.
+[<RequireQualifiedAccess>]
+module Pipeline =
+    /// The results of the items in order, each taken (by `result`) only once the next item has
+    /// been made: item k + 1 starts on another core while result k is in use.
+    let oneAheadBy (result: 'a -> 'b) (items: seq<'a>) : seq<'b> =
+        Seq.append (Seq.map Some items) [ None ] |> Seq.pairwise |> Seq.map (fun (current, _) -> result current.Value)
+
+    /// The results of the tasks in order, each awaited only once the next one has started, so
+    /// that task k + 1 runs on another core while result k is in use. While it waits, this
+    /// thread helps with the helper thread's products (Backend.Halves.await).
+    let oneAhead (tasks: seq<Task<'a>>) : seq<'a> = oneAheadBy Backend.Halves.await tasks
+
+    /// The config's mini-batches, each offered to the helper thread to gather one step ahead.
+    let inline batches (config: TrainConfig) (train: Dataset) : seq<Matrix< ^T > * Labels< ^T >> =
+        Training.batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
+        |> Seq.truncate config.Iterations
+        // Batch k + 1 is offered to the helper thread before batch k is taken, so the helper can
+        // gather it while step k runs (or this thread gathers it, if the helper is busy).
+        |> Dataset.batchesIn 3 (fun gather -> let batch = ref Unchecked.defaultof<_> in Backend.Halves.offer false (fun () -> batch.Value <- gather ()), batch) train
+        |> oneAheadBy (fun (offer, batch) -> offer.Join(); batch.Value)
+
+    /// The same reports as Run.epochsFrom, computed on two cores. Each report comes one epoch
+    /// later than from Run.epochsFrom, with the same numbers.
+    let inline epochsFrom (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: TrainState< ^T >) : seq<EpochReport< ^T >> =
+        batches config train
+        |> Training.trainedOn config (Training.iterationsPerEpoch config train.Count) initial
+        |> Seq.map (fun report -> Backend.Halves.inBackground (fun () -> Run.evaluated config train test report))
+        |> oneAhead
+
+    /// The same reports as Run.epochs, computed on two cores.
+    let inline epochs (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
+        epochsFrom config train test (Training.start initial)
