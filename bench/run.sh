@@ -5,22 +5,55 @@
 # OpenBLAS with one thread). Prints each one's median wall time, its ratio to the fastest peer,
 # its final test accuracy and its peak resident memory; raw figures go to bench/results/.
 #
+# --scaling: instead, for each row of a table of network sizes (wider, float64, deeper, larger
+# batches), `backprop train` with its default settings against the book's code on numpy and
+# PyTorch with one and with two threads, and the row's floor (its matrix products' operations
+# over this machine's two-core GEMM rate); a Markdown table and a CSV (see bench/README.md).
+#
 # Usage: bench/run.sh [--rounds N] [--iters N]
+#        bench/run.sh --scaling [--rows NAME,NAME,...] [--rounds N] [--iters N]
 # Needs: the .NET SDK; python3-numpy python3-torch libopenblas0-pthread libopenblas-dev time
 # (Debian), run as root: bench/run.sh installs them when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=3 iters=10000
+scaling=0 rounds='' iters='' rows=''
 while [ $# -gt 0 ]; do
   case "$1" in
+    --scaling) scaling=1; shift ;;
     --rounds) rounds=$2; shift 2 ;;
     --iters) iters=$2; shift 2 ;;
-    *) echo "bench/run.sh: unknown option $1 (use --rounds N, --iters N)" >&2; exit 2 ;;
+    --rows) rows=$2; shift 2 ;;
+    *) echo "bench/run.sh: unknown option $1 (use --rounds N, --iters N, --scaling, --rows NAMES)" >&2; exit 2 ;;
   esac
 done
 
-have_cblas_h() { [ -f /usr/include/cblas.h ] || ls /usr/include/*/cblas.h >/dev/null 2>&1; }
-if ! /usr/bin/python3 -c 'import numpy, torch' 2>/dev/null || [ ! -x /usr/bin/time ] || ! have_cblas_h; then
+# The scaling table: name -> hidden sizes | batch | dtype (784-H...-10, ReLU, 10 classes).
+declare -A row_spec=(
+  [h50]="50|100|float32" [h300]="300|100|float32" [h1000]="1000|100|float32" [h2000]="2000|100|float32"
+  [h50-f64]="50|100|float64" [h300-f64]="300|100|float64" [h1000-f64]="1000|100|float64" [h2000-f64]="2000|100|float64"
+  [d5-h100]="100 100 100 100|100|float32" [d5-h1000]="1000 1000 1000 1000|100|float32"
+  [b1000-h300]="300|1000|float32" [b1000-h1000]="1000|1000|float32"
+)
+all_rows=(h50 h300 h1000 h2000 h50-f64 h300-f64 h1000-f64 h2000-f64 d5-h100 d5-h1000 b1000-h300 b1000-h1000)
+if [ "$scaling" = 1 ]; then
+  rounds=${rounds:-1} iters=${iters:-2000}
+  if [ -z "$rows" ] || [ "$rows" = all ]; then
+    selected=("${all_rows[@]}")
+  else
+    IFS=, read -r -a selected <<<"$rows"
+    for r in "${selected[@]}"; do
+      [ -n "${row_spec[$r]+set}" ] || { echo "bench/run.sh: unknown row $r (rows: ${all_rows[*]})" >&2; exit 2; }
+    done
+  fi
+else
+  [ -z "$rows" ] || { echo "bench/run.sh: --rows goes with --scaling" >&2; exit 2; }
+  rounds=${rounds:-3} iters=${iters:-10000}
+fi
+
+# The header and the library to link (-lopenblas), not dangling alternatives links.
+exists_any() { for f in "$@"; do [ -e "$f" ] && return 0; done; return 1; }
+have_cblas() { exists_any /usr/include/cblas.h /usr/include/*/cblas.h && exists_any /usr/lib/libopenblas.so /usr/lib/*/libopenblas.so; }
+if ! /usr/bin/python3 -c 'import numpy, torch' 2>/dev/null || [ ! -x /usr/bin/time ] || ! have_cblas; then
   apt-get update -qq && apt-get install -y -qq python3-numpy python3-torch libopenblas0-pthread libopenblas-dev time >/dev/null
 fi
 
@@ -31,10 +64,56 @@ mkdir -p "$out"
 # what `dotnet publish -p:PublishReadyToRun=true` gives a user (see the README).
 rid=linux-$(uname -m | sed -e 's/x86_64/x64/' -e 's/aarch64/arm64/')
 dotnet publish src/Cli/Cli.fsproj -c Release -r "$rid" --self-contained false -p:PublishReadyToRun=true -o "$out/cli" -v q -nologo >/dev/null
-cc -O2 -o "$out/floor" bench/floor/floor.c -lopenblas
-
-cli="$out/cli/Backprop.Cli train --iters $iters"
 py=/usr/bin/python3
+
+machine_info() {
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+  echo "simd: $(grep -o -w -E 'avx2|fma|avx512f|avx512bw|avx512vl' /proc/cpuinfo | sort -u | xargs)"
+  echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE-unset}"
+  echo "numpy: $($py -c 'import numpy; print(numpy.__version__)'), torch: $($py -c 'import torch; print(torch.__version__)'), dotnet: $(dotnet --version)"
+  $py -c 'import threadpoolctl, json; print("numpy blas:", json.dumps([{k: i[k] for k in ("internal_api", "version", "num_threads", "architecture") if k in i} for i in threadpoolctl.threadpool_info()]))' 2>/dev/null || true
+}
+
+if [ "$scaling" = 1 ]; then
+  # The floors' rate: a 2048^3 product on OpenBLAS with two threads, best of 3, once per run.
+  cc -O2 -o "$out/gemm_rate" bench/floor/gemm_rate.c -lopenblas
+  rate=$("$out/gemm_rate" 2048 2)
+  # The load average says whether others were busy on the machine (then the rates are low).
+  { machine_info; echo "gemm (2 threads, 2048^3, best of 3): $rate"; echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "iters: $iters, rounds: $rounds"; } >"$out/machine.txt"
+  : >"$out/rows.txt"
+  for r in "${selected[@]}"; do echo "$r|${row_spec[$r]}" >>"$out/rows.txt"; done
+  for round in $(seq 1 "$rounds"); do
+    for r in "${selected[@]}"; do
+      IFS='|' read -r hidden batch dtype <<<"${row_spec[$r]}"
+      shape="--hidden $hidden --batch $batch --iters $iters"
+      train="$out/cli/Backprop.Cli train $shape"
+      [ "$dtype" = float64 ] && train+=" --precision double"
+      declare -A run=(
+        [numpy]="$py bench/peers/numpy_book.py $shape --dtype $dtype"
+        [torch1]="$py bench/peers/torch_peer.py $shape --dtype $dtype --threads 1"
+        [torch2]="$py bench/peers/torch_peer.py $shape --dtype $dtype --threads 2"
+        [train]="$train"
+      )
+      for name in numpy torch1 torch2 train; do
+        base="$out/$r.$name.$round"
+        echo "${run[$name]}" >"$base.cmd"
+        # A failed run (say, out of memory) is recorded and the table goes on.
+        status=0
+        /usr/bin/time -o "$base.time" -f '%e %M' ${run[$name]} >"$base.log" 2>&1 || status=$?
+        echo "$status" >"$base.status"
+        echo "round $round $r $name: $(tail -1 "$base.time") exit $status $(grep -o -E 'test[_ ]acc[= ][0-9.]+' "$base.log" | tail -1)" >&2
+      done
+    done
+  done
+  $py bench/scaling_table.py "$out" "$iters" "$rounds" "$rate"
+  $py bench/plot_scaling.py "$out/scaling.csv" "$out/scaling.svg" || true
+  echo "raw results: $out" >&2
+  exit 0
+fi
+
+cc -O2 -o "$out/floor" bench/floor/floor.c -lopenblas
+cli="$out/cli/Backprop.Cli train --iters $iters"
 declare -A cmd=(
   [backprop-f32-openblas]="$cli --precision single --backend openblas"
   [backprop-f32-managed]="$cli --precision single --backend managed"
@@ -48,13 +127,7 @@ declare -A cmd=(
 )
 order=(backprop-f32-openblas backprop-f32-managed backprop-f64-openblas backprop-f32-dense numpy-f32 numpy-f64 torch-f32-1thread floor-f32 floor-f64)
 
-{
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
-  echo "simd: $(grep -o -w -E 'avx2|fma|avx512f|avx512bw|avx512vl' /proc/cpuinfo | sort -u | xargs)"
-  echo "OPENBLAS_CORETYPE: ${OPENBLAS_CORETYPE-unset}"
-  echo "numpy: $($py -c 'import numpy; print(numpy.__version__)'), torch: $($py -c 'import torch; print(torch.__version__)'), dotnet: $(dotnet --version)"
-  $py -c 'import threadpoolctl, json; print("numpy blas:", json.dumps([{k: i[k] for k in ("internal_api", "version", "num_threads", "architecture") if k in i} for i in threadpoolctl.threadpool_info()]))' 2>/dev/null || true
-} | tee "$out/machine.txt"
+machine_info | tee "$out/machine.txt"
 
 for round in $(seq 1 "$rounds"); do
   for name in "${order[@]}"; do

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Peer: the book's two-layer network (chapter 5 of "Deep Learning from Scratch") on numpy,
-written the way the book writes it: layer objects with forward/backward (common/layers.py),
-TwoLayerNet (ch05/two_layer_net.py) and the training loop of ch05/train_neuralnet.py:
-784-50-10 ReLU, softmax-with-loss, SGD lr 0.1, batch 100 drawn with replacement, 10,000
-iterations, accuracy on the whole training and test sets once an epoch.
+"""Peer: the book's network (chapter 5 of "Deep Learning from Scratch") on numpy, written the
+way the book writes it: layer objects with forward/backward (common/layers.py), TwoLayerNet
+(ch05/two_layer_net.py) generalized to any number of hidden layers the way the book's
+MultiLayerNet (common/multi_layer_net.py) does, and the training loop of
+ch05/train_neuralnet.py. By default the recipe: 784-50-10 ReLU, softmax-with-loss, SGD lr 0.1,
+batch 100 drawn with replacement, 10,000 iterations, weights N(0, 0.01^2), accuracy on the whole
+training and test sets once an epoch (every 60,000 / batch iterations).
 
 Usage: numpy_book.py [--data DIR] [--iters N] [--seed N] [--dtype float32|float64]
+                     [--hidden H [H ...]] [--batch B]
 Prints one line per evaluation and a final `test_acc=... train_acc=... wall_s=...` line."""
 import argparse, gzip, struct, time
 from collections import OrderedDict
@@ -67,16 +70,23 @@ class SoftmaxWithLoss:
         return dx / self.t.shape[0]
 
 
-class TwoLayerNet:
-    def __init__(self, rng, dtype, input_size=784, hidden_size=50, output_size=10, std=0.01):
-        self.params = {
-            'W1': (std * rng.standard_normal((input_size, hidden_size))).astype(dtype),
-            'b1': np.zeros(hidden_size, dtype),
-            'W2': (std * rng.standard_normal((hidden_size, output_size))).astype(dtype),
-            'b2': np.zeros(output_size, dtype)}
-        self.layers = OrderedDict(
-            Affine1=Affine(self.params['W1'], self.params['b1']), Relu1=Relu(),
-            Affine2=Affine(self.params['W2'], self.params['b2']))
+class MultiLayerNet:
+    """784-H1-...-Hn-10: Affine1, Relu1, ..., Affine(n+1), then softmax-with-loss. With one
+    hidden layer of 50 this is the book's TwoLayerNet (same parameters, same random draws)."""
+
+    def __init__(self, rng, dtype, input_size=784, hidden_size_list=(50,), output_size=10, std=0.01):
+        sizes = [input_size] + list(hidden_size_list) + [output_size]
+        self.hidden_layer_num = len(hidden_size_list)
+        self.params = {}
+        for idx in range(1, len(sizes)):
+            self.params['W' + str(idx)] = (std * rng.standard_normal((sizes[idx - 1], sizes[idx]))).astype(dtype)
+            self.params['b' + str(idx)] = np.zeros(sizes[idx], dtype)
+        self.layers = OrderedDict()
+        for idx in range(1, self.hidden_layer_num + 1):
+            self.layers['Affine' + str(idx)] = Affine(self.params['W' + str(idx)], self.params['b' + str(idx)])
+            self.layers['Relu' + str(idx)] = Relu()
+        idx = self.hidden_layer_num + 1
+        self.layers['Affine' + str(idx)] = Affine(self.params['W' + str(idx)], self.params['b' + str(idx)])
         self.last_layer = SoftmaxWithLoss()
 
     def predict(self, x):
@@ -92,8 +102,11 @@ class TwoLayerNet:
         dout = self.last_layer.backward()
         for layer in reversed(list(self.layers.values())):
             dout = layer.backward(dout)
-        a1, a2 = self.layers['Affine1'], self.layers['Affine2']
-        return loss, {'W1': a1.dW, 'b1': a1.db, 'W2': a2.dW, 'b2': a2.db}
+        grads = {}
+        for idx in range(1, self.hidden_layer_num + 2):
+            grads['W' + str(idx)] = self.layers['Affine' + str(idx)].dW
+            grads['b' + str(idx)] = self.layers['Affine' + str(idx)].db
+        return loss, grads
 
 
 def main():
@@ -102,6 +115,8 @@ def main():
     ap.add_argument('--iters', type=int, default=10000)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--dtype', default='float32', choices=['float32', 'float64'])
+    ap.add_argument('--hidden', type=int, nargs='+', default=[50])
+    ap.add_argument('--batch', type=int, default=100)
     a = ap.parse_args()
     start = time.perf_counter()
     dtype = np.dtype(a.dtype)
@@ -110,13 +125,13 @@ def main():
     x_test = load_idx(f'{a.data}/t10k-images-idx3-ubyte.gz').reshape(-1, 784).astype(dtype) / dtype.type(255)
     t_test = load_idx(f'{a.data}/t10k-labels-idx1-ubyte.gz').astype(np.int64)
     rng = np.random.default_rng(a.seed)
-    net = TwoLayerNet(rng, dtype)
-    lr, batch, train_size = dtype.type(0.1), 100, x_train.shape[0]
+    net = MultiLayerNet(rng, dtype, hidden_size_list=a.hidden)
+    lr, batch, train_size = dtype.type(0.1), a.batch, x_train.shape[0]
     iter_per_epoch = max(train_size // batch, 1)
     for i in range(a.iters):
         mask = rng.choice(train_size, batch)
         loss, grads = net.gradient(x_train[mask], t_train[mask])
-        for key in ('W1', 'b1', 'W2', 'b2'):
+        for key in net.params:
             net.params[key] -= lr * grads[key]  # in place: the layers hold the same arrays
         if i % iter_per_epoch == 0:
             print(f'iter {i} train acc {net.accuracy(x_train, t_train):.4f} test acc {net.accuracy(x_test, t_test):.4f}', flush=True)
