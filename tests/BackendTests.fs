@@ -51,21 +51,17 @@ let tests =
                             let worst32 = Seq.map2 (fun (c: float32) e -> abs (float c - e)) c32 expected |> Seq.max
                             Expect.isLessThan worst32 (1e-5 * sqrt (float k)) $"float32 %d{m}x%d{n}x%d{k}"
                     }
-        // it switches the process-wide backend: never at the same time as a test that compares runs
-        testSequencedGroup Common.processWide <| test "every backend gives the same Linalg products and the same training step" {
+        test "every backend gives the same Linalg products and the same training step" {
             let train, _ = Common.mnist.Force()
             let x: Matrix<float> = Dataset.images train [| 0 .. 99 |]
             let w = Common.random 5 784 50
             let dout = Common.random 6 100 50
             let results backend =
-                Linalg.useBackend backend
-                try
+                Linalg.using (Linalg.settings backend Linalg.InputStorage.Auto 2) (fun () ->
                     let model: Model<float32> = Training.initialModel Training.bookRecipe
                     let stepped, loss = Training.sgdStep 0.1f model (Dataset.batch train [| 0 .. 99 |])
                     let w1 = match stepped.Params[0] with Params.Affine p -> p.W | Params.Empty -> failwith "W1"
-                    Linalg.mul x w, Linalg.mulTN x dout, Linalg.mulNT dout w, loss, w1
-                finally
-                    Linalg.useBackend Linalg.Backend.Auto
+                    Linalg.mul x w, Linalg.mulTN x dout, Linalg.mulNT dout w, loss, w1)
             let reference = results Linalg.Backend.MathNet
             let others = [ yield Linalg.Backend.Managed; if OpenBlas.isAvailable () then yield Linalg.Backend.OpenBlas ]
             for backend in others do
@@ -81,3 +77,4 @@ let tests =
             Expect.stringContains ex.Message "op(A) 3x4 by op(B) 5x2" "message"
         }
     ]
+

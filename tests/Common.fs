@@ -30,10 +30,6 @@ let maxAbsDiff (a: Matrix<float>) (b: Matrix<float>) = (a - b).Enumerate() |> Se
 let modelOf (layers: Layer list) (ps: Params<'T> list) : Model<'T> =
     { Layers = layers; Params = ps; States = layers |> List.map (fun _ -> LayerState.Stateless) }
 
-/// The sequenced group of the tests that set the process-wide backend (Linalg.useBackend, the
-/// CLI) or compare two runs bit for bit: Expecto runs no two of them at the same time.
-let processWide = "process-wide settings"
-
 /// The repository's root (the folder of Backprop.sln), found from the test binary upwards.
 let repoRoot =
     let rec up (d: DirectoryInfo) =

@@ -67,7 +67,7 @@ let private entries (path: string) =
 
 [<Tests>]
 let tests =
-    testSequencedGroup Common.processWide <| testList "npz" [
+    testList "npz" [
         test "round trip float32 and float64: the same numbers bit for bit and the same accuracy" {
             let _, test = mnist.Force()
             let m32: Model<float32> = Network.init 7 0.5 (Network.layers Activation.ReLU [ 784; 20; 10 ])

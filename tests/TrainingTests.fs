@@ -9,7 +9,7 @@ let private small = { Training.bookRecipe with Iterations = 50; BatchSize = 20 }
 
 [<Tests>]
 let tests =
-    testSequencedGroup Common.processWide <| testList "training" [
+    testList "training" [
         test "sgdStep returns a new model and leaves the old one as it was" {
             let train, _ = mnist.Force()
             let m: Model<float> = Training.initialModel small
