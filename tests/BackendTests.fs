@@ -78,3 +78,36 @@ let tests =
         }
     ]
 
+[<Tests>]
+let settings =
+    testList "settings" [
+        test "settings resolve Auto, check OpenBLAS and the threads where they are made, and the defaults are made once" {
+            let resolved = if OpenBlas.isAvailable () then Linalg.Backend.OpenBlas else Linalg.Backend.Managed
+            Expect.equal (Linalg.settings Linalg.Backend.Auto Linalg.InputStorage.Dense 1).Backend resolved "Auto: OpenBLAS where the system has it, else Managed"
+            if OpenBlas.isAvailable () then
+                Expect.equal (Linalg.settings Linalg.Backend.OpenBlas Linalg.InputStorage.Auto 2).Backend Linalg.Backend.OpenBlas "OpenBlas where it is"
+            else
+                let e = Expect.throwsC (fun () -> Linalg.settings Linalg.Backend.OpenBlas Linalg.InputStorage.Auto 2 |> ignore) id
+                Expect.isTrue (e :? ArgumentException) "an ArgumentException"
+                Expect.stringContains e.Message "OpenBLAS was not found on this system" "the message the CLI and the facade show"
+            Expect.throwsT<ArgumentOutOfRangeException> (fun () -> Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 0 |> ignore) "at least one thread"
+            let d = Linalg.defaults ()
+            Expect.isTrue (obj.ReferenceEquals(d, Linalg.defaults ())) "made once"
+            Expect.equal (d.Backend, d.InputStorage, d.Threads) (resolved, Linalg.InputStorage.Auto, min 2 Environment.ProcessorCount) "the defaults"
+            Expect.equal (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Sparse 2) (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Sparse 2) "equal settings are equal"
+        }
+        test "using puts settings in effect for its call (and the tasks it starts) alone, nests, and restores the outer ones after an exception" {
+            let a = Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Dense 1
+            let b = Linalg.settings Linalg.Backend.MathNet Linalg.InputStorage.Sparse 2
+            Expect.isTrue (obj.ReferenceEquals(Linalg.current (), Linalg.defaults ())) "outside any using: the defaults"
+            Linalg.using a (fun () ->
+                Expect.isTrue (obj.ReferenceEquals(Linalg.current (), a)) "inside: a"
+                Expect.isTrue (obj.ReferenceEquals(Threading.Tasks.Task.Run(Linalg.current).Result, a)) "a task started inside: a"
+                Expect.isTrue (obj.ReferenceEquals(Linalg.using b Linalg.current, b)) "nested: b"
+                Expect.throwsT<InvalidOperationException> (fun () -> Linalg.using b (fun () -> invalidOp "fails")) "the exception passes"
+                Expect.isTrue (obj.ReferenceEquals(Linalg.current (), a)) "after the nested using, and its exception: a again"
+                Expect.stringContains (Linalg.describe ()) "1 thread" "describe tells the settings in effect")
+            Expect.isTrue (obj.ReferenceEquals(Linalg.current (), Linalg.defaults ())) "after: the defaults again"
+            Expect.stringContains (Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 2) Linalg.describe) "managed" "describe: the backend"
+        }
+    ]

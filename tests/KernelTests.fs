@@ -182,4 +182,25 @@ let halves =
                     let failing = Halves.inBackground (fun () -> failwith "evaluation failed": int)
                     Expect.throwsT<AggregateException> (fun () -> failing.Result |> ignore) $"exception, %d{threads} threads")
         }
+        test "work on the helper runs under the settings of the code that offered it" {
+            // Distinct settings (storage differs), each in effect on its own thread at once.
+            let choices = [ for storage in [ Linalg.InputStorage.Dense; Linalg.InputStorage.Sparse; Linalg.InputStorage.Auto ] do
+                              for threads in [ 2; 1 ] -> Linalg.settings Linalg.Backend.Managed storage threads ]
+            let seen (settings: Linalg.Settings) =
+                Linalg.using settings (fun () ->
+                    [ for _ in 1 .. 50 do
+                        let offered = ref Unchecked.defaultof<Linalg.Settings>
+                        let o = Halves.offer (Random.Shared.Next 2 = 0) (fun () -> offered.Value <- Linalg.current ())
+                        let background = Halves.inBackground Linalg.current
+                        // on the helper with its own products' halves: a half may be taken by this
+                        // thread, waiting in `await`, which must run it under the helper job's settings
+                        let halves = Halves.inBackground (fun () -> let seen = Collections.Concurrent.ConcurrentBag() in Halves.run (fun () -> seen.Add(Linalg.current ())) (fun () -> seen.Add(Linalg.current ())); List.ofSeq seen)
+                        o.Join()
+                        yield offered.Value
+                        yield Halves.await background
+                        yield! Halves.await halves ])
+            let all = choices |> List.map (fun s -> Threading.Tasks.Task.Run(fun () -> s, seen s)) |> Array.ofList |> Threading.Tasks.Task.WhenAll
+            for settings, seen in all.Result do
+                Expect.all seen (fun s -> obj.ReferenceEquals(s, settings)) $"every job of the code under {settings} saw those settings"
+        }
     ]
