@@ -30,7 +30,7 @@ let tests =
     testList "backends" [
         test "OpenBLAS is found where the system has it (CI installs it)" {
             let expected = IO.File.Exists "/usr/lib/x86_64-linux-gnu/libopenblas.so.0" || IO.File.Exists "/usr/lib/aarch64-linux-gnu/libopenblas.so.0"
-            if not expected then skiptest "this system has no libopenblas.so.0 in the Debian location: nothing to find"
+            if not expected then Common.requireOrSkip "this system has no libopenblas.so.0 in the Debian location (apt-get install libopenblas0-pthread): nothing to find"
             Expect.isTrue (OpenBlas.isAvailable ()) "OpenBLAS found"
             Expect.stringStarts (Option.get (OpenBlas.libraryName ())) "libopenblas" "its file name"
         }

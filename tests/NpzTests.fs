@@ -27,7 +27,7 @@ let private python =
 /// Runs a fixture script with python; returns its standard output.
 let private runPython (script: string) (args: string list) =
     match python.Value with
-    | None -> skiptest "python3-numpy is not installed here (/usr/bin/python3 with numpy): CI installs it; this check needs numpy"
+    | None -> requireOrSkip "python3-numpy is not installed here (/usr/bin/python3 with numpy): CI installs it; this check needs numpy"
     | Some py ->
         let info = ProcessStartInfo(py, RedirectStandardOutput = true, RedirectStandardError = true)
         info.ArgumentList.Add(Path.Combine(fixtures, script))
