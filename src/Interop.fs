@@ -18,12 +18,12 @@ type Core =
     /// A model of the given layers with weights from N(0, weightInitStd²) drawn from the seed, in float64.
     static member InitDouble(seed: int, weightInitStd: float, layers: Layer[]) : Model<float> = Network.init seed weightInitStd (List.ofArray layers)
 
-    /// The run of Training.epochs in float32, on the config's batches; the token is observed
+    /// The run of Run.epochs in float32, on the config's batches; the token is observed
     /// before every step: a cancelled run ends after the step in progress, with a last, partial epoch.
     static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float32>, token: CancellationToken) : seq<EpochReport<float32>> =
         Core.Batches(config, train, token) |> Seq.map (Dataset.batch train) |> Training.trainedOn config (Training.iterationsPerEpoch config train.Count) (Training.start initial) |> Seq.map (Run.evaluated config train test)
 
-    /// The run of Training.epochs in float64, on the config's batches; the token is observed before every step.
+    /// The run of Run.epochs in float64, on the config's batches; the token is observed before every step.
     static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float>, token: CancellationToken) : seq<EpochReport<float>> =
         Core.Batches(config, train, token) |> Seq.map (Dataset.batch train) |> Training.trainedOn config (Training.iterationsPerEpoch config train.Count) (Training.start initial) |> Seq.map (Run.evaluated config train test)
 

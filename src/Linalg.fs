@@ -4,6 +4,10 @@
 /// (ReLU, its mask, the Hadamard product, the row-wise softmax, the column sums) run on
 /// System.Numerics.Tensors' vectorized primitives. The functions are generic in the element type
 /// (float or float32); the layers never see how they ran.
+///
+/// Which backend, how gathered images are stored and whether large products are split over two
+/// threads are settings (Backend/Settings.fs), not globals: the functions read them from the code
+/// that calls them (`current ()`, the defaults outside any `using settings (fun () -> ...)`).
 [<RequireQualifiedAccess>]
 module Backprop.Linalg
 
@@ -13,68 +17,49 @@ open System.Numerics.Tensors
 open MathNet.Numerics.LinearAlgebra
 open Backprop.Backend
 
-/// Which implementation computes the matrix products.
-[<RequireQualifiedAccess>]
-type Backend =
-    /// OpenBLAS if the system has it, else Managed.
-    | Auto
-    /// OpenBLAS through P/Invoke, one thread.
-    | OpenBlas
-    /// The vectorized managed kernel of Backend/Gemm.fs.
-    | Managed
-    /// MathNet.Numerics's own managed provider (slow; kept as a reference).
-    | MathNet
+/// Which implementation computes the matrix products (Backend/Settings.fs): Auto, OpenBlas,
+/// Managed or MathNet.
+type Backend = ProductBackend
 
-/// The one process-wide setting of the library, chosen at the edge (the CLI's --backend).
-let mutable private selected = Backend.Auto
+/// How gathered images are stored (Backend/Settings.fs): Auto, Dense or Sparse.
+type InputStorage = Backprop.Backend.InputStorage
 
-/// The backend that runs the products: the selected one, with Auto resolved.
-let active () =
-    match selected with
-    | Backend.Auto -> if OpenBlas.isAvailable () then Backend.OpenBlas else Backend.Managed
-    | b -> b
+/// The backend, input storage and threads the functions of this module use (Backend/Settings.fs).
+type Settings = Backprop.Backend.Settings
 
-/// Selects the backend for every product from now on. Raises ArgumentException for OpenBlas
-/// when the system has no OpenBLAS.
-let useBackend (backend: Backend) =
-    if backend = Backend.OpenBlas && not (OpenBlas.isAvailable ()) then
-        invalidArg "backend" $"""OpenBLAS was not found on this system (tried {String.concat ", " OpenBlas.candidates}); install it (Debian: libopenblas0-pthread) or use the managed backend"""
-    selected <- backend
+/// Settings with the given backend (Auto: OpenBLAS if the system has it, else Managed), input
+/// storage and threads (1, or 2 for the helper thread). Raises ArgumentException for OpenBlas
+/// when the system has no OpenBLAS, ArgumentOutOfRangeException for fewer than one thread.
+let settings (backend: Backend) (storage: InputStorage) (threads: int) : Settings = Backprop.Backend.Settings.create backend storage threads
 
-/// How gathered images are stored (gatherImages), and so which products the first layer runs.
-[<RequireQualifiedAccess>]
-type InputStorage =
-    /// Sparse where at most a third of the pixels gathered are nonzero (MNIST: about one in
-    /// five), else dense.
-    | Auto
-    /// Every pixel, in a dense matrix: the products are dense BLAS-style products.
-    | Dense
-    /// The nonzero pixels alone, in a sparse (compressed-row) matrix: the products skip the zeros.
-    | Sparse
+/// The settings outside any `using`: OpenBLAS where the system has it (else Managed), storage
+/// Auto, two threads where the machine has two cores or more.
+let defaults () : Settings = Backprop.Backend.Settings.defaults ()
 
-/// The second process-wide setting, chosen at the edge (the CLI's --input-storage).
-let mutable private storage = InputStorage.Auto
+/// The settings in effect here: those of the innermost `using`, else the defaults.
+let current () : Settings = Backprop.Backend.Settings.current ()
 
-/// How gathered images are stored from now on.
-let useInputStorage (s: InputStorage) = storage <- s
+/// Runs f with settings in effect (in this call, the tasks it starts and the work it hands to
+/// the helper thread), then restores the settings that were in effect before, also when f raises.
+/// A lazy sequence f returns runs under the settings where it is enumerated: enumerate it in f.
+[<CompiledName "Using">]
+let using (settings: Settings) (f: unit -> 'a) : 'a = Backprop.Backend.Settings.using settings f
 
-/// How gathered images are stored.
-let inputStorage () = storage
-
-/// The active backend in words, e.g. "openblas (libopenblas.so.0), large products in halves on
-/// 2 threads".
+/// The backend and threads in effect in words, e.g. "openblas (libopenblas.so.0), large products
+/// in halves on 2 threads".
 let describe () =
-    let split = if Halves.isEnabled () then ", large products in halves on 2 threads" else ", 1 thread"
-    match active () with
-    | Backend.OpenBlas -> $"""openblas ({defaultArg (OpenBlas.libraryName ()) "?"}){split}"""
-    | Backend.Managed -> Gemm.describe () + split
+    let s = current ()
+    let split = if s.Threads >= 2 then ", large products in halves on 2 threads" else ", 1 thread"
+    match s.Backend with
+    | ProductBackend.OpenBlas -> $"""openblas ({defaultArg (OpenBlas.libraryName ()) "?"}){split}"""
+    | ProductBackend.Managed -> Gemm.describe () + split
     | _ -> "mathnet (managed provider)"
 
 /// Whether gatherImages stores the images of this data (row-major bytes, rowLength per image)
-/// sparsely: as inputStorage () says, and with Auto when at most a third of the pixels of its
+/// sparsely: as the settings in effect say, and with Auto when at most a third of the pixels of its
 /// first 1,000 images are nonzero (MNIST: about one in five; Fashion-MNIST: one in two).
 let storesSparse (pixels: byte[]) (rowLength: int) =
-    match storage with
+    match (current ()).InputStorage with
     | InputStorage.Dense -> false
     | InputStorage.Sparse -> true
     | InputStorage.Auto ->
@@ -98,13 +83,13 @@ let inline private gemmInHalves gemmAt transA transB m n k (alpha: ^T) (a: ^T[])
     else
         columns 0 n
 
-/// C ← alpha·op(A)·op(B) + beta·C on the active backend, in float32 (column-major arrays).
-let private sgemm transA transB m n k alpha a lda b ldb beta c ldc =
-    gemmInHalves (if active () = Backend.OpenBlas then OpenBlas.sgemmAt else Gemm.sgemmAt) transA transB m n k alpha a lda b ldb beta c ldc
+/// C ← alpha·op(A)·op(B) + beta·C on the given backend, in float32 (column-major arrays).
+let private sgemm backend transA transB m n k alpha a lda b ldb beta c ldc =
+    gemmInHalves (if backend = ProductBackend.OpenBlas then OpenBlas.sgemmAt else Gemm.sgemmAt) transA transB m n k alpha a lda b ldb beta c ldc
 
-/// C ← alpha·op(A)·op(B) + beta·C on the active backend, in float64 (column-major arrays).
-let private dgemm transA transB m n k alpha a lda b ldb beta c ldc =
-    gemmInHalves (if active () = Backend.OpenBlas then OpenBlas.dgemmAt else Gemm.dgemmAt) transA transB m n k alpha a lda b ldb beta c ldc
+/// C ← alpha·op(A)·op(B) + beta·C on the given backend, in float64 (column-major arrays).
+let private dgemm backend transA transB m n k alpha a lda b ldb beta c ldc =
+    gemmInHalves (if backend = ProductBackend.OpenBlas then OpenBlas.dgemmAt else Gemm.dgemmAt) transA transB m n k alpha a lda b ldb beta c ldc
 
 /// A·B + r (r added to every row; empty for none) for a sparse A and a dense B with n columns,
 /// as a new column-major array.
@@ -126,24 +111,25 @@ let private sparseProduct<'T when 'T: unmanaged and 'T: struct and 'T: (new: uni
     else
         sparseAffine a b Array.empty n
 
-/// C = op(A)·op(B) on the active backend, op(X) = Xᵀ when transX.
+/// C = op(A)·op(B) on the backend in effect, op(X) = Xᵀ when transX.
 let private product transA transB (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> =
+    let backend = (current ()).Backend
     let m, k = if transA then a.ColumnCount, a.RowCount else a.RowCount, a.ColumnCount
     let k', n = if transB then b.ColumnCount, b.RowCount else b.RowCount, b.ColumnCount
     if k <> k' then
         invalidArg "b" $"matrix product of op(A) %d{m}x%d{k} by op(B) %d{k'}x%d{n}: the inner sizes differ"
     match box a, box b with
-    | (:? Single.SparseMatrix as a), (:? Single.DenseMatrix as b) when active () <> Backend.MathNet && not transB ->
+    | (:? Single.SparseMatrix as a), (:? Single.DenseMatrix as b) when backend <> ProductBackend.MathNet && not transB ->
         box (Single.DenseMatrix(m, n, sparseProduct transA a b.Values n)) :?> Matrix<'T>
-    | (:? Double.SparseMatrix as a), (:? Double.DenseMatrix as b) when active () <> Backend.MathNet && not transB ->
+    | (:? Double.SparseMatrix as a), (:? Double.DenseMatrix as b) when backend <> ProductBackend.MathNet && not transB ->
         box (Double.DenseMatrix(m, n, sparseProduct transA a b.Values n)) :?> Matrix<'T>
-    | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b) when active () <> Backend.MathNet ->
+    | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b) when backend <> ProductBackend.MathNet ->
         let c = GC.AllocateUninitializedArray (m * n) // beta = 0: every element is written
-        sgemm transA transB m n k 1.0f a.Values a.RowCount b.Values b.RowCount 0.0f c (max m 1)
+        sgemm backend transA transB m n k 1.0f a.Values a.RowCount b.Values b.RowCount 0.0f c (max m 1)
         box (Single.DenseMatrix(m, n, c)) :?> Matrix<'T>
-    | (:? Double.DenseMatrix as a), (:? Double.DenseMatrix as b) when active () <> Backend.MathNet ->
+    | (:? Double.DenseMatrix as a), (:? Double.DenseMatrix as b) when backend <> ProductBackend.MathNet ->
         let c = GC.AllocateUninitializedArray (m * n)
-        dgemm transA transB m n k 1.0 a.Values a.RowCount b.Values b.RowCount 0.0 c (max m 1)
+        dgemm backend transA transB m n k 1.0 a.Values a.RowCount b.Values b.RowCount 0.0 c (max m 1)
         box (Double.DenseMatrix(m, n, c)) :?> Matrix<'T>
     | _ ->
         match transA, transB with
@@ -159,21 +145,22 @@ let mul (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product false false a b
 /// accumulates onto a matrix whose rows already hold r.
 let mulAddRow (a: Matrix<'T>) (b: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
     if r.Count <> b.ColumnCount then invalidArg "r" $"a row of %d{r.Count} values added to a product with %d{b.ColumnCount} columns"
+    let backend = (current ()).Backend
     let m, n = a.RowCount, b.ColumnCount
     match box a, box b, box r with
-    | (:? Single.SparseMatrix as a), (:? Single.DenseMatrix as b), (:? Single.DenseVector as r) when active () <> Backend.MathNet && a.ColumnCount = b.RowCount ->
+    | (:? Single.SparseMatrix as a), (:? Single.DenseMatrix as b), (:? Single.DenseVector as r) when backend <> ProductBackend.MathNet && a.ColumnCount = b.RowCount ->
         box (Single.DenseMatrix(m, n, sparseAffine a b.Values r.Values n)) :?> Matrix<'T>
-    | (:? Double.SparseMatrix as a), (:? Double.DenseMatrix as b), (:? Double.DenseVector as r) when active () <> Backend.MathNet && a.ColumnCount = b.RowCount ->
+    | (:? Double.SparseMatrix as a), (:? Double.DenseMatrix as b), (:? Double.DenseVector as r) when backend <> ProductBackend.MathNet && a.ColumnCount = b.RowCount ->
         box (Double.DenseMatrix(m, n, sparseAffine a b.Values r.Values n)) :?> Matrix<'T>
-    | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b), (:? Single.DenseVector as r) when active () <> Backend.MathNet && a.ColumnCount = b.RowCount ->
+    | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b), (:? Single.DenseVector as r) when backend <> ProductBackend.MathNet && a.ColumnCount = b.RowCount ->
         let c = GC.AllocateUninitializedArray (m * n) // filled with the bias below
         for j in 0 .. n - 1 do Array.Fill(c, r.Values[j], j * m, m)
-        sgemm false false m n a.ColumnCount 1.0f a.Values m b.Values b.RowCount 1.0f c (max m 1)
+        sgemm backend false false m n a.ColumnCount 1.0f a.Values m b.Values b.RowCount 1.0f c (max m 1)
         box (Single.DenseMatrix(m, n, c)) :?> Matrix<'T>
-    | (:? Double.DenseMatrix as a), (:? Double.DenseMatrix as b), (:? Double.DenseVector as r) when active () <> Backend.MathNet && a.ColumnCount = b.RowCount ->
+    | (:? Double.DenseMatrix as a), (:? Double.DenseMatrix as b), (:? Double.DenseVector as r) when backend <> ProductBackend.MathNet && a.ColumnCount = b.RowCount ->
         let c = GC.AllocateUninitializedArray (m * n)
         for j in 0 .. n - 1 do Array.Fill(c, r.Values[j], j * m, m)
-        dgemm false false m n a.ColumnCount 1.0 a.Values m b.Values b.RowCount 1.0 c (max m 1)
+        dgemm backend false false m n a.ColumnCount 1.0 a.Values m b.Values b.RowCount 1.0 c (max m 1)
         box (Double.DenseMatrix(m, n, c)) :?> Matrix<'T>
     | _ -> product false false a b + Matrix<'T>.Build.Dense(m, n, fun _ j -> r[j])
 
@@ -317,13 +304,13 @@ type ImageBuffer<'T>() =
 /// The rows of `pixels` (row-major bytes, rowLength per image) at the given indices as a matrix
 /// with one row per image, each byte v as v / 255 (float32 or float64), in buffer's arrays.
 /// The matrix is sparse (its nonzeros in compressed rows, so that the products skip the zero
-/// pixels) or dense, as inputStorage () says: with Auto, sparse when at most a third of the
+/// pixels) or dense, as the settings in effect say: with Auto, sparse when at most a third of the
 /// pixels gathered are nonzero.
 let gatherImages (buffer: ImageBuffer<'T>) (pixels: byte[]) (rowLength: int) (indices: int[]) : Matrix<'T> =
     let n, p = indices.Length, rowLength
     if not (typeof<'T> = typeof<float32> || typeof<'T> = typeof<float>) then invalidOp $"images are gathered as float32 or float64, not {typeof<'T>.Name}"
     let sparse =
-        match storage with
+        match (current ()).InputStorage with
         | InputStorage.Dense -> None
         | s ->
             let limit = if s = InputStorage.Sparse then n * p else n * p / 3

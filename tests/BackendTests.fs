@@ -30,7 +30,7 @@ let tests =
     testList "backends" [
         test "OpenBLAS is found where the system has it (CI installs it)" {
             let expected = IO.File.Exists "/usr/lib/x86_64-linux-gnu/libopenblas.so.0" || IO.File.Exists "/usr/lib/aarch64-linux-gnu/libopenblas.so.0"
-            if not expected then skiptest "this system has no libopenblas.so.0 in the Debian location: nothing to find"
+            if not expected then Common.requireOrSkip "this system has no libopenblas.so.0 in the Debian location (apt-get install libopenblas0-pthread): nothing to find"
             Expect.isTrue (OpenBlas.isAvailable ()) "OpenBLAS found"
             Expect.stringStarts (Option.get (OpenBlas.libraryName ())) "libopenblas" "its file name"
         }
@@ -51,21 +51,17 @@ let tests =
                             let worst32 = Seq.map2 (fun (c: float32) e -> abs (float c - e)) c32 expected |> Seq.max
                             Expect.isLessThan worst32 (1e-5 * sqrt (float k)) $"float32 %d{m}x%d{n}x%d{k}"
                     }
-        // it switches the process-wide backend: never at the same time as a test that compares runs
-        testSequencedGroup Common.processWide <| test "every backend gives the same Linalg products and the same training step" {
+        test "every backend gives the same Linalg products and the same training step" {
             let train, _ = Common.mnist.Force()
             let x: Matrix<float> = Dataset.images train [| 0 .. 99 |]
             let w = Common.random 5 784 50
             let dout = Common.random 6 100 50
             let results backend =
-                Linalg.useBackend backend
-                try
+                Linalg.using (Linalg.settings backend Linalg.InputStorage.Auto 2) (fun () ->
                     let model: Model<float32> = Network.init 42 0.01 Training.bookNetwork
                     let stepped, loss = Training.sgdStep 0.1f model (Dataset.batch train [| 0 .. 99 |])
                     let w1 = match stepped.Params[0] with Params.Affine p -> p.W | Params.Empty -> failwith "W1"
-                    Linalg.mul x w, Linalg.mulTN x dout, Linalg.mulNT dout w, loss, w1
-                finally
-                    Linalg.useBackend Linalg.Backend.Auto
+                    Linalg.mul x w, Linalg.mulTN x dout, Linalg.mulNT dout w, loss, w1)
             let reference = results Linalg.Backend.MathNet
             let others = [ yield Linalg.Backend.Managed; if OpenBlas.isAvailable () then yield Linalg.Backend.OpenBlas ]
             for backend in others do
@@ -79,5 +75,39 @@ let tests =
         test "a product of mismatched shapes names the sizes" {
             let ex = Expect.throwsC (fun () -> Linalg.mul (Common.random 1 3 4) (Common.random 2 5 2) |> ignore) id
             Expect.stringContains ex.Message "op(A) 3x4 by op(B) 5x2" "message"
+        }
+    ]
+
+[<Tests>]
+let settings =
+    testList "settings" [
+        test "settings resolve Auto, check OpenBLAS and the threads where they are made, and the defaults are made once" {
+            let resolved = if OpenBlas.isAvailable () then Linalg.Backend.OpenBlas else Linalg.Backend.Managed
+            Expect.equal (Linalg.settings Linalg.Backend.Auto Linalg.InputStorage.Dense 1).Backend resolved "Auto: OpenBLAS where the system has it, else Managed"
+            if OpenBlas.isAvailable () then
+                Expect.equal (Linalg.settings Linalg.Backend.OpenBlas Linalg.InputStorage.Auto 2).Backend Linalg.Backend.OpenBlas "OpenBlas where it is"
+            else
+                let e = Expect.throwsC (fun () -> Linalg.settings Linalg.Backend.OpenBlas Linalg.InputStorage.Auto 2 |> ignore) id
+                Expect.isTrue (e :? ArgumentException) "an ArgumentException"
+                Expect.stringContains e.Message "OpenBLAS was not found on this system" "the message the CLI and the facade show"
+            Expect.throwsT<ArgumentOutOfRangeException> (fun () -> Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 0 |> ignore) "at least one thread"
+            let d = Linalg.defaults ()
+            Expect.isTrue (obj.ReferenceEquals(d, Linalg.defaults ())) "made once"
+            Expect.equal (d.Backend, d.InputStorage, d.Threads) (resolved, Linalg.InputStorage.Auto, min 2 Environment.ProcessorCount) "the defaults"
+            Expect.equal (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Sparse 2) (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Sparse 2) "equal settings are equal"
+        }
+        test "using puts settings in effect for its call (and the tasks it starts) alone, nests, and restores the outer ones after an exception" {
+            let a = Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Dense 1
+            let b = Linalg.settings Linalg.Backend.MathNet Linalg.InputStorage.Sparse 2
+            Expect.isTrue (obj.ReferenceEquals(Linalg.current (), Linalg.defaults ())) "outside any using: the defaults"
+            Linalg.using a (fun () ->
+                Expect.isTrue (obj.ReferenceEquals(Linalg.current (), a)) "inside: a"
+                Expect.isTrue (obj.ReferenceEquals(Threading.Tasks.Task.Run(Linalg.current).Result, a)) "a task started inside: a"
+                Expect.isTrue (obj.ReferenceEquals(Linalg.using b Linalg.current, b)) "nested: b"
+                Expect.throwsT<InvalidOperationException> (fun () -> Linalg.using b (fun () -> invalidOp "fails")) "the exception passes"
+                Expect.isTrue (obj.ReferenceEquals(Linalg.current (), a)) "after the nested using, and its exception: a again"
+                Expect.stringContains (Linalg.describe ()) "1 thread" "describe tells the settings in effect")
+            Expect.isTrue (obj.ReferenceEquals(Linalg.current (), Linalg.defaults ())) "after: the defaults again"
+            Expect.stringContains (Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 2) Linalg.describe) "managed" "describe: the backend"
         }
     ]

@@ -22,7 +22,9 @@ let run (args: string list) =
 
 [<Tests>]
 let tests =
-    testSequencedGroup Common.processWide <| testList "cli" [
+    // In sequence: each test redirects the process's standard output and error (Console.SetOut).
+    // (The settings the commands choose apply to their own run alone: other tests run meanwhile.)
+    testSequenced <| testList "cli" [
         test "demo prints the shopping numbers" {
             let code, out, _ = run [ "demo" ]
             Expect.equal code 0 "exit code"
@@ -161,7 +163,7 @@ let tests =
         }
         test "--dataset fashion trains on Fashion-MNIST and names its classes (where Debian's package is installed)" {
             if not (Directory.Exists "/usr/share/datasets/fashion-mnist") then
-                skiptest "Fashion-MNIST is not installed here (apt-get install dataset-fashion-mnist); CI installs it"
+                requireOrSkip "Fashion-MNIST is not installed here (apt-get install dataset-fashion-mnist); CI installs it"
             let model = Path.Combine(Directory.CreateTempSubdirectory("backprop-cli-").FullName, "f.npz")
             let code, out, _ = run [ "train"; "--dataset"; "fashion"; "--iters"; "600"; "--save"; model ]
             Expect.equal code 0 "train"

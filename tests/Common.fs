@@ -3,6 +3,7 @@ module Common
 
 open System
 open System.IO
+open Expecto
 open MathNet.Numerics.LinearAlgebra
 open Backprop
 
@@ -30,9 +31,15 @@ let maxAbsDiff (a: Matrix<float>) (b: Matrix<float>) = (a - b).Enumerate() |> Se
 let modelOf (layers: Layer list) (ps: Params<'T> list) : Model<'T> =
     { Layers = layers; Params = ps; States = layers |> List.map (fun _ -> LayerState.Stateless) }
 
-/// The sequenced group of the tests that set the process-wide backend (Linalg.useBackend, the
-/// CLI) or compare two runs bit for bit: Expecto runs no two of them at the same time.
-let processWide = "process-wide settings"
+/// Skips the test for a dependency this machine lacks (reason names it and how to install it),
+/// except under CI (the environment variable CI is "true"), which installs every dependency the
+/// tests use (OpenBLAS, numpy for /usr/bin/python3, Fashion-MNIST): there the test fails, so
+/// that a green CI run means every test ran.
+let requireOrSkip (reason: string) : 'a =
+    if Environment.GetEnvironmentVariable "CI" = "true" then
+        failtest $"{reason} (CI=true: CI installs it, so this test must run, not skip)"
+    else
+        skiptest reason
 
 /// The repository's root (the folder of Backprop.sln), found from the test binary upwards.
 let repoRoot =

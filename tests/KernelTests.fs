@@ -122,69 +122,85 @@ let tests =
         }
     ]
 
+/// Settings with the managed kernel and two threads (the helper in use) or one (no helper).
+let private managed threads = Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto threads
+
 [<Tests>]
 let halves =
-    testSequenced <| testList "halves" [
+    testList "halves" [
         test "a product split over two threads equals the whole product on one, on every backend" {
             let a, b = Common.random 21 100 784, Common.random 22 784 50
             let dout = Common.random 23 100 50
-            let before = Linalg.active ()
-            try
-                for backend in [ Linalg.Backend.Managed; (if OpenBlas.isAvailable () then Linalg.Backend.OpenBlas else Linalg.Backend.Managed) ] do
-                    Linalg.useBackend backend
-                    let products () = [ Linalg.mul a b; Linalg.mulTN a dout; Linalg.mulNT dout b; Linalg.mulAddRow a b (b.Row 0) ]
-                    Halves.setEnabled false
-                    let whole = products ()
-                    Halves.setEnabled true
+            for backend in [ Linalg.Backend.Managed; (if OpenBlas.isAvailable () then Linalg.Backend.OpenBlas else Linalg.Backend.Managed) ] do
+                let on threads f = Linalg.using (Linalg.settings backend Linalg.InputStorage.Auto threads) f
+                let products () = [ Linalg.mul a b; Linalg.mulTN a dout; Linalg.mulNT dout b; Linalg.mulAddRow a b (b.Row 0) ]
+                let whole = on 1 products
+                on 2 (fun () ->
                     for _ in 1 .. 20 do // the helper takes some halves and its caller others
-                        List.iter2 (fun (s: Matrix<float>) w -> Expect.isLessThan (Common.maxAbsDiff s w) 1e-12 $"{backend}: split equals whole") (products ()) whole
-                    let w32 = Linalg.mulTN (a.Map float32) (dout.Map float32)
-                    Halves.setEnabled false
-                    Expect.isLessThan ((Linalg.mulTN (a.Map float32) (dout.Map float32) - w32).Enumerate() |> Seq.map abs |> Seq.max) 1e-4f $"{backend}: float32"
-            finally
-                Halves.setEnabled (Environment.ProcessorCount >= 2)
-                Linalg.useBackend before
+                        List.iter2 (fun (s: Matrix<float>) w -> Expect.isLessThan (Common.maxAbsDiff s w) 1e-12 $"{backend}: split equals whole") (products ()) whole)
+                let w32 = on 2 (fun () -> Linalg.mulTN (a.Map float32) (dout.Map float32))
+                let whole32 = on 1 (fun () -> Linalg.mulTN (a.Map float32) (dout.Map float32))
+                Expect.isLessThan ((whole32 - w32).Enumerate() |> Seq.map abs |> Seq.max) 1e-4f $"{backend}: float32"
         }
         test "both halves run, an exception in either reaches the caller, and the helper serves the next product" {
-            Halves.setEnabled true
-            let ran = Array.zeroCreate 2
-            Halves.run (fun () -> ran[0] <- 1) (fun () -> ran[1] <- 1)
-            Expect.equal ran [| 1; 1 |] "both halves"
-            Expect.throwsT<InvalidOperationException> (fun () -> Halves.run ignore (fun () -> invalidOp "second")) "the second half's exception"
-            Expect.throwsT<ArgumentException> (fun () -> Halves.run (fun () -> invalidArg "x" "first") ignore) "the first half's exception"
-            let sum = ref 0
-            Halves.run (fun () -> lock sum (fun () -> sum.Value <- sum.Value + 1)) (fun () -> lock sum (fun () -> sum.Value <- sum.Value + 2))
-            Expect.equal sum.Value 3 "the next product after the failures"
+            Linalg.using (managed 2) (fun () ->
+                let ran = Array.zeroCreate 2
+                Halves.run (fun () -> ran[0] <- 1) (fun () -> ran[1] <- 1)
+                Expect.equal ran [| 1; 1 |] "both halves"
+                Expect.throwsT<InvalidOperationException> (fun () -> Halves.run ignore (fun () -> invalidOp "second")) "the second half's exception"
+                Expect.throwsT<ArgumentException> (fun () -> Halves.run (fun () -> invalidArg "x" "first") ignore) "the first half's exception"
+                let sum = ref 0
+                Halves.run (fun () -> lock sum (fun () -> sum.Value <- sum.Value + 1)) (fun () -> lock sum (fun () -> sum.Value <- sum.Value + 2))
+                Expect.equal sum.Value 3 "the next product after the failures")
         }
         test "an offered job runs once, by the helper or taken back by its owner, and its exception reaches Join" {
-            for on in [ true; false ] do
-                Halves.setEnabled on
-                let counts: int[] = Array.zeroCreate 200
-                let offers = [ for i in 0 .. 199 -> Halves.offer (i % 2 = 0) (fun () -> Threading.Interlocked.Increment(&counts[i]) |> ignore) ]
-                for o in offers do o.Join()
-                Expect.isTrue (counts |> Array.forall ((=) 1)) $"every job ran exactly once, helper {on}"
-                let failing = Halves.offer false (fun () -> invalidOp "gather failed")
-                Expect.throwsT<InvalidOperationException> (fun () -> failing.Join()) $"the job's exception, helper {on}"
-            Halves.setEnabled (Environment.ProcessorCount >= 2)
+            for threads in [ 2; 1 ] do
+                Linalg.using (managed threads) (fun () ->
+                    let counts: int[] = Array.zeroCreate 200
+                    let offers = [ for i in 0 .. 199 -> Halves.offer (i % 2 = 0) (fun () -> Threading.Interlocked.Increment(&counts[i]) |> ignore) ]
+                    for o in offers do o.Join()
+                    Expect.isTrue (counts |> Array.forall ((=) 1)) $"every job ran exactly once, %d{threads} threads"
+                    let failing = Halves.offer false (fun () -> invalidOp "gather failed")
+                    Expect.throwsT<InvalidOperationException> (fun () -> failing.Join()) $"the job's exception, %d{threads} threads")
         }
         test "a thread awaiting background work may compute halves of its products: the results are the same" {
-            Halves.setEnabled true
-            let a, b = Common.random 31 300 784, Common.random 32 784 50
-            let expected = Linalg.mul a b
-            for _ in 1 .. 5 do
-                let task = Halves.inBackground (fun () -> [ for _ in 1 .. 20 -> Linalg.mul a b ])
-                for product in Halves.await task do
-                    Expect.isLessThan (Common.maxAbsDiff product expected) 1e-12 "each background product"
-            let failing = Halves.inBackground (fun () -> failwith "evaluation failed": int)
-            Expect.throwsT<AggregateException> (fun () -> Halves.await failing |> ignore) "its exception"
+            Linalg.using (managed 2) (fun () ->
+                let a, b = Common.random 31 300 784, Common.random 32 784 50
+                let expected = Linalg.mul a b
+                for _ in 1 .. 5 do
+                    let task = Halves.inBackground (fun () -> [ for _ in 1 .. 20 -> Linalg.mul a b ])
+                    for product in Halves.await task do
+                        Expect.isLessThan (Common.maxAbsDiff product expected) 1e-12 "each background product"
+                let failing = Halves.inBackground (fun () -> failwith "evaluation failed": int)
+                Expect.throwsT<AggregateException> (fun () -> Halves.await failing |> ignore) "its exception")
         }
         test "background work returns its result or its exception, with the helper on or off" {
-            for on in [ true; false ] do
-                Halves.setEnabled on
-                let results = [ for i in 1 .. 5 -> Halves.inBackground (fun () -> i * i) ]
-                Expect.equal [ for t in results -> t.Result ] [ 1; 4; 9; 16; 25 ] $"results, helper {on}"
-                let failing = Halves.inBackground (fun () -> failwith "evaluation failed": int)
-                Expect.throwsT<AggregateException> (fun () -> failing.Result |> ignore) $"exception, helper {on}"
-            Halves.setEnabled (Environment.ProcessorCount >= 2)
+            for threads in [ 2; 1 ] do
+                Linalg.using (managed threads) (fun () ->
+                    let results = [ for i in 1 .. 5 -> Halves.inBackground (fun () -> i * i) ]
+                    Expect.equal [ for t in results -> t.Result ] [ 1; 4; 9; 16; 25 ] $"results, %d{threads} threads"
+                    let failing = Halves.inBackground (fun () -> failwith "evaluation failed": int)
+                    Expect.throwsT<AggregateException> (fun () -> failing.Result |> ignore) $"exception, %d{threads} threads")
+        }
+        test "work on the helper runs under the settings of the code that offered it" {
+            // Distinct settings (storage differs), each in effect on its own thread at once.
+            let choices = [ for storage in [ Linalg.InputStorage.Dense; Linalg.InputStorage.Sparse; Linalg.InputStorage.Auto ] do
+                              for threads in [ 2; 1 ] -> Linalg.settings Linalg.Backend.Managed storage threads ]
+            let seen (settings: Linalg.Settings) =
+                Linalg.using settings (fun () ->
+                    [ for _ in 1 .. 50 do
+                        let offered = ref Unchecked.defaultof<Linalg.Settings>
+                        let o = Halves.offer (Random.Shared.Next 2 = 0) (fun () -> offered.Value <- Linalg.current ())
+                        let background = Halves.inBackground Linalg.current
+                        // on the helper with its own products' halves: a half may be taken by this
+                        // thread, waiting in `await`, which must run it under the helper job's settings
+                        let halves = Halves.inBackground (fun () -> let seen = Collections.Concurrent.ConcurrentBag() in Halves.run (fun () -> seen.Add(Linalg.current ())) (fun () -> seen.Add(Linalg.current ())); List.ofSeq seen)
+                        o.Join()
+                        yield offered.Value
+                        yield Halves.await background
+                        yield! Halves.await halves ])
+            let all = choices |> List.map (fun s -> Threading.Tasks.Task.Run(fun () -> s, seen s)) |> Array.ofList |> Threading.Tasks.Task.WhenAll
+            for settings, seen in all.Result do
+                Expect.all seen (fun s -> obj.ReferenceEquals(s, settings)) $"every job of the code under {settings} saw those settings"
         }
     ]

@@ -142,16 +142,17 @@ let tests =
             | _ -> failtest "W1"
         }
         test "auto storage: sparse for MNIST-like images, dense where more than a third of the pixels are nonzero" {
-            Expect.equal (Linalg.inputStorage ()) Linalg.InputStorage.Auto "the default"
-            let mostlyZero = sparseBytes 2 20 784 0.8
-            let mostlyNonzero = sparseBytes 3 20 784 0.5
-            let d pixels = { Pixels = pixels; Labels = Array.zeroCreate 20; Count = 20; Rows = 28; Columns = 28 }
-            let sparse: Matrix<float32> = Dataset.images (d mostlyZero) [| 0 .. 19 |]
-            let dense: Matrix<float32> = Dataset.images (d mostlyNonzero) [| 0 .. 19 |]
-            Expect.isFalse sparse.Storage.IsDense "80% zeros: sparse"
-            Expect.isTrue dense.Storage.IsDense "50% zeros: dense"
-            Expect.isTrue (Linalg.storesSparse mostlyZero 784) "storesSparse agrees (sparse)"
-            Expect.isFalse (Linalg.storesSparse mostlyNonzero 784) "storesSparse agrees (dense)"
-            Expect.equal (sparse.ToArray()) (Array2D.init 20 784 (fun i j -> float32 mostlyZero[i * 784 + j] / 255.0f)) "the sparse matrix holds every pixel's value"
+            // Auto storage (as in the defaults), in effect for this test alone
+            Linalg.using (Linalg.settings Linalg.Backend.Auto Linalg.InputStorage.Auto 2) (fun () ->
+                let mostlyZero = sparseBytes 2 20 784 0.8
+                let mostlyNonzero = sparseBytes 3 20 784 0.5
+                let d pixels = { Pixels = pixels; Labels = Array.zeroCreate 20; Count = 20; Rows = 28; Columns = 28 }
+                let sparse: Matrix<float32> = Dataset.images (d mostlyZero) [| 0 .. 19 |]
+                let dense: Matrix<float32> = Dataset.images (d mostlyNonzero) [| 0 .. 19 |]
+                Expect.isFalse sparse.Storage.IsDense "80% zeros: sparse"
+                Expect.isTrue dense.Storage.IsDense "50% zeros: dense"
+                Expect.isTrue (Linalg.storesSparse mostlyZero 784) "storesSparse agrees (sparse)"
+                Expect.isFalse (Linalg.storesSparse mostlyNonzero 784) "storesSparse agrees (dense)"
+                Expect.equal (sparse.ToArray()) (Array2D.init 20 784 (fun i j -> float32 mostlyZero[i * 784 + j] / 255.0f)) "the sparse matrix holds every pixel's value")
         }
     ]

@@ -9,7 +9,7 @@ let private small = { Training.bookRecipe with Iterations = 50; BatchSize = 20 }
 
 [<Tests>]
 let tests =
-    testSequencedGroup Common.processWide <| testList "training" [
+    testList "training" [
         test "sgdStep returns a new model and leaves the old one as it was" {
             let train, _ = mnist.Force()
             let m: Model<float> = Network.init 42 0.01 Training.bookNetwork
@@ -37,7 +37,7 @@ let tests =
             let reports = Run.epochs { small with Iterations = 25 } sub (Dataset.take 100 test) (Network.init 42 0.01 Training.bookNetwork: Model<float>) |> Seq.toList
             Expect.equal (reports |> List.map (fun r -> r.Epoch, r.Iteration, r.Losses.Length)) [ 1, 10, 10; 2, 20, 10; 3, 25, 5 ] "200 / 20 = 10 steps an epoch"
         }
-        test "epochsOverlapped gives exactly the reports of epochs" {
+        test "Pipeline.epochs (two cores) gives exactly the reports of Run.epochs (the plain fold)" {
             let train, test = mnist.Force()
             let sub, testSub = Dataset.take 600 train, Dataset.take 300 test
             let config = { small with Iterations = 95 }

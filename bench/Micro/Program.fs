@@ -50,6 +50,9 @@ type AffineBench() =
     let mutable dout64: Matrix<float> = null
     let mutable cache32 = Unchecked.defaultof<AffineCache<float32>>
     let mutable cache64 = Unchecked.defaultof<AffineCache<float>>
+    /// The settings of the parameters below, in effect in the set-up and in each benchmark call
+    /// (Linalg.using: the two writes of an AsyncLocal it costs are part of each measured call).
+    let mutable settings = Unchecked.defaultof<Linalg.Settings>
 
     /// The backend under test.
     [<Params("openblas", "managed")>]
@@ -64,13 +67,19 @@ type AffineBench() =
     [<Params("dense", "sparse")>]
     member val Inputs = "" with get, set
 
-    /// Builds the inputs (the first 100 MNIST test images) and selects the backend.
+    /// Builds the inputs (the first 100 MNIST test images) under the settings of the parameters.
     [<GlobalSetup>]
     member this.Setup() =
         MathNet.Numerics.Control.UseSingleThread()
-        Backend.Halves.setEnabled (this.Threads = 2)
-        Linalg.useBackend (if this.Backend = "openblas" then Linalg.Backend.OpenBlas else Linalg.Backend.Managed)
-        Linalg.useInputStorage (if this.Inputs = "sparse" then Linalg.InputStorage.Sparse else Linalg.InputStorage.Dense)
+        settings <-
+            Linalg.settings
+                (if this.Backend = "openblas" then Linalg.Backend.OpenBlas else Linalg.Backend.Managed)
+                (if this.Inputs = "sparse" then Linalg.InputStorage.Sparse else Linalg.InputStorage.Dense)
+                this.Threads
+        Linalg.using settings this.Build
+
+    /// The inputs, built under the benchmark's settings (the gather reads the input storage).
+    member private _.Build() =
         let dir = Mnist.tryFindShipped [ Environment.CurrentDirectory; AppContext.BaseDirectory ] |> Option.defaultWith (fun () -> failwith "data/mnist not found")
         let _, test = Mnist.load dir
         x64 <- Dataset.images test [| 0 .. 99 |]
@@ -84,19 +93,19 @@ type AffineBench() =
 
     /// x·W + b in float32.
     [<Benchmark>]
-    member _.ForwardSingle() = Affine.forward p32 x32
+    member _.ForwardSingle() = Linalg.using settings (fun () -> Affine.forward p32 x32)
 
     /// dx, dW, db in float32.
     [<Benchmark>]
-    member _.BackwardSingle() = Affine.backward cache32 dout32
+    member _.BackwardSingle() = Linalg.using settings (fun () -> Affine.backward cache32 dout32)
 
     /// x·W + b in float64.
     [<Benchmark>]
-    member _.ForwardDouble() = Affine.forward p64 x64
+    member _.ForwardDouble() = Linalg.using settings (fun () -> Affine.forward p64 x64)
 
     /// dx, dW, db in float64.
     [<Benchmark>]
-    member _.BackwardDouble() = Affine.backward cache64 dout64
+    member _.BackwardDouble() = Linalg.using settings (fun () -> Affine.backward cache64 dout64)
 
 [<EntryPoint>]
 let main argv =

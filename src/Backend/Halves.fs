@@ -65,11 +65,14 @@ type Offer(work: unit -> unit) =
 /// Product halves come first, then gathers, then background work; background work lets offers
 /// in between its own products.
 ///
-/// With the helper disabled (one core, or `setEnabled false`), offers run at once on their
-/// owner's thread and background work goes to the thread pool.
+/// Whether the helper is used is a setting (Settings.Threads >= 2; the default where the machine
+/// has two cores or more), read where work is offered: under settings with one thread, offers run
+/// at once on their owner's thread and background work goes to the thread pool. Work run on the
+/// helper (an offer, background work, or a half of background work's product taken by a thread in
+/// `await`) runs under the settings of the code that offered it, so one helper serves trainings
+/// under different settings at once.
 [<RequireQualifiedAccess>]
 module Halves =
-    let mutable private enabled = Environment.ProcessorCount >= 2
     let mutable private sleeping = 0
     let private signal = new SemaphoreSlim(0)
     let private urgent = ConcurrentQueue<Offer>()
@@ -119,36 +122,43 @@ module Halves =
     let private helper =
         lazy
             (let t = Thread(helperLoop, IsBackground = true, Name = "Backprop helper")
-             t.Start()
+             // UnsafeStart: the helper inherits no caller's execution context (its settings); each
+             // job brings its own.
+             t.UnsafeStart()
              t)
 
-    /// Whether the helper thread is in use (by default where the machine has two or more cores).
-    let isEnabled () = enabled
+    /// Whether the settings in effect use the helper thread.
+    let private enabled () = (Settings.current ()).Threads >= 2
 
-    /// Uses the helper thread (true), or runs offers at once on their owner's thread and sends
-    /// background work to the thread pool (false).
-    let setEnabled (on: bool) = enabled <- on
+    /// job, to run under the settings in effect here wherever it runs.
+    let private underCurrent (job: unit -> 'a) : unit -> 'a =
+        let settings = Settings.current ()
+        fun () -> Settings.using settings job
 
     /// Offers job to the helper: it runs there if the helper gets to it first, else on the
-    /// thread that calls Join. With the helper disabled, it runs at Join. `urgent` offers (a
-    /// product half, needed within microseconds) go before the others (a next batch's gather).
+    /// thread that calls Join; either way under the settings in effect here. With the helper
+    /// disabled, it runs at Join. `urgent` offers (a product half, needed within microseconds) go
+    /// before the others (a next batch's gather).
     let offer (isUrgent: bool) (job: unit -> unit) : Offer =
-        let o = Offer job
-        if enabled && not isHelper.Value then
+        if enabled () && not isHelper.Value then
+            let o = Offer(underCurrent job)
             helper.Force() |> ignore
             (if isUrgent then urgent else relaxed).Enqueue o
             wake ()
-        o
+            o
+        else
+            Offer job
 
-    /// Starts f on the helper thread (after the offers waiting) and returns its result as a task;
-    /// the products f makes stay on the helper thread.
+    /// Starts f on the helper thread (after the offers waiting), under the settings in effect
+    /// here, and returns its result as a task; the products f makes stay on the helper thread.
+    /// With the helper disabled, f runs on the thread pool (under these settings too).
     let inBackground (f: unit -> 'a) : Task<'a> =
-        if not enabled then
-            Task.Run f
+        if not (enabled ()) then
+            Task.Run f // the task flows the caller's execution context, settings included
         else
             helper.Force() |> ignore
             let result = TaskCompletionSource<'a>(TaskCreationOptions.RunContinuationsAsynchronously)
-            background.Enqueue(fun () -> try result.SetResult(f ()) with e -> result.SetException e)
+            background.Enqueue(underCurrent (fun () -> try result.SetResult(f ()) with e -> result.SetException e))
             wake ()
             result.Task
 
@@ -162,7 +172,7 @@ module Halves =
             // to a thread waiting for background work (see `await`), else done here too.
             serveOffers ()
             if Volatile.Read(&awaiting) > 0 then
-                let o = Offer second
+                let o = Offer(underCurrent second) // taken by a thread under its own settings
                 helperOffers.Enqueue o
                 first ()
                 o.Join()
@@ -170,7 +180,7 @@ module Halves =
                 first ()
                 serveOffers ()
                 second ()
-        elif not enabled then
+        elif not (enabled ()) then
             first ()
             second ()
         else
@@ -192,7 +202,7 @@ module Halves =
     /// The task's result; while it is not done, the calling thread takes halves of the helper's
     /// products (a training thread waiting for the last epoch's evaluation helps with it).
     let await (task: Task<'a>) : 'a =
-        if enabled && not isHelper.Value && not task.IsCompleted then
+        if enabled () && not isHelper.Value && not task.IsCompleted then
             Interlocked.Increment(&awaiting) |> ignore
             try
                 let mutable spin = SpinWait()

@@ -3,10 +3,11 @@ using System.Collections.Generic;
 using System.Linq;
 using System.Threading;
 using Backprop.Interop;
+using Microsoft.FSharp.Core;
 
 namespace Backprop;
 
-/// <summary>The matrix-product backend (a process-wide choice).</summary>
+/// <summary>The matrix-product backend of a trainer's runs (<see cref="Trainer.WithBackend"/>).</summary>
 public enum MatrixBackend
 {
     /// <summary>OpenBLAS if the system has it, else the managed kernel.</summary>
@@ -88,7 +89,11 @@ public sealed record Trainer
     /// <summary>Fixes the batches drawn: the same seed gives the same run.</summary>
     public Trainer WithSeed(int seed) => this with { seed = seed };
 
-    /// <summary>Chooses the matrix-product backend for the runs of this trainer.</summary>
+    /// <summary>
+    /// Chooses the matrix-product backend for the runs of this trainer: it applies inside its
+    /// <see cref="Train"/> calls only (other trainers, other threads and the rest of the process keep
+    /// theirs), so trainings with different backends may run at the same time.
+    /// </summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="backend"/> is not a defined value.</exception>
     public Trainer WithBackend(MatrixBackend backend)
     {
@@ -122,24 +127,32 @@ public sealed record Trainer
                 throw new ArgumentException($"The network takes {network.Inputs} values, the images have {set.PixelCount}.", name);
         if (network.Classes < 10)
             throw new ArgumentException($"MNIST-layout labels go up to 9; the network has {network.Classes} classes.", nameof(network));
-        // MathNet spreads large elementwise maps over the thread pool, where they starve other
-        // work (a CancelAfter timer, the caller's tasks) and gain nothing here: the products run
-        // on the backend, one thread each. The CLI makes the same process-wide choice.
-        MathNet.Numerics.Control.UseSingleThread();
+        // The backend applies to this run alone: the run goes inside Linalg.Using, whose settings
+        // follow it (onto the helper thread too) and are gone when it returns. Nothing process-wide
+        // (MathNet's Control included) is changed.
+        Backend.Settings settings;
         try
         {
-            Linalg.useBackend(backend switch
-            {
-                MatrixBackend.OpenBlas => Linalg.Backend.OpenBlas,
-                MatrixBackend.Managed => Linalg.Backend.Managed,
-                _ => Linalg.Backend.Auto,
-            });
+            settings = Linalg.settings(
+                backend switch
+                {
+                    MatrixBackend.OpenBlas => Backend.ProductBackend.OpenBlas,
+                    MatrixBackend.Managed => Backend.ProductBackend.Managed,
+                    _ => Backend.ProductBackend.Auto,
+                },
+                Backend.InputStorage.Auto,
+                Linalg.defaults().Threads);
         }
         catch (ArgumentException e)
         {
             throw new InvalidOperationException(e.Message.Split(" (Parameter")[0], e);
         }
+        return Linalg.Using(settings, FuncConvert.FromFunc(() => Run(network, train, evaluation, progress, cancellationToken)));
+    }
 
+    /// <summary>The body of <see cref="Train"/>, under the trainer's settings.</summary>
+    private TrainingResult Run(NeuralNetwork network, ImageSet train, ImageSet evaluation, IProgress<EpochReport>? progress, CancellationToken cancellationToken)
+    {
         var steps = iterations ?? epochs!.Value * Math.Max(train.Count / batchSize, 1);
         var config = Core.Config(learningRate, batchSize, steps, seed);
         var history = new List<EpochReport>();

@@ -28,25 +28,27 @@ let findData (given: string option) =
         Mnist.tryFindShipped [ Environment.CurrentDirectory; AppContext.BaseDirectory ]
         |> Option.defaultWith (fun () -> usage "no MNIST data found: data/mnist is missing here and above the program; give one with --data DIR")
 
-/// Selects the matrix-product backend and how images are stored; a missing OpenBLAS is a usage
-/// error naming --backend.
-let private selectBackend (backend: BackendArg option) (inputs: InputStorageArg option) =
+/// The settings the command runs under (the rest of it runs inside Linalg.using): the
+/// matrix-product backend and how images are stored, with the default threads; a missing OpenBLAS
+/// is a usage error naming --backend.
+let private selectBackend (backend: BackendArg option) (inputs: InputStorageArg option) : Linalg.Settings =
     // MathNet spreads large elementwise maps over every core; training keeps one core and the
-    // per-epoch evaluation the other, so MathNet works on the thread that calls it.
+    // per-epoch evaluation the other, so MathNet works on the thread that calls it. (A choice for
+    // the whole process, which is the CLI's own; the library and the facade never make it.)
     MathNet.Numerics.Control.UseSingleThread()
-    Linalg.useInputStorage (
+    let storage =
         match inputs with
         | Some Dense -> Linalg.InputStorage.Dense
         | Some Sparse -> Linalg.InputStorage.Sparse
         | Some InputStorageArg.Auto
-        | None -> Linalg.InputStorage.Auto)
+        | None -> Linalg.InputStorage.Auto
     let choice =
         match defaultArg backend BackendArg.Auto with
         | BackendArg.Auto -> Linalg.Backend.Auto
         | Openblas -> Linalg.Backend.OpenBlas
         | Managed -> Linalg.Backend.Managed
         | Mathnet -> Linalg.Backend.MathNet
-    try Linalg.useBackend choice
+    try Linalg.settings choice storage (Linalg.defaults ()).Threads
     with :? ArgumentException as e ->
         let reason = e.Message.Split(" (Parameter")[0]
         usage $"--backend openblas: {reason}"
@@ -162,7 +164,8 @@ let train (args: ParseResults<TrainArgs>) =
         | _ -> ()
     let initFrom = args.TryGetResult Init_From |> Option.map (fun f -> f, loadModel f)
     let dataDir, datasetName = resolveData (args.TryGetResult TrainArgs.Data) (args.TryGetResult TrainArgs.Dataset) None
-    selectBackend (args.TryGetResult TrainArgs.Backend) (args.TryGetResult TrainArgs.Input_Storage)
+    // The rest of the command runs under the settings chosen.
+    Linalg.using (selectBackend (args.TryGetResult TrainArgs.Backend) (args.TryGetResult TrainArgs.Input_Storage)) <| fun () ->
     let sizes =
         match initFrom with
         | Some(file, saved) ->
@@ -263,7 +266,7 @@ let evaluate (args: ParseResults<EvaluateArgs>) =
     let file = args.GetResult EvaluateArgs.Model
     let saved = loadModel file
     let dataDir, datasetName = resolveData (args.TryGetResult EvaluateArgs.Data) (args.TryGetResult EvaluateArgs.Dataset) ((Npz.metadata file).TryFind "dataset")
-    selectBackend None None
+    Linalg.using (selectBackend None None) <| fun () ->
     let _, test = Mnist.load dataDir
     let sizes = match saved with SavedModel.Single m -> Network.sizes m.Layers | SavedModel.Double m -> Network.sizes m.Layers
     if sizes.Head <> test.PixelCount then raise (DataError(file, $"the model takes %d{sizes.Head} inputs, the images of {dataDir} have %d{test.PixelCount} pixels"))
@@ -289,7 +292,7 @@ let gradcheck (args: ParseResults<GradcheckArgs>) =
     let count = args.GetResult(Count, defaultValue = 3) |> positive "--count"
     let sizes = sizesOf (args.TryGetResult GradcheckArgs.Hidden) 784
     let dataDir = findData (args.TryGetResult GradcheckArgs.Data)
-    selectBackend (args.TryGetResult GradcheckArgs.Backend) (args.TryGetResult GradcheckArgs.Input_Storage)
+    Linalg.using (selectBackend (args.TryGetResult GradcheckArgs.Backend) (args.TryGetResult GradcheckArgs.Input_Storage)) <| fun () ->
     let trainSet, _ = Mnist.load dataDir
     let sizes = trainSet.PixelCount :: List.tail sizes
     let activation = activationOf (args.TryGetResult GradcheckArgs.Activation)
@@ -329,7 +332,7 @@ let predict (args: ParseResults<PredictArgs>) =
           for path in args.GetResult(Images, defaultValue = []) do
               yield path, Images.toInput side (Images.readImage path) ]
     if images.IsEmpty then usage "predict needs --index N or image files"
-    selectBackend None None
+    Linalg.using (selectBackend None None) <| fun () ->
     for name, image in images do
         let probabilities =
             match saved with

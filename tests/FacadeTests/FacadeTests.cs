@@ -99,6 +99,55 @@ public sealed class FacadeTests : IClassFixture<MnistFixture>
         Assert.Equal(a.History.SelectMany(r => r.Losses), b.History.SelectMany(r => r.Losses));
     }
 
+    /// <summary>Every number a run reports, for comparing runs exactly.</summary>
+    private static (double[] Losses, double[] TrainAccuracies, double[] TestAccuracies) Numbers(TrainingResult r) =>
+        (r.History.SelectMany(e => e.Losses).ToArray(), r.History.Select(e => e.TrainAccuracy).ToArray(), r.History.Select(e => e.TestAccuracy).ToArray());
+
+    /// <summary>Whether this machine has OpenBLAS; under CI (CI=true, which installs it) a missing one fails the test.</summary>
+    private static bool OpenBlasHere()
+    {
+        var available = Backend.OpenBlas.isAvailable();
+        if (!available && Environment.GetEnvironmentVariable("CI") == "true")
+            Assert.Fail("OpenBLAS is missing, and CI installs it (libopenblas0-pthread): the two-backend check would not run");
+        return available;
+    }
+
+    [Fact]
+    public async Task Train_TwoAtOnceWithDifferentBackends_EachEqualsItsOwnRunAlone()
+    {
+        var train = mnist.Train.Take(6000);
+        var test = mnist.Test.Take(1000);
+        // One Managed and one OpenBLAS run (where the system has it, else two seeds on Managed):
+        // had either run's backend leaked into the other's products, its float32 numbers would differ.
+        var trainers = OpenBlasHere()
+            ? new[] { Trainer.Create().WithIterations(300).WithBackend(MatrixBackend.Managed), Trainer.Create().WithIterations(300).WithBackend(MatrixBackend.OpenBlas) }
+            : new[] { Trainer.Create().WithIterations(300).WithBackend(MatrixBackend.Managed).WithSeed(1), Trainer.Create().WithIterations(300).WithBackend(MatrixBackend.Managed).WithSeed(2) };
+        var alone = trainers.Select(t => Numbers(t.Train(BookNetwork(), train, test))).ToArray();
+        Assert.NotEqual(alone[0].Losses, alone[1].Losses);
+        for (var round = 0; round < 2; round++)
+        {
+            var together = await Task.WhenAll(trainers.Select(t => Task.Run(() => Numbers(t.Train(BookNetwork(), train, test)))));
+            for (var i = 0; i < 2; i++)
+            {
+                Assert.Equal(300, together[i].Losses.Length);
+                Assert.Equal(alone[i].Losses, together[i].Losses);
+                Assert.Equal(alone[i].TrainAccuracies, together[i].TrainAccuracies);
+                Assert.Equal(alone[i].TestAccuracies, together[i].TestAccuracies);
+            }
+        }
+    }
+
+    [Fact]
+    public void Train_LeavesMathNetsProcessWideControlAsItWas()
+    {
+        var before = (MathNet.Numerics.Control.Describe(), MathNet.Numerics.Control.MaxDegreeOfParallelism, MathNet.Numerics.Control.TaskScheduler);
+        Trainer.Create().WithIterations(50).WithBackend(MatrixBackend.Managed).Train(BookNetwork(), mnist.Train.Take(1000), mnist.Test.Take(200));
+        var after = (MathNet.Numerics.Control.Describe(), MathNet.Numerics.Control.MaxDegreeOfParallelism, MathNet.Numerics.Control.TaskScheduler);
+        Assert.Equal(before.Item1, after.Item1);
+        Assert.Equal(before.Item2, after.Item2);
+        Assert.Same(before.Item3, after.Item3);
+    }
+
     [Fact]
     public void Train_CancelledAfterAnEpoch_StopsAtOnceAndReturnsWhatWasTrained()
     {
