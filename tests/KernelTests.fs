@@ -201,6 +201,6 @@ let halves =
                         yield! Halves.await halves ])
             let all = choices |> List.map (fun s -> Threading.Tasks.Task.Run(fun () -> s, seen s)) |> Array.ofList |> Threading.Tasks.Task.WhenAll
             for settings, seen in all.Result do
-                Expect.all seen (fun s -> obj.ReferenceEquals(s, settings)) $"every job of the code under {settings} saw those settings"
+                Expect.all seen (fun s -> s = settings) $"every job of the code under {settings} saw those settings"
         }
     ]

@@ -91,8 +91,8 @@ module Settings =
         if isNull (box settings) then nullArg "settings"
         let previous = scope.Value
         // The helper thread runs every offer under its owner's settings: skip the two writes of
-        // the AsyncLocal (each a small allocation) when they are already in effect.
-        if obj.ReferenceEquals(previous, settings) || (isNull (box previous) && obj.ReferenceEquals(settings, defaultSettings.Value)) then
+        // the AsyncLocal (each a small allocation) when equal settings are already in effect.
+        if (if isNull (box previous) then defaultSettings.Value else previous).Equals settings then
             f ()
         else
             scope.Value <- settings
