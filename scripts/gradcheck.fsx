@@ -7,7 +7,7 @@
 #r "nuget: MathNet.Numerics, 5.0.0"
 #r "nuget: System.Numerics.Tensors, 10.0.0"
 
-open Backprop
+open Backprop.Core
 
 let train, _ = Mnist.load (__SOURCE_DIRECTORY__ + "/../data/mnist")
 let model: Model<float> = Network.init 42 0.01 (Network.layers Activation.ReLU [ 784; 50; 10 ])

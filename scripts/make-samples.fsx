@@ -8,7 +8,7 @@
 #r "nuget: SkiaSharp.NativeAssets.Linux.NoDependencies, 3.119.4"
 
 open System.IO
-open Backprop
+open Backprop.Core
 open SkiaSharp
 
 let _, test = Mnist.load (__SOURCE_DIRECTORY__ + "/../data/mnist")

@@ -5,7 +5,7 @@
 //   dotnet fsi scripts/shopping.fsx
 #r "../artifacts/bin/Core/release/Backprop.Core.dll"
 
-open Backprop
+open Backprop.Core
 
 // Forward: apple price × count, then × tax.
 let apple, appleNum, tax = 100.0, 2.0, 1.1

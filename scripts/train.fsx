@@ -7,7 +7,7 @@
 #r "nuget: MathNet.Numerics, 5.0.0"
 #r "nuget: System.Numerics.Tensors, 10.0.0"
 
-open Backprop
+open Backprop.Core
 
 let iterations = match fsi.CommandLineArgs with [| _; n |] -> int n | _ -> 10000
 let train, test = Mnist.load (__SOURCE_DIRECTORY__ + "/../data/mnist")

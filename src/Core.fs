@@ -1,4 +1,4 @@
-namespace Backprop
+namespace Backprop.Core
 
 // Error backpropagation as chapter 5 of "Deep Learning from Scratch" builds it, written as pure
 // functions. Read top-down: scalar helpers, the computational-graph nodes (5.4), the functions

@@ -1,4 +1,4 @@
-namespace Backprop
+namespace Backprop.Core
 
 // The data a network trains on, and the plain (one-core) run of training on it: a Dataset of
 // image bytes, the mini-batches gathered from it, accuracy on a whole set, and Run.epochs, the

@@ -1,4 +1,4 @@
-namespace Backprop.Interop
+namespace Backprop.Core.Interop
 
 // Non-generic entry points into the core for languages that cannot call F# inline functions
 // (C#: the facade in src/CSharpFacade). Each is the core's own function at one element type;
@@ -7,11 +7,11 @@ namespace Backprop.Interop
 open System
 open System.Threading
 open MathNet.Numerics.LinearAlgebra
-open Backprop
+open Backprop.Core
 
 /// The core at float32 and float64, for callers that cannot use F# inline functions.
 [<AbstractClass; Sealed>]
-type Core =
+type Api =
     /// A model of the given layers with weights from N(0, weightInitStd²) drawn from the seed, in float32.
     static member InitSingle(seed: int, weightInitStd: float, layers: Layer[]) : Model<float32> = Network.init seed weightInitStd (List.ofArray layers)
 
@@ -21,11 +21,11 @@ type Core =
     /// The run of Run.epochs in float32, on the config's batches; the token is observed
     /// before every step: a cancelled run ends after the step in progress, with a last, partial epoch.
     static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float32>, token: CancellationToken) : seq<EpochReport<float32>> =
-        Core.Batches(config, train, token) |> Seq.map (Dataset.batch train) |> Training.trainedOn config (Training.iterationsPerEpoch config train.Count) (Training.start initial) |> Seq.map (Run.evaluated config train test)
+        Api.Batches(config, train, token) |> Seq.map (Dataset.batch train) |> Training.trainedOn config (Training.iterationsPerEpoch config train.Count) (Training.start initial) |> Seq.map (Run.evaluated config train test)
 
     /// The run of Run.epochs in float64, on the config's batches; the token is observed before every step.
     static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float>, token: CancellationToken) : seq<EpochReport<float>> =
-        Core.Batches(config, train, token) |> Seq.map (Dataset.batch train) |> Training.trainedOn config (Training.iterationsPerEpoch config train.Count) (Training.start initial) |> Seq.map (Run.evaluated config train test)
+        Api.Batches(config, train, token) |> Seq.map (Dataset.batch train) |> Training.trainedOn config (Training.iterationsPerEpoch config train.Count) (Training.start initial) |> Seq.map (Run.evaluated config train test)
 
     /// The config's batches, ending early once the token is cancelled.
     static member private Batches(config: TrainConfig, train: Dataset, token: CancellationToken) =

@@ -9,41 +9,41 @@
 /// threads are settings (Backend/Settings.fs), not globals: the functions read them from the code
 /// that calls them (`current ()`, the defaults outside any `using settings (fun () -> ...)`).
 [<RequireQualifiedAccess>]
-module Backprop.Linalg
+module Backprop.Core.Linalg
 
 open System
 open System.Collections.Generic
 open System.Numerics.Tensors
 open MathNet.Numerics.LinearAlgebra
-open Backprop.Backend
+open Backprop.Core.Backend
 
 /// Which implementation computes the matrix products (Backend/Settings.fs): Auto, OpenBlas,
 /// Managed or MathNet.
 type Backend = ProductBackend
 
 /// How gathered images are stored (Backend/Settings.fs): Auto, Dense or Sparse.
-type InputStorage = Backprop.Backend.InputStorage
+type InputStorage = Backprop.Core.Backend.InputStorage
 
 /// The backend, input storage and threads the functions of this module use (Backend/Settings.fs).
-type Settings = Backprop.Backend.Settings
+type Settings = Backprop.Core.Backend.Settings
 
 /// Settings with the given backend (Auto: OpenBLAS if the system has it, else Managed), input
 /// storage and threads (1, or 2 for the helper thread). Raises ArgumentException for OpenBlas
 /// when the system has no OpenBLAS, ArgumentOutOfRangeException for fewer than one thread.
-let settings (backend: Backend) (storage: InputStorage) (threads: int) : Settings = Backprop.Backend.Settings.create backend storage threads
+let settings (backend: Backend) (storage: InputStorage) (threads: int) : Settings = Backprop.Core.Backend.Settings.create backend storage threads
 
 /// The settings outside any `using`: OpenBLAS where the system has it (else Managed), storage
 /// Auto, two threads where the machine has two cores or more.
-let defaults () : Settings = Backprop.Backend.Settings.defaults ()
+let defaults () : Settings = Backprop.Core.Backend.Settings.defaults ()
 
 /// The settings in effect here: those of the innermost `using`, else the defaults.
-let current () : Settings = Backprop.Backend.Settings.current ()
+let current () : Settings = Backprop.Core.Backend.Settings.current ()
 
 /// Runs f with settings in effect (in this call, the tasks it starts and the work it hands to
 /// the helper thread), then restores the settings that were in effect before, also when f raises.
 /// A lazy sequence f returns runs under the settings where it is enumerated: enumerate it in f.
 [<CompiledName "Using">]
-let using (settings: Settings) (f: unit -> 'a) : 'a = Backprop.Backend.Settings.using settings f
+let using (settings: Settings) (f: unit -> 'a) : 'a = Backprop.Core.Backend.Settings.using settings f
 
 /// The backend and threads in effect in words, e.g. "openblas (libopenblas.so.0), large products
 /// in halves on 2 threads".

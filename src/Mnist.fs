@@ -1,4 +1,4 @@
-namespace Backprop
+namespace Backprop.Core
 
 // The I/O edge of the core: reading IDX files (LeCun's MNIST format, gzip-compressed or raw)
 // into Datasets. Bad files raise DataError with one line that names the file and the fault.

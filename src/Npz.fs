@@ -1,4 +1,4 @@
-namespace Backprop
+namespace Backprop.Core
 
 // Models on disk as NumPy .npz archives: the named parameters (W1, b1, W2, b2, ...), the layers'
 // states and any extra arrays (an optimizer's state) as .npy arrays (float32 or float64, C

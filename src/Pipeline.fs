@@ -1,4 +1,4 @@
-namespace Backprop
+namespace Backprop.Core
 
 // The same training run as Run.epochs (Data.fs), computed on two cores, for speed only: the
 // numbers are the same, report for report (tests/TrainingTests.fs checks it). The fold of

@@ -5,8 +5,8 @@ module BackendTests
 open System
 open Expecto
 open MathNet.Numerics.LinearAlgebra
-open Backprop
-open Backprop.Backend
+open Backprop.Core
+open Backprop.Core.Backend
 
 /// op(A)·op(B) by the definition, column-major, in float64.
 let naive transA transB m n k (a: float[]) lda (b: float[]) ldb =

@@ -5,7 +5,7 @@ open System
 open System.IO
 open Expecto
 open MathNet.Numerics.LinearAlgebra
-open Backprop
+open Backprop.Core
 
 /// A float64 matrix from rows.
 let matrix (rows: float list list) = Matrix<float>.Build.DenseOfRows(rows |> List.map Seq.ofList)

@@ -5,8 +5,8 @@ module KernelTests
 open System
 open Expecto
 open MathNet.Numerics.LinearAlgebra
-open Backprop
-open Backprop.Backend
+open Backprop.Core
+open Backprop.Core.Backend
 
 /// A small byte "dataset": rows × columns random bytes, every value 0-255 present.
 let private bytes rows columns =

@@ -4,7 +4,7 @@ module LayerTests
 
 open Expecto
 open MathNet.Numerics.LinearAlgebra
-open Backprop
+open Backprop.Core
 open Common
 
 /// Backprop and numerical gradients agree to this (central differences with h = 1e-4 are

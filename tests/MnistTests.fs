@@ -6,7 +6,7 @@ open System.IO
 open System.IO.Compression
 open Expecto
 open MathNet.Numerics.LinearAlgebra
-open Backprop
+open Backprop.Core
 open Common
 
 /// An IDX header: magic 0x0000_08_dims, then each dimension, big-endian.

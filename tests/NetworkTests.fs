@@ -4,7 +4,7 @@ module NetworkTests
 
 open Expecto
 open MathNet.Numerics.LinearAlgebra
-open Backprop
+open Backprop.Core
 open Common
 
 let private layers = Network.layers Activation.ReLU [ 2; 3; 2 ]

@@ -2,7 +2,7 @@
 module NodeTests
 
 open Expecto
-open Backprop
+open Backprop.Core
 
 let private close = Accuracy.veryHigh
 

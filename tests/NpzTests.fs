@@ -8,7 +8,7 @@ open System.IO
 open System.IO.Compression
 open Expecto
 open MathNet.Numerics.LinearAlgebra
-open Backprop
+open Backprop.Core
 open Common
 
 let private fixtures = Path.Combine(repoRoot, "tests", "fixtures")

@@ -6,8 +6,8 @@ module SparseTests
 open System
 open Expecto
 open MathNet.Numerics.LinearAlgebra
-open Backprop
-open Backprop.Backend
+open Backprop.Core
+open Backprop.Core.Backend
 
 /// rows × columns bytes, about `zeros` of them 0 (the rest 1-255), from a seed.
 let private sparseBytes (seed: int) rows columns (zeros: float) =

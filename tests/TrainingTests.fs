@@ -2,7 +2,7 @@
 module TrainingTests
 
 open Expecto
-open Backprop
+open Backprop.Core
 open Common
 
 let private small = { Training.bookRecipe with Iterations = 50; BatchSize = 20 }

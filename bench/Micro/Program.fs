@@ -12,7 +12,7 @@ open BenchmarkDotNet.Running
 open BenchmarkDotNet.Jobs
 open BenchmarkDotNet.Diagnosers
 open MathNet.Numerics.LinearAlgebra
-open Backprop
+open Backprop.Core
 
 /// Floating-point operations of one call: forward 2·N·784·50; backward twice that (dx and dW).
 /// For sparse inputs the same count (a dense-equivalent rate): the products skip the zeros.

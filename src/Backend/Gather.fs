@@ -1,4 +1,4 @@
-namespace Backprop.Backend
+namespace Backprop.Core.Backend
 
 #nowarn "9" // the kernels read the byte rows and write the matrix through native pointers
 

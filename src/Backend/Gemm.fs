@@ -1,4 +1,4 @@
-namespace Backprop.Backend
+namespace Backprop.Core.Backend
 
 #nowarn "9" // the micro-kernel reads its packed panels through native pointers
 

@@ -1,4 +1,4 @@
-namespace Backprop.Backend
+namespace Backprop.Core.Backend
 
 #nowarn "9" // the offset products pass pointers into pinned arrays
 

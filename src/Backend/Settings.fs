@@ -1,4 +1,4 @@
-namespace Backprop.Backend
+namespace Backprop.Core.Backend
 
 open System
 open System.Threading

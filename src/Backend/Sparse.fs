@@ -1,4 +1,4 @@
-namespace Backprop.Backend
+namespace Backprop.Core.Backend
 
 #nowarn "9" // the kernels read and write pinned arrays through native pointers
 

@@ -1,3 +1,4 @@
+using Backprop.Core;
 using System;
 using System.IO;
 

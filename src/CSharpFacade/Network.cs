@@ -1,7 +1,8 @@
+using Backprop.Core;
 using System;
 using System.Collections.Immutable;
 using System.Linq;
-using Backprop.Interop;
+using Backprop.Core.Interop;
 
 namespace Backprop;
 
@@ -53,7 +54,7 @@ public sealed class NetworkBuilder
     }
 
     /// <summary>The number of values the last Affine layer added so far gives out.</summary>
-    private int Width => Core.Sizes(Microsoft.FSharp.Collections.ListModule.OfSeq(layers)) is { Length: > 0 } sizes ? sizes[^1] : inputs;
+    private int Width => Api.Sizes(Microsoft.FSharp.Collections.ListModule.OfSeq(layers)) is { Length: > 0 } sizes ? sizes[^1] : inputs;
 
     private NetworkBuilder With(ImmutableList<Layer>? layers = null, bool? closed = null, int? seed = null, double? weightInitStd = null, Precision? precision = null) =>
         new(inputs, layers ?? this.layers, closed ?? this.closed, seed ?? this.seed, weightInitStd ?? this.weightInitStd, precision ?? this.precision);
@@ -129,7 +130,7 @@ public sealed class NetworkBuilder
             throw new InvalidOperationException("A network must end with SoftmaxWithLoss().");
         var array = layers.ToArray();
         return precision == Precision.Single
-            ? new NeuralNetwork(Core.InitSingle(seed, weightInitStd, array))
-            : new NeuralNetwork(Core.InitDouble(seed, weightInitStd, array));
+            ? new NeuralNetwork(Api.InitSingle(seed, weightInitStd, array))
+            : new NeuralNetwork(Api.InitDouble(seed, weightInitStd, array));
     }
 }

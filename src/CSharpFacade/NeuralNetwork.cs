@@ -1,7 +1,8 @@
+using Backprop.Core;
 using System;
 using System.Collections.Generic;
 using System.Linq;
-using Backprop.Interop;
+using Backprop.Core.Interop;
 
 namespace Backprop;
 
@@ -23,7 +24,7 @@ public sealed class NeuralNetwork
     public Precision Precision => Single is not null ? Precision.Single : Precision.Double;
 
     /// <summary>The layer sizes, input first: [784, 50, 10] for the book's network.</summary>
-    public IReadOnlyList<int> Sizes => Core.Sizes(CoreLayers);
+    public IReadOnlyList<int> Sizes => Api.Sizes(CoreLayers);
 
     /// <summary>The number of values a sample has.</summary>
     public int Inputs => Sizes[0];
@@ -32,7 +33,7 @@ public sealed class NeuralNetwork
     public int Classes => Sizes[^1];
 
     /// <summary>The layers in the book's names, e.g. "Affine(784, 50)", "ReLU", ..., "SoftmaxWithLoss".</summary>
-    public IReadOnlyList<string> Layers => Core.LayerNames(CoreLayers).Append("SoftmaxWithLoss").ToArray();
+    public IReadOnlyList<string> Layers => Api.LayerNames(CoreLayers).Append("SoftmaxWithLoss").ToArray();
 
     /// <summary>The class probabilities (softmax of the scores) for one sample.</summary>
     /// <param name="image">The sample's <see cref="Inputs"/> values, e.g. 784 pixels in [0, 1].</param>
@@ -41,10 +42,10 @@ public sealed class NeuralNetwork
     {
         if (image.Length != Inputs)
             throw new ArgumentException($"The network takes {Inputs} values, the image has {image.Length}.", nameof(image));
-        if (Single is not null) return Core.Probabilities(Single, image.ToArray());
+        if (Single is not null) return Api.Probabilities(Single, image.ToArray());
         var values = new double[image.Length];
         for (var i = 0; i < values.Length; i++) values[i] = image[i];
-        return Array.ConvertAll(Core.Probabilities(Double!, values), p => (float)p);
+        return Array.ConvertAll(Api.Probabilities(Double!, values), p => (float)p);
     }
 
     /// <summary>The most probable class for one sample.</summary>
@@ -63,6 +64,6 @@ public sealed class NeuralNetwork
         ArgumentNullException.ThrowIfNull(data);
         if (data.PixelCount != Inputs)
             throw new ArgumentException($"The network takes {Inputs} values, the images have {data.PixelCount}.", nameof(data));
-        return Single is not null ? Core.Accuracy(Single, data.Data) : Core.Accuracy(Double!, data.Data);
+        return Single is not null ? Api.Accuracy(Single, data.Data) : Api.Accuracy(Double!, data.Data);
     }
 }

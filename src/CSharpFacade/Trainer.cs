@@ -1,8 +1,9 @@
+using Backprop.Core;
 using System;
 using System.Collections.Generic;
 using System.Linq;
 using System.Threading;
-using Backprop.Interop;
+using Backprop.Core.Interop;
 using Microsoft.FSharp.Core;
 
 namespace Backprop;
@@ -130,17 +131,17 @@ public sealed record Trainer
         // The backend applies to this run alone: the run goes inside Linalg.Using, whose settings
         // follow it (onto the helper thread too) and are gone when it returns. Nothing process-wide
         // (MathNet's Control included) is changed.
-        Backend.Settings settings;
+        Core.Backend.Settings settings;
         try
         {
             settings = Linalg.settings(
                 backend switch
                 {
-                    MatrixBackend.OpenBlas => Backend.ProductBackend.OpenBlas,
-                    MatrixBackend.Managed => Backend.ProductBackend.Managed,
-                    _ => Backend.ProductBackend.Auto,
+                    MatrixBackend.OpenBlas => Core.Backend.ProductBackend.OpenBlas,
+                    MatrixBackend.Managed => Core.Backend.ProductBackend.Managed,
+                    _ => Core.Backend.ProductBackend.Auto,
                 },
-                Backend.InputStorage.Auto,
+                Core.Backend.InputStorage.Auto,
                 Linalg.defaults().Threads);
         }
         catch (ArgumentException e)
@@ -154,17 +155,17 @@ public sealed record Trainer
     private TrainingResult Run(NeuralNetwork network, ImageSet train, ImageSet evaluation, IProgress<EpochReport>? progress, CancellationToken cancellationToken)
     {
         var steps = iterations ?? epochs!.Value * Math.Max(train.Count / batchSize, 1);
-        var config = Core.Config(learningRate, batchSize, steps, seed);
+        var config = Api.Config(learningRate, batchSize, steps, seed);
         var history = new List<EpochReport>();
         NeuralNetwork? last = null;
         if (network.Single is not null)
-            foreach (var r in Core.Epochs(config, train.Data, evaluation.Data, network.Single, cancellationToken))
+            foreach (var r in Api.Epochs(config, train.Data, evaluation.Data, network.Single, cancellationToken))
             {
                 last = new NeuralNetwork(r.Model);
                 Report(r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.Losses);
             }
         else
-            foreach (var r in Core.Epochs(config, train.Data, evaluation.Data, network.Double!, cancellationToken))
+            foreach (var r in Api.Epochs(config, train.Data, evaluation.Data, network.Double!, cancellationToken))
             {
                 last = new NeuralNetwork(r.Model);
                 Report(r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.Losses);

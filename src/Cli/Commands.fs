@@ -6,7 +6,7 @@ open System.IO
 open System.Diagnostics
 open Argu
 open Spectre.Console // the progress bar's extension methods
-open Backprop
+open Backprop.Core
 open Backprop.Cli.Args
 
 /// A bad option value: the option and what is wrong, for a one-line message and exit code 2.
@@ -180,9 +180,9 @@ let train (args: ParseResults<TrainArgs>) =
             Seed = args.GetResult(TrainArgs.Seed, defaultValue = Training.bookRecipe.Seed)
             Sampling =
                 match args.GetResult(TrainArgs.Sampling, defaultValue = With_Replacement) with
-                | Shuffle -> Backprop.Sampling.Shuffle
-                | Sequential -> Backprop.Sampling.Sequential
-                | With_Replacement -> Backprop.Sampling.WithReplacement
+                | Shuffle -> Backprop.Core.Sampling.Shuffle
+                | Sequential -> Backprop.Core.Sampling.Sequential
+                | With_Replacement -> Backprop.Core.Sampling.WithReplacement
             EvalSample = evalSample }
     let clock = Stopwatch.StartNew()
     let trainSet, testSet = Mnist.load dataDir
@@ -211,8 +211,8 @@ let train (args: ParseResults<TrainArgs>) =
         | None, _ -> Single
     let sampling =
         match config.Sampling with
-        | Backprop.Sampling.Shuffle -> "shuffled each epoch"
-        | Backprop.Sampling.Sequential -> "in order"
+        | Backprop.Core.Sampling.Shuffle -> "shuffled each epoch"
+        | Backprop.Core.Sampling.Sequential -> "in order"
         | _ -> "random, with replacement"
     let start = match initFrom with Some(file, _) -> $"parameters from {file}" | None -> $"weights N(0, %g{std}^2)"
     printfn
@@ -336,8 +336,8 @@ let predict (args: ParseResults<PredictArgs>) =
     for name, image in images do
         let probabilities =
             match saved with
-            | SavedModel.Single m -> Interop.Core.Probabilities(m, Array.map float32 image) |> Array.map float
-            | SavedModel.Double m -> Interop.Core.Probabilities(m, image)
+            | SavedModel.Single m -> Interop.Api.Probabilities(m, Array.map float32 image) |> Array.map float
+            | SavedModel.Double m -> Interop.Api.Probabilities(m, image)
         let top = probabilities |> Array.indexed |> Array.sortByDescending snd |> Array.truncate 3
         printfn $"{name}: predicted {className datasetName (fst top[0])}"
         printfn "  top: %s" (String.Join(", ", [ for c, p in top -> $"{className datasetName c} (%.4f{p})" ]))

@@ -5,7 +5,7 @@ module Backprop.Cli.Images
 open System
 open System.IO
 open System.Text
-open Backprop
+open Backprop.Core
 
 /// Reads a PGM file: (width, height, pixels scaled to 0-255, row by row). Raises DataError
 /// naming the file when it is not a PGM it can read.

@@ -2,7 +2,7 @@
 module Backprop.Cli.Program
 
 open Argu
-open Backprop
+open Backprop.Core
 open Backprop.Cli.Args
 open Backprop.Cli.Commands
 

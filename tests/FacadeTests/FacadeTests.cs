@@ -106,7 +106,7 @@ public sealed class FacadeTests : IClassFixture<MnistFixture>
     /// <summary>Whether this machine has OpenBLAS; under CI (CI=true, which installs it) a missing one fails the test.</summary>
     private static bool OpenBlasHere()
     {
-        var available = Backend.OpenBlas.isAvailable();
+        var available = Backprop.Core.Backend.OpenBlas.isAvailable();
         if (!available && Environment.GetEnvironmentVariable("CI") == "true")
             Assert.Fail("OpenBLAS is missing, and CI installs it (libopenblas0-pthread): the two-backend check would not run");
         return available;
