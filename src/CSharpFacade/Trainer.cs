@@ -126,8 +126,12 @@ public sealed record Trainer
         foreach (var (set, name) in new[] { (train, nameof(train)), (evaluation, nameof(evaluation)) })
             if (set.PixelCount != network.Inputs)
                 throw new ArgumentException($"The network takes {network.Inputs} values, the images have {set.PixelCount}.", name);
-        if (network.Classes < 10)
-            throw new ArgumentException($"MNIST-layout labels go up to 9; the network has {network.Classes} classes.", nameof(network));
+        foreach (var (set, name) in new[] { (train, nameof(train)), (evaluation, nameof(evaluation)) })
+        {
+            var largest = set.Data.Count == 0 ? -1 : System.Linq.Enumerable.Max(set.Data.Labels.Take(set.Data.Count));
+            if (largest >= network.Classes)
+                throw new ArgumentException($"The labels of {name} go up to {largest}; the network has {network.Classes} outputs (classes 0 to {network.Classes - 1}).", name);
+        }
         // The backend applies to this run alone: the run goes inside Linalg.Using, whose settings
         // follow it (onto the helper thread too) and are gone when it returns. Nothing process-wide
         // (MathNet's Control included) is changed.

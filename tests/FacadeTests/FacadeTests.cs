@@ -175,6 +175,21 @@ public sealed class FacadeTests : IClassFixture<MnistFixture>
     }
 
     [Fact]
+    public void Train_FewerOutputsThanTen_IsAcceptedWhenTheLabelsFitAndRefusedWhenTheyDoNot()
+    {
+        // Test image 0 is a 7: a network with 8 outputs (classes 0-7) can learn it, one with 7 cannot.
+        var one = mnist.Test.Take(1);
+        Assert.Equal(7, one.GetLabel(0));
+        var eight = Network.Create(784).Affine(8).SoftmaxWithLoss().Build();
+        var result = Trainer.Create().WithIterations(3).WithBatchSize(1).Train(eight, one, one);
+        Assert.Equal(3, result.History[^1].Iteration);
+        var seven = Network.Create(784).Affine(7).SoftmaxWithLoss().Build();
+        var e = Assert.Throws<ArgumentException>(() => Trainer.Create().WithIterations(3).WithBatchSize(1).Train(seven, one, one));
+        Assert.Equal("train", e.ParamName);
+        Assert.Contains("go up to 7", e.Message);
+    }
+
+    [Fact]
     public void Builder_BadArguments_AreRejectedWithTheParameterName()
     {
         Assert.Equal("inputs", Assert.Throws<ArgumentOutOfRangeException>(() => Network.Create(0)).ParamName);
