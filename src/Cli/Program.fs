@@ -1,29 +1,108 @@
 /// Entry point: parse with Argu, run the subcommand, turn failures into one-line messages.
 module Backprop.Cli.Program
 
+open System
 open Argu
 open Backprop.Core
 open Backprop.Cli.Args
 open Backprop.Cli.Commands
 
+// Exit codes (from sysexits.h where one fits):
+//   0   success
+//   1   a file is the problem: bad input data (DataError), an output that cannot be written
+//       (OutputError, from SafeWrite), any other I/O or permission failure. OutputError shares
+//       DataError's code rather than taking EX_CANTCREAT (73): scripts have always seen 1 for a
+//       file that could not be read or written, and the message says which and why.
+//   2   a bad command line (Argu's errors, UsageError)
+//   70  an internal error (EX_SOFTWARE): an exception nobody foresaw, that is a bug; the stack
+//       trace is printed only with --verbose or BACKPROP_DEBUG=1
+//   71  out of memory (EX_OSERR): the machine cannot hold what was asked for
+// Every failure is one line on stderr, "backprop: ...".
+
+/// The exit code for a file that cannot be used (bad data, an unwritable output, I/O failures).
+let exitFile = 1
+
+/// The exit code for a bad command line.
+let exitUsage = 2
+
+/// The exit code for an exception nobody foresaw (EX_SOFTWARE).
+let exitInternal = 70
+
+/// The exit code for running out of memory (EX_OSERR).
+let exitOutOfMemory = 71
+
+/// The message on one line: control characters (a newline in a file name, say) shown as '?'.
+let oneLine (message: string) : string =
+    String.map (fun c -> if Char.IsControl c then '?' else c) (message.TrimEnd())
+
+/// Whether the stack trace of an internal error is wanted: --verbose anywhere in argv, or the
+/// environment variable BACKPROP_DEBUG=1.
+let wantsTrace (argv: string[]) : bool =
+    Array.contains "--verbose" argv || Environment.GetEnvironmentVariable "BACKPROP_DEBUG" = "1"
+
+/// The exception that says what went wrong: wrappers (a task's AggregateException of one
+/// exception, a reflection call's TargetInvocationException) are taken off.
+let rec unwrap (e: exn) : exn =
+    match e with
+    | :? AggregateException as a when a.InnerExceptions.Count = 1 -> unwrap a.InnerExceptions[0]
+    | :? Reflection.TargetInvocationException as t when not (isNull t.InnerException) -> unwrap t.InnerException
+    | e -> e
+
+/// The line (and, when trace is set, the stack trace after it) for an exception nobody foresaw.
+let internalError (trace: bool) (e: exn) : string =
+    let line = oneLine $"backprop: internal error: {e.GetType().FullName}: {e.Message}"
+    if trace then $"{line}{Environment.NewLine}{e}"
+    else $"{line} (run with --verbose or BACKPROP_DEBUG=1 for the trace)"
+
+/// Runs body and turns every exception into one line on stderr and an exit code (see the table
+/// at the top of Program.fs); the last line of defence: nothing escapes as a stack trace.
+let guard (trace: bool) (body: unit -> int) : int =
+    let fail (message: string) code = eprintfn "%s" (oneLine $"backprop: {message}"); code
+    try
+        body ()
+    with e ->
+        match unwrap e with
+        | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText -> printfn $"{e.Message}"; 0
+        | :? ArguParseException as e ->
+            // Argu's message is the error line followed by the whole usage: keep the one line.
+            let line = (e.Message.Split('\n')[0]).Trim().Replace("ERROR: ", "")
+            fail $"{line} (see backprop --help, or backprop <command> --help)" exitUsage
+        | UsageError message -> fail message exitUsage
+        | DataError(file, problem) -> fail $"{file}: {problem}" exitFile
+        | OutputError(file, problem) -> fail $"{file}: {problem}" exitFile
+        | :? IO.IOException as e -> fail e.Message exitFile
+        | :? UnauthorizedAccessException as e -> fail e.Message exitFile
+        | :? OutOfMemoryException ->
+            fail "out of memory: the machine cannot hold what was asked for (fewer or smaller --hidden layers, a smaller --batch, or a smaller data set)" exitOutOfMemory
+        | e ->
+            eprintfn "%s" (internalError trace e)
+            exitInternal
+
+/// Set once: an exception on another thread, which would end the process with the runtime's
+/// own stack trace, ends it with the same one line and exit code 70 instead.
+let private backgroundFailures =
+    lazy
+        (AppDomain.CurrentDomain.UnhandledException.Add(fun args ->
+            let trace = wantsTrace (Environment.GetCommandLineArgs())
+            match args.ExceptionObject with
+            | :? exn as e ->
+                match unwrap e with
+                | :? OutOfMemoryException -> eprintfn "backprop: out of memory: the machine cannot hold what was asked for"; exit exitOutOfMemory
+                | e -> eprintfn "%s" (internalError trace e); exit exitInternal
+            | other -> eprintfn "%s" (oneLine $"backprop: internal error: {other}"); exit exitInternal))
+
+/// `backprop`: parses the command line and runs the subcommand under guard. --verbose may come
+/// anywhere (it is taken out before parsing).
 [<EntryPoint>]
 let main argv =
-    let parser = ArgumentParser.Create<Command>(programName = "backprop")
-    let fail (message: string) code = eprintfn $"backprop: {message}"; code
-    try
+    backgroundFailures.Force()
+    let trace = wantsTrace argv
+    let argv = argv |> Array.filter (fun a -> a <> "--verbose")
+    guard trace (fun () ->
+        let parser = ArgumentParser.Create<Command>(programName = "backprop")
         match parser.ParseCommandLine(argv, raiseOnUsage = true).GetSubCommand() with
         | Train args -> train args
         | Gradcheck args -> gradcheck args
         | Evaluate args -> evaluate args
         | Predict args -> predict args
-        | Demo _ -> demo ()
-    with
-    | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText -> printfn $"{e.Message}"; 0
-    | :? ArguParseException as e ->
-        // Argu's message is the error line followed by the whole usage: keep the one line.
-        let line = (e.Message.Split('\n')[0]).Trim().Replace("ERROR: ", "")
-        fail $"{line} (see backprop --help, or backprop <command> --help)" 2
-    | UsageError message -> fail message 2
-    | DataError(file, problem) -> fail $"{file}: {problem}" 1
-    | :? System.IO.IOException as e -> fail e.Message 1
-    | :? System.UnauthorizedAccessException as e -> fail e.Message 1
+        | Demo _ -> demo ())
