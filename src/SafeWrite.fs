@@ -1,4 +1,4 @@
-namespace Backprop
+namespace Backprop.Core
 
 // The one way this program writes a file: into a fresh temporary file beside the target, with an
 // unpredictable name, created exclusively, written in full, flushed to the disk, then renamed over

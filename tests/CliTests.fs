@@ -24,7 +24,7 @@ let run (args: string list) =
 let tests =
     // In sequence: each test redirects the process's standard output and error (Console.SetOut).
     // (The settings the commands choose apply to their own run alone: other tests run meanwhile.)
-    testSequenced <| testList "cli" [
+    testSequencedGroup Common.console <| testList "cli" [
         test "demo prints the shopping numbers" {
             let code, out, _ = run [ "demo" ]
             Expect.equal code 0 "exit code"

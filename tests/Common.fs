@@ -53,3 +53,7 @@ let mnistDir = Path.Combine(repoRoot, "data", "mnist")
 
 /// MNIST, read once for every test that needs it.
 let mnist = lazy (Mnist.load mnistDir)
+
+/// The sequenced group of the tests that redirect the process's console (the CLI run in-process):
+/// Expecto runs no two of them at the same time.
+let console = "the process's console"

@@ -9,7 +9,7 @@ open System.IO
 open System.IO.Compression
 open System.Text
 open Expecto
-open Backprop
+open Backprop.Core
 open Common
 
 /// What a file of a case is made of.
@@ -288,7 +288,7 @@ let tests =
             Expect.equal (cases |> List.distinctBy (fun c -> c.Name)).Length cases.Length "distinct names"
         }
         // The last line of defence, in-process (Console is process-wide: sequenced with the CLI tests).
-        testSequencedGroup processWide <| testList "last line of defence" [
+        testSequencedGroup Common.console <| testList "last line of defence" [
             test "an exception nobody foresaw: one line, exit 70, the trace only when asked" {
                 let code, _, err = captured (fun () -> Backprop.Cli.Program.guard false (fun () -> invalidOp "the bug\nsecond line"))
                 Expect.equal code 70 "EX_SOFTWARE"

@@ -6,7 +6,7 @@ open System.Diagnostics
 open System.IO
 open System.Text.RegularExpressions
 open Expecto
-open Backprop
+open Backprop.Core
 
 /// A fresh empty temporary folder.
 let tempDir () = Directory.CreateTempSubdirectory("backprop-safewrite-").FullName
@@ -207,7 +207,7 @@ let tests =
             let core = typeof<OutputError>.Assembly.Location
             File.WriteAllText(
                 script,
-                $"#r @\"{core}\"\nBackprop.SafeWrite.file @\"{target}\" (fun s -> s.Write([| 1uy; 2uy |], 0, 2); s.Flush(); stdout.WriteLine \"writing\"; stdout.Flush(); System.Threading.Thread.Sleep 120000)\n"
+                $"#r @\"{core}\"\nBackprop.Core.SafeWrite.file @\"{target}\" (fun s -> s.Write([| 1uy; 2uy |], 0, 2); s.Flush(); stdout.WriteLine \"writing\"; stdout.Flush(); System.Threading.Thread.Sleep 120000)\n"
             )
             let info = ProcessStartInfo("dotnet", [ "fsi"; "--quiet"; script ], RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
             use p = Process.Start info
