@@ -16,6 +16,7 @@ let main argv =
         | Gradcheck args -> gradcheck args
         | Evaluate args -> evaluate args
         | Predict args -> predict args
+        | Export args -> Export.export args
         | Demo _ -> demo ()
     with
     | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText -> printfn $"{e.Message}"; 0
