@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every ```bash and ```fsharp snippet of README.md, in order, from the repository root, and
-# fails on the first that fails; checks that the ```csharp snippet is the C# sample itself.
+# fails on the first that fails; checks that each ```csharp snippet is the Program.cs of the sample
+# it names (`--project samples/NAME` in its comment).
 # The test command (a block running `--project tests`) is left to .ci/run, which runs it first.
 # Usage: .ci/readme-snippets.sh [README.md]
 set -euo pipefail
@@ -27,8 +28,10 @@ for snippet in "$work"/*; do
     # an .fsx resolves #r paths from its own folder: run it from the repository root
     *.fsx) cp "$snippet" ./.readme-snippet.fsx
            dotnet fsi --quiet ./.readme-snippet.fsx 2>&1 | tee "$snippet.out" ;;
-    *.cs)  diff -u samples/CSharpQuickstart/Program.cs "$snippet" ||
-             { echo "README's C# snippet differs from samples/CSharpQuickstart/Program.cs"; exit 1; }
+    *.cs)  sample=$(grep -o -m1 -E -- '--project samples/[A-Za-z0-9_.-]+' "$snippet" | cut -d/ -f2 || true)
+           [ -n "$sample" ] || { echo "a README C# snippet names no sample (--project samples/NAME)"; exit 1; }
+           diff -u "samples/$sample/Program.cs" "$snippet" ||
+             { echo "README's C# snippet differs from samples/$sample/Program.cs"; exit 1; }
            touch "$snippet.out" ;;
   esac
   # The README promises the book's accuracy from `train` with defaults and from the sample.

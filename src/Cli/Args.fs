@@ -162,6 +162,7 @@ type Command =
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Gradcheck of ParseResults<GradcheckArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Evaluate of ParseResults<EvaluateArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
+    | [<SubCommand; CliPrefix(CliPrefix.None)>] Export of ParseResults<Export.ExportArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Demo of ParseResults<DemoArgs>
 
     interface IArgParserTemplate with
@@ -171,4 +172,5 @@ type Command =
             | Gradcheck _ -> "compare backpropagation with numerical gradients on the first training images."
             | Evaluate _ -> "a saved model's test accuracy, per-class precision and recall, and confusion matrix."
             | Predict _ -> "a saved model's prediction for test images (--index) or image files, with the top probabilities."
+            | Export _ -> "a saved model as an ONNX file (input x, outputs probabilities and scores), for ONNX Runtime and other tools."
             | Demo _ -> "the book's shopping example: forward and backward through multiply and add nodes."

@@ -105,4 +105,5 @@ let main argv =
         | Gradcheck args -> gradcheck args
         | Evaluate args -> evaluate args
         | Predict args -> predict args
+        | Export args -> Export.export args
         | Demo _ -> demo ())
