@@ -138,12 +138,22 @@ module Npz =
         Buffer.BlockCopy(values, 0, bytes, 0, bytes.Length)
         bytes
 
-    /// The JSON description of a layer: {"kind": "affine", "inputs": 784, "outputs": 50}.
+    /// A JSON object of the given fields, in order.
+    let private jsonObject (fields: (string * JsonNode) list) : JsonNode =
+        JsonObject(fields |> List.map (fun (k, v) -> Collections.Generic.KeyValuePair(k, v))) :> JsonNode
+
+    /// The JSON description of a layer: {"kind": "affine", "inputs": 784, "outputs": 50},
+    /// {"kind": "relu"}, {"kind": "sigmoid"}, {"kind": "tanh"}, {"kind": "batchnorm", "size":
+    /// 100}, {"kind": "dropout", "ratio": 0.5}.
     let private layerJson (layer: Layer) : JsonNode =
+        let kind (k: string) = "kind", JsonValue.Create k :> JsonNode
         match layer with
-        | Layer.Affine(i, o) -> JsonObject([ Collections.Generic.KeyValuePair("kind", JsonValue.Create "affine" :> JsonNode); Collections.Generic.KeyValuePair("inputs", JsonValue.Create i); Collections.Generic.KeyValuePair("outputs", JsonValue.Create o) ])
-        | Layer.Relu -> JsonObject([ Collections.Generic.KeyValuePair("kind", JsonValue.Create "relu" :> JsonNode) ])
-        | Layer.Sigmoid -> JsonObject([ Collections.Generic.KeyValuePair("kind", JsonValue.Create "sigmoid" :> JsonNode) ])
+        | Layer.Affine(i, o) -> jsonObject [ kind "affine"; "inputs", JsonValue.Create i; "outputs", JsonValue.Create o ]
+        | Layer.Relu -> jsonObject [ kind "relu" ]
+        | Layer.Sigmoid -> jsonObject [ kind "sigmoid" ]
+        | Layer.Tanh -> jsonObject [ kind "tanh" ]
+        | Layer.BatchNorm n -> jsonObject [ kind "batchnorm"; "size", JsonValue.Create n ]
+        | Layer.Dropout r -> jsonObject [ kind "dropout"; "ratio", JsonValue.Create r ]
 
     /// The layer a JSON description names; None when it is not one.
     let private layerOf (node: JsonNode) : Result<Layer, string> =
@@ -161,6 +171,18 @@ module Npz =
                 | _ -> Error "an affine layer needs positive integer inputs and outputs"
             | Some "relu" -> Ok Layer.Relu
             | Some "sigmoid" -> Ok Layer.Sigmoid
+            | Some "tanh" -> Ok Layer.Tanh
+            | Some "batchnorm" ->
+                match size "size" with
+                | Some n -> Ok(Layer.BatchNorm n)
+                | None -> Error "a batchnorm layer needs a positive integer size"
+            | Some "dropout" ->
+                match node["ratio"] with
+                | :? JsonValue as v ->
+                    match v.TryGetValue<float>() with
+                    | true, r when r >= 0.0 && r < 1.0 -> Ok(Layer.Dropout r)
+                    | _ -> Error "a dropout layer needs a ratio in [0, 1)"
+                | _ -> Error "a dropout layer needs a ratio in [0, 1)"
             | Some k -> Error $"unknown layer kind '{k}'"
             | None -> Error "a layer without a kind"
         | _ -> Error "a layer is not a JSON object"
@@ -296,6 +318,7 @@ module Npz =
         let affines = layers |> List.choose (function Layer.Affine(i, o) -> Some(i, o) | _ -> None)
         for k, ((_, o), (i, _)) in List.pairwise affines |> List.indexed do
             if i <> o then fail file $"layer list: Affine %d{k + 2} takes %d{i} inputs, Affine %d{k + 1} gives %d{o}"
+        Network.mismatch layers |> Option.iter (fun problem -> fail file $"layer list: {problem}")
         let names = Network.parameterNames layers @ Network.stateNames layers
         let descr =
             match names |> List.tryPick arrays.TryFind with
@@ -312,9 +335,13 @@ module Npz =
             Buffer.BlockCopy(a.Data, 0, v, 0, a.Data.Length)
             v
         let build (convert: NpyArray -> 'T[]) (finite: 'T -> bool) : Model<'T> =
-            let value name (shape: int[]) : Value<'T> =
+            // A parameter must have the shape its layer gives; a state array is read in its own
+            // shape (a Dropout layer keeps a key or a mask) and checked by its layer below.
+            let value name (expected: int[] option) : Value<'T> =
                 let a = array name
+                let shape = defaultArg expected a.Shape
                 if a.Shape <> shape then fail file $"{name} has shape {shapeText a.Shape}; {shapeText shape} expected for the layers %s{String.Join('-', Network.sizes layers)}"
+                if shape.Length < 1 || shape.Length > 2 then fail file $"{name} has shape {shapeText a.Shape}; a vector or a matrix expected"
                 let v = convert a
                 match Array.tryFindIndex (finite >> not) v with
                 | Some k -> fail file $"{name} holds a NaN or infinite value (element %d{k})"
@@ -322,10 +349,11 @@ module Npz =
                 match shape with
                 | [| r; c |] -> Value.Matrix(Matrix<'T>.Build.DenseOfRowMajor(r, c, v))
                 | _ -> Value.Vector(Vector<'T>.Build.Dense v)
-            // Expected shapes come from a template model of the layers (zeros, never returned).
-            let template: Model<'T> = { Layers = layers; Params = layers |> List.map (function Layer.Affine(i, o) -> Params.Affine { W = Matrix<'T>.Build.Dense(i, o); b = Vector<'T>.Build.Dense o } | Layer.Relu | Layer.Sigmoid -> Params.Empty); States = layers |> List.map (Layer.initialState 0) }
-            let read (named: Named<'T>) = named |> List.map (fun (name, v) -> name, value name (Value.shape v))
-            Network.build layers (read (Network.parameters template)) (read (Network.states template))
+            let parameters = Network.parameterShapes layers |> List.map (fun (name, shape) -> name, value name (Some shape))
+            let states = Network.stateNames layers |> List.map (fun name -> name, value name None)
+            try
+                Network.build layers parameters states
+            with :? ArgumentException as e -> fail file (e.Message.Split(" (Parameter")[0])
         let model =
             if descr = "<f4" then SavedModel.Single(build (fun a -> floats a Array.zeroCreate<float32> 4) Single.IsFinite)
             else SavedModel.Double(build (fun a -> floats a Array.zeroCreate<float> 8) Double.IsFinite)
@@ -352,3 +380,4 @@ module Npz =
 
     /// The metadata of an .npz model file as text (empty when it has none).
     let metadata (path: string) : Map<string, string> = (read path).Metadata |> Map.map (fun _ v -> text v)
+

@@ -62,7 +62,7 @@ let tests =
                 try
                     let model: Model<float32> = Network.init 42 0.01 Training.bookNetwork
                     let stepped, loss = Training.sgdStep 0.1f model (Dataset.batch train [| 0 .. 99 |])
-                    let w1 = match stepped.Params[0] with Params.Affine p -> p.W | Params.Empty -> failwith "W1"
+                    let w1 = match stepped.Params[0] with Params.Affine p -> p.W | _ -> failwith "W1"
                     Linalg.mul x w, Linalg.mulTN x dout, Linalg.mulNT dout w, loss, w1
                 finally
                     Linalg.useBackend Linalg.Backend.Auto
