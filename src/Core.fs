@@ -4,7 +4,8 @@ namespace Backprop
 // pure functions. Read top-down: scalar helpers, the computational-graph nodes (5.4), the
 // functions (sigmoid, softmax, cross-entropy), the layers (5.5, 5.6; Tanh; Batch Normalization and
 // Dropout, 6.3 and 6.4.3), the network, its named parameters and its gradients (5.7; the initial
-// weights of 6.2), and training as a fold of SGD steps over mini-batches.
+// weights of 6.2), the optimizers (6.1; weight decay, 6.4.2), and training as a fold of optimizer
+// steps over mini-batches.
 //
 // Every layer is a `forward` that returns its output and a cache record (what the book keeps on
 // `self`), directly above a `backward` that takes that cache and the upstream gradient `dout` and
@@ -1138,6 +1139,324 @@ module Network =
             backprop
             numerical
 
+// ─── 6.1 Optimizers ─────────────────────────────────────────────────────────────────────────────
+//
+// The book's optimizers (common/optimizer.py) as Optax has them: two pure functions, `Init` from
+// the parameters to a state and `Update` from the gradients and the state to updates and a new
+// state; `applyUpdates` then adds the updates to the parameters. The state is a list of named
+// arrays ("v.W1", "m.W1", ...) so that it saves into a model file beside the parameters. Small
+// transformations compose with `chain`: `chain [ weightDecay 0.1; adam 0.001 0.9 0.999 ]` adds λW
+// to every dW, then takes Adam's step. Each one's state is described above its factory, its
+// defaults are the book's (Optimizer.bookDefault), and its formulas are the book's, in its order:
+// the last bits depend on it.
+
+/// An optimizer, or one transformation of the gradients, as data: its kind and hyperparameters
+/// in the book's names. Model files keep these; Optimizer.ofSpec makes the functions.
+[<RequireQualifiedAccess>]
+type OptimizerSpec =
+    /// SGD (6.1.2).
+    | Sgd of learningRate: float
+    /// Momentum (6.1.4).
+    | Momentum of learningRate: float * momentum: float
+    /// Nesterov's accelerated gradient (6.1.6's figure; the book's Nesterov class).
+    | Nesterov of learningRate: float * momentum: float
+    /// AdaGrad (6.1.5).
+    | AdaGrad of learningRate: float
+    /// RMSprop (6.1.5's note; the book's RMSprop class).
+    | RmsProp of learningRate: float * decayRate: float
+    /// Adam (6.1.6).
+    | Adam of learningRate: float * beta1: float * beta2: float
+    /// Weight decay (6.4.2): λ·W added to every weight's gradient, 0.5·λ·ΣW² to the loss.
+    | WeightDecay of lambda: float
+
+/// An optimizer as two pure functions (Optax's GradientTransformation), with what it is and
+/// the loss term it implies. Init makes the state from the parameters. Update takes the
+/// number of the update (1 for the first), the gradients, the state and the parameters, and
+/// returns the updates (what to add to each parameter, named as the parameters) and the new
+/// state; Optimizer.applyUpdates adds the updates.
+type Optimizer<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
+    { /// The transformations, in the order they apply.
+      Spec: OptimizerSpec list
+      /// The initial state for the given parameters (zeros; none for SGD).
+      Init: Named<'T> -> Named<'T>
+      /// (step, grads, state, parameters) -> (updates, new state).
+      Update: int -> Named<'T> -> Named<'T> -> Named<'T> -> Named<'T> * Named<'T>
+      /// What the transformations add to the loss, as a function of the parameters: weight
+      /// decay's 0.5·λ·ΣW², zero for the rest. Training reports the loss with it, as the book's
+      /// MultiLayerNetExtend.loss does, and the numerical gradient differentiates it.
+      Penalty: Named<'T> -> 'T }
+
+/// The optimizers of the book and their composition.
+[<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
+module Optimizer =
+    /// The name of a transformation in files and messages: "sgd", "momentum", "nesterov",
+    /// "adagrad", "rmsprop", "adam", "weight_decay".
+    let name (spec: OptimizerSpec) : string =
+        match spec with
+        | OptimizerSpec.Sgd _ -> "sgd"
+        | OptimizerSpec.Momentum _ -> "momentum"
+        | OptimizerSpec.Nesterov _ -> "nesterov"
+        | OptimizerSpec.AdaGrad _ -> "adagrad"
+        | OptimizerSpec.RmsProp _ -> "rmsprop"
+        | OptimizerSpec.Adam _ -> "adam"
+        | OptimizerSpec.WeightDecay _ -> "weight_decay"
+
+    /// The hyperparameters by the book's names: lr, momentum, decay_rate, beta1, beta2, lambda.
+    let hyperparameters (spec: OptimizerSpec) : (string * float) list =
+        match spec with
+        | OptimizerSpec.Sgd lr
+        | OptimizerSpec.AdaGrad lr -> [ "lr", lr ]
+        | OptimizerSpec.Momentum(lr, m)
+        | OptimizerSpec.Nesterov(lr, m) -> [ "lr", lr; "momentum", m ]
+        | OptimizerSpec.RmsProp(lr, d) -> [ "lr", lr; "decay_rate", d ]
+        | OptimizerSpec.Adam(lr, b1, b2) -> [ "lr", lr; "beta1", b1; "beta2", b2 ]
+        | OptimizerSpec.WeightDecay l -> [ "lambda", l ]
+
+    /// The book's defaults (common/optimizer.py) by name: sgd lr 0.01; momentum and nesterov
+    /// lr 0.01, momentum 0.9; adagrad lr 0.01; rmsprop lr 0.01, decay_rate 0.99; adam lr 0.001,
+    /// beta1 0.9, beta2 0.999. None for another name.
+    let bookDefault (name: string) : OptimizerSpec option =
+        match name with
+        | "sgd" -> Some(OptimizerSpec.Sgd 0.01)
+        | "momentum" -> Some(OptimizerSpec.Momentum(0.01, 0.9))
+        | "nesterov" -> Some(OptimizerSpec.Nesterov(0.01, 0.9))
+        | "adagrad" -> Some(OptimizerSpec.AdaGrad 0.01)
+        | "rmsprop" -> Some(OptimizerSpec.RmsProp(0.01, 0.99))
+        | "adam" -> Some(OptimizerSpec.Adam(0.001, 0.9, 0.999))
+        | _ -> None
+
+    /// The transformation of a name and hyperparameters (as `name` and `hyperparameters` give
+    /// them; a missing one takes the book's default, weight_decay needs its lambda); Error names
+    /// what is wrong.
+    let specOf (name: string) (values: (string * float) list) : Result<OptimizerSpec, string> =
+        let known = [ "lr"; "momentum"; "decay_rate"; "beta1"; "beta2"; "lambda" ]
+        match values |> List.tryFind (fun (k, _) -> not (List.contains k known)) with
+        | Some(k, _) -> Error $"unknown hyperparameter '{k}' for {name}"
+        | None ->
+            let given k (d: float) = values |> List.tryFind (fst >> (=) k) |> Option.map snd |> Option.defaultValue d
+            match bookDefault name, name with
+            | Some spec, _ ->
+                let d = hyperparameters spec |> Map.ofList
+                match spec with
+                | OptimizerSpec.Sgd _ -> Ok(OptimizerSpec.Sgd(given "lr" d["lr"]))
+                | OptimizerSpec.Momentum _ -> Ok(OptimizerSpec.Momentum(given "lr" d["lr"], given "momentum" d["momentum"]))
+                | OptimizerSpec.Nesterov _ -> Ok(OptimizerSpec.Nesterov(given "lr" d["lr"], given "momentum" d["momentum"]))
+                | OptimizerSpec.AdaGrad _ -> Ok(OptimizerSpec.AdaGrad(given "lr" d["lr"]))
+                | OptimizerSpec.RmsProp _ -> Ok(OptimizerSpec.RmsProp(given "lr" d["lr"], given "decay_rate" d["decay_rate"]))
+                | OptimizerSpec.Adam _ -> Ok(OptimizerSpec.Adam(given "lr" d["lr"], given "beta1" d["beta1"], given "beta2" d["beta2"]))
+                | OptimizerSpec.WeightDecay _ -> Error "unreachable"
+            | None, "weight_decay" ->
+                match values |> List.tryFind (fst >> (=) "lambda") with
+                | Some(_, l) -> Ok(OptimizerSpec.WeightDecay l)
+                | None -> Error "weight_decay needs its lambda"
+            | None, _ -> Error $"unknown optimizer '{name}' (sgd, momentum, nesterov, adagrad, rmsprop, adam, weight_decay)"
+
+    /// The state arrays a transformation keeps per parameter, by prefix: "v" for v.W1, v.b1, ...
+    let slots (spec: OptimizerSpec) : string list =
+        match spec with
+        | OptimizerSpec.Sgd _
+        | OptimizerSpec.WeightDecay _ -> []
+        | OptimizerSpec.Momentum _
+        | OptimizerSpec.Nesterov _ -> [ "v" ]
+        | OptimizerSpec.AdaGrad _
+        | OptimizerSpec.RmsProp _ -> [ "h" ]
+        | OptimizerSpec.Adam _ -> [ "m"; "v" ]
+
+    /// A zero state: one array of each parameter's shape per slot, slot after slot, named
+    /// slot.parameter (m.W1, m.b1, ..., v.W1, ...).
+    let zeros (slots: string list) (parameters: Named<'T>) : Named<'T> =
+        [ for s in slots do
+              for name, p in parameters -> $"{s}.{name}", Value.zerosLike p ]
+
+    /// The state's arrays slot by slot, each list in the gradients' order; raises
+    /// ArgumentException when the state's names are not slot.parameter for these gradients.
+    let bySlot (slots: string list) (grads: Named<'T>) (state: Named<'T>) : Value<'T> list list =
+        if state.Length <> slots.Length * grads.Length then
+            invalidArg "state" $"%d{state.Length} state arrays for %d{slots.Length} per parameter and %d{grads.Length} parameters"
+        state
+        |> List.chunkBySize (max grads.Length 1)
+        |> List.map2
+            (fun slot chunk ->
+                List.map2 (fun (name, _) (stateName, v) -> if stateName <> $"{slot}.{name}" then invalidArg "state" $"state array {stateName} where {slot}.{name} belongs" else v) grads chunk)
+            slots
+
+    /// The named list of one slot's arrays (v.W1, v.b1, ...) for the gradients' names.
+    let named (slot: string) (grads: Named<'T>) (values: Value<'T> list) : Named<'T> =
+        List.map2 (fun (name, _) v -> $"{slot}.{name}", v) grads values
+
+    /// True for a weight, W1, W2, ...: weight decay's arrays (never b, gamma or beta).
+    let isWeight (name: string) = name.Length > 1 && name[0] = 'W' && Seq.forall Char.IsDigit name[1..]
+
+    /// The updates added to the parameters: p + u for each (names and shapes must match).
+    let inline applyUpdates (parameters: Named< ^T >) (updates: Named< ^T >) : Named< ^T > =
+        List.map2
+            (fun (name, p) (name', u) ->
+                if name <> name' then invalidArg "updates" $"an update for {name'} where {name} belongs"
+                name, Value.addScaled p LanguagePrimitives.GenericOne u) // p + 1·u = p + u exactly
+            parameters
+            updates
+
+    /// Throws ArgumentException unless ok, naming the hyperparameter and its value.
+    let check (ok: bool) (what: string) (value: float) (should: string) =
+        if not ok then invalidArg what $"{what} must be {should}, got %g{value}"
+
+    // SGD: no state.
+    /// SGD (the book's SGD; default lr 0.01): W ← W - lr·∂L/∂W. The update is -(lr·g).
+    let inline sgd (learningRate: float) : Optimizer< ^T > =
+        check (learningRate > 0.0) "learningRate" learningRate "positive"
+        let lr = ofFloat learningRate
+        { Spec = [ OptimizerSpec.Sgd learningRate ]
+          Init = fun _ -> []
+          Update = fun _ grads state _ -> grads |> List.map (fun (name, g) -> name, Value.map (fun g -> -(lr * g)) g), state
+          Penalty = fun _ -> LanguagePrimitives.GenericZero }
+
+    // Momentum's state: v.W1, v.b1, ...: each parameter's velocity, zero at first.
+    /// Momentum (the book's Momentum; defaults lr 0.01, momentum 0.9): v ← momentum·v - lr·g,
+    /// then W ← W + v. The update is the new v.
+    let inline momentum (learningRate: float) (momentum: float) : Optimizer< ^T > =
+        check (learningRate > 0.0) "learningRate" learningRate "positive"
+        check (momentum >= 0.0 && momentum < 1.0) "momentum" momentum "in [0, 1)"
+        let lr, m = ofFloat learningRate, ofFloat momentum
+        { Spec = [ OptimizerSpec.Momentum(learningRate, momentum) ]
+          Init = zeros [ "v" ]
+          Update =
+            fun _ grads state _ ->
+                let vs = List.head (bySlot [ "v" ] grads state)
+                let v' = List.map2 (fun (_, g) v -> Value.map2 (fun g v -> m * v - lr * g) g v) grads vs // v = momentum*v - lr*grads
+                List.map2 (fun (name, _) v -> name, v) grads v', named "v" grads v' // params += v
+          Penalty = fun _ -> LanguagePrimitives.GenericZero }
+
+    // Nesterov's state: v.W1, v.b1, ...: the velocities, zero at first.
+    /// Nesterov's accelerated gradient (the book's Nesterov; defaults lr 0.01, momentum 0.9):
+    /// W ← W + momentum²·v - (1 + momentum)·lr·g, then v ← momentum·v - lr·g, each term
+    /// computed as the book does. The book adds the two terms to W one after the other; here
+    /// they are summed into one update that applyUpdates adds, which can differ in the last bit.
+    let inline nesterov (learningRate: float) (momentum: float) : Optimizer< ^T > =
+        check (learningRate > 0.0) "learningRate" learningRate "positive"
+        check (momentum >= 0.0 && momentum < 1.0) "momentum" momentum "in [0, 1)"
+        let lr, m = ofFloat learningRate, ofFloat momentum
+        let mm, c = ofFloat (momentum * momentum), ofFloat ((1.0 + momentum) * learningRate)
+        { Spec = [ OptimizerSpec.Nesterov(learningRate, momentum) ]
+          Init = zeros [ "v" ]
+          Update =
+            fun _ grads state _ ->
+                let vs = List.head (bySlot [ "v" ] grads state)
+                let updates = List.map2 (fun (name, g) v -> name, Value.map2 (fun g v -> mm * v - c * g) g v) grads vs // params += m*m*v; params -= (1+m)*lr*grads
+                let v' = List.map2 (fun (_, g) v -> Value.map2 (fun g v -> v * m - lr * g) g v) grads vs // v *= m; v -= lr*grads
+                updates, named "v" grads v'
+          Penalty = fun _ -> LanguagePrimitives.GenericZero }
+
+    // AdaGrad's state: h.W1, h.b1, ...: each parameter's sum of squared gradients, zero at first.
+    /// AdaGrad (the book's AdaGrad; default lr 0.01): h ← h + g², then W ← W - lr·g / (√h + 1e-7).
+    let inline adaGrad (learningRate: float) : Optimizer< ^T > =
+        check (learningRate > 0.0) "learningRate" learningRate "positive"
+        let lr, eps = ofFloat learningRate, ofFloat 1e-7
+        { Spec = [ OptimizerSpec.AdaGrad learningRate ]
+          Init = zeros [ "h" ]
+          Update =
+            fun _ grads state _ ->
+                let hs = List.head (bySlot [ "h" ] grads state)
+                let h' = List.map2 (fun (_, g) h -> Value.map2 (fun g h -> h + g * g) g h) grads hs // h += grads*grads
+                List.map2 (fun (name, g) h -> name, Value.map2 (fun g h -> -(lr * g / (sqrt h + eps))) g h) grads h', named "h" grads h' // params -= lr*grads / (sqrt(h) + 1e-7)
+          Penalty = fun _ -> LanguagePrimitives.GenericZero }
+
+    // RMSprop's state: h.W1, h.b1, ...: each parameter's moving average of squared gradients, zero at first.
+    /// RMSprop (the book's RMSprop; defaults lr 0.01, decay_rate 0.99): h ← decay·h + (1 - decay)·g²,
+    /// then W ← W - lr·g / (√h + 1e-7).
+    let inline rmsprop (learningRate: float) (decayRate: float) : Optimizer< ^T > =
+        check (learningRate > 0.0) "learningRate" learningRate "positive"
+        check (decayRate >= 0.0 && decayRate < 1.0) "decayRate" decayRate "in [0, 1)"
+        let lr, d, d1, eps = ofFloat learningRate, ofFloat decayRate, ofFloat (1.0 - decayRate), ofFloat 1e-7
+        { Spec = [ OptimizerSpec.RmsProp(learningRate, decayRate) ]
+          Init = zeros [ "h" ]
+          Update =
+            fun _ grads state _ ->
+                let hs = List.head (bySlot [ "h" ] grads state)
+                let h' = List.map2 (fun (_, g) h -> Value.map2 (fun g h -> h * d + d1 * g * g) g h) grads hs // h *= decay_rate; h += (1 - decay_rate)*grads*grads
+                List.map2 (fun (name, g) h -> name, Value.map2 (fun g h -> -(lr * g / (sqrt h + eps))) g h) grads h', named "h" grads h' // params -= lr*grads / (sqrt(h) + 1e-7)
+          Penalty = fun _ -> LanguagePrimitives.GenericZero }
+
+    // Adam's state: m.W1, m.b1, ..., then v.W1, v.b1, ...: the moving averages of the gradients
+    // and of their squares, zero at first. The update count t is the step Update is given.
+    /// Adam (the book's Adam; defaults lr 0.001, beta1 0.9, beta2 0.999), with the bias
+    /// correction folded into the learning rate: lr_t = lr·√(1 - β2ᵗ) / (1 - β1ᵗ);
+    /// m ← m + (1 - β1)·(g - m); v ← v + (1 - β2)·(g² - v); W ← W - lr_t·m / (√v + 1e-7).
+    let inline adam (learningRate: float) (beta1: float) (beta2: float) : Optimizer< ^T > =
+        check (learningRate > 0.0) "learningRate" learningRate "positive"
+        check (beta1 >= 0.0 && beta1 < 1.0) "beta1" beta1 "in [0, 1)"
+        check (beta2 >= 0.0 && beta2 < 1.0) "beta2" beta2 "in [0, 1)"
+        let b1, b2, eps = ofFloat (1.0 - beta1), ofFloat (1.0 - beta2), ofFloat 1e-7
+        { Spec = [ OptimizerSpec.Adam(learningRate, beta1, beta2) ]
+          Init = zeros [ "m"; "v" ]
+          Update =
+            fun step grads state _ ->
+                if step < 1 then invalidArg "step" $"Adam counts its updates from 1, got %d{step}"
+                let lrT = ofFloat (learningRate * sqrt (1.0 - beta2 ** float step) / (1.0 - beta1 ** float step)) // lr_t
+                match bySlot [ "m"; "v" ] grads state with
+                | [ ms; vs ] ->
+                    let m' = List.map2 (fun (_, g) m -> Value.map2 (fun g m -> m + b1 * (g - m)) g m) grads ms // m += (1 - beta1)*(grads - m)
+                    let v' = List.map2 (fun (_, g) v -> Value.map2 (fun g v -> v + b2 * (g * g - v)) g v) grads vs // v += (1 - beta2)*(grads**2 - v)
+                    List.map3 (fun (name, _) m v -> name, Value.map2 (fun m v -> -(lrT * m / (sqrt v + eps))) m v) grads m' v', // params -= lr_t*m / (sqrt(v) + 1e-7)
+                    named "m" grads m' @ named "v" grads v'
+                | _ -> invalidArg "state" "Adam keeps m and v"
+          Penalty = fun _ -> LanguagePrimitives.GenericZero }
+
+    // Weight decay: no state.
+    /// Weight decay (6.4.2, the book's weight_decay_lambda): λ·W added to the gradient of every
+    /// weight W1, W2, ... (never b, gamma or beta), and 0.5·λ·ΣW² to the loss (Penalty). Chain
+    /// it before an optimizer: chain [ weightDecay λ; adam ... ].
+    let inline weightDecay (lambda: float) : Optimizer< ^T > =
+        check (lambda >= 0.0) "lambda" lambda "zero or positive"
+        let l, half = ofFloat lambda, ofFloat (0.5 * lambda)
+        { Spec = [ OptimizerSpec.WeightDecay lambda ]
+          Init = fun _ -> []
+          Update =
+            fun _ grads state parameters ->
+                List.map2 (fun (name, g) (_, w) -> name, (if isWeight name then Value.map2 (fun g w -> g + l * w) g w else g)) grads parameters, state // dW + lambda*W
+          Penalty = fun parameters -> parameters |> List.fold (fun sum (name, w) -> if isWeight name then sum + half * Value.sumOfSquares w else sum) LanguagePrimitives.GenericZero } // Σ 0.5*lambda*np.sum(W**2)
+
+    /// The transformations one after the other (Optax's chain): each one's updates are the
+    /// next one's gradients; the state is theirs in order, the penalty their sum. Raises
+    /// ArgumentException when two of them would keep state under the same prefix.
+    let inline chain (optimizers: Optimizer< ^T > list) : Optimizer< ^T > =
+        if List.isEmpty optimizers then invalidArg "optimizers" "a chain of no transformations"
+        let slotsOf (o: Optimizer< ^T >) = o.Spec |> List.collect slots
+        match optimizers |> List.collect slotsOf |> List.countBy id |> List.tryFind (fun (_, n) -> n > 1) with
+        | Some(s, _) -> invalidArg "optimizers" $"two transformations of the chain keep state named {s}.*"
+        | None -> ()
+        { Spec = optimizers |> List.collect (fun o -> o.Spec)
+          Init = fun parameters -> optimizers |> List.collect (fun o -> o.Init parameters)
+          Update =
+            fun step grads state parameters ->
+                let updates, rest, states =
+                    optimizers
+                    |> List.fold
+                        (fun (updates, rest: Named< ^T >, states) o ->
+                            let count = (slotsOf o).Length * List.length parameters
+                            if rest.Length < count then invalidArg "state" $"%d{state.Length} state arrays, fewer than the chain keeps"
+                            let own, rest = List.splitAt count rest
+                            let updates, own = o.Update step updates own parameters
+                            updates, rest, states @ own)
+                        (grads, state, [])
+                if not rest.IsEmpty then invalidArg "state" $"%d{state.Length} state arrays, more than the chain keeps"
+                updates, states
+          Penalty = fun parameters -> optimizers |> List.fold (fun sum o -> sum + o.Penalty parameters) LanguagePrimitives.GenericZero }
+
+    /// The optimizer a spec describes: one transformation, or their chain.
+    let inline ofSpec (specs: OptimizerSpec list) : Optimizer< ^T > =
+        let one spec =
+            match spec with
+            | OptimizerSpec.Sgd lr -> sgd lr
+            | OptimizerSpec.Momentum(lr, m) -> momentum lr m
+            | OptimizerSpec.Nesterov(lr, m) -> nesterov lr m
+            | OptimizerSpec.AdaGrad lr -> adaGrad lr
+            | OptimizerSpec.RmsProp(lr, d) -> rmsprop lr d
+            | OptimizerSpec.Adam(lr, b1, b2) -> adam lr b1 b2
+            | OptimizerSpec.WeightDecay l -> weightDecay l
+        match specs with
+        | [ spec ] -> one spec
+        | _ -> chain (List.map one specs)
+
 // ─── Training ───────────────────────────────────────────────────────────────────────────────────
 
 /// How the mini-batches are drawn from the training set.
@@ -1197,7 +1516,7 @@ type EpochReport<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueTyp
     /// The mean loss of the epoch's steps.
     member r.MeanLoss = if r.Losses.Length = 0 then nan else Array.average r.Losses
 
-/// Mini-batch SGD as a fold.
+/// Training as a fold of optimizer steps over mini-batches (SGD by default).
 [<RequireQualifiedAccess>]
 module Training =
     /// The book's recipe (5.7.4): learning rate 0.1, batch 100 drawn with replacement, 10,000
@@ -1258,6 +1577,25 @@ module Training =
         let model = { Network.withParameters state.Model parameters with States = layerStates }
         { state with Model = model; Step = state.Step + 1 }, loss
 
+    /// The state a run with an optimizer starts from: the model, the optimizer's initial state
+    /// (its Init of the model's parameters), no steps.
+    let inline startWith (optimizer: Optimizer< ^T >) (model: Model< ^T >) : TrainState< ^T > =
+        { Model = model; Optimizer = optimizer.Init(Network.parameters model); Step = 0 }
+
+    /// One step of any optimizer (the book's `grads = network.gradient(x, t)` then
+    /// `optimizer.update(params, grads)`): the gradient by backpropagation, the optimizer's
+    /// updates (as the step-th update, counting from 1) and the parameters plus the updates.
+    /// An empty optimizer state (Training.start's) is the optimizer's Init. Returns the new
+    /// state and the loss before the step, with the optimizer's penalty (weight decay's
+    /// 0.5·λ·ΣW²) added as the book's loss adds it.
+    let inline stepWith (optimizer: Optimizer< ^T >) (state: TrainState< ^T >) (x: Matrix< ^T >, t: Labels< ^T >) =
+        let loss, grads, layerStates = Network.gradient state.Model x t
+        let parameters = Network.parameters state.Model
+        let optimizerState = if state.Optimizer.IsEmpty then optimizer.Init parameters else state.Optimizer
+        let updates, optimizerState = optimizer.Update (state.Step + 1) grads optimizerState parameters
+        let model = { Network.withParameters state.Model (Optimizer.applyUpdates parameters updates) with States = layerStates }
+        { Model = model; Optimizer = optimizerState; Step = state.Step + 1 }, loss + optimizer.Penalty parameters
+
     /// One SGD step on a model alone (no optimizer state to carry): the new model and the loss.
     let inline sgdStep (learningRate: ^T) (model: Model< ^T >) (batch: Matrix< ^T > * Labels< ^T >) =
         let state, loss = step learningRate (start model) batch
@@ -1267,6 +1605,14 @@ module Training =
     /// the whole of training; the functions below only report on the way.
     let inline train (learningRate: ^T) (initial: TrainState< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : TrainState< ^T > =
         batches |> Seq.fold (fun state batch -> fst (step learningRate state batch)) initial
+
+    /// Training with any optimizer as a fold: `stepWith optimizer` applied to each mini-batch.
+    let inline trainWith (optimizer: Optimizer< ^T >) (initial: TrainState< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : TrainState< ^T > =
+        batches |> Seq.fold (fun state batch -> fst (stepWith optimizer state batch)) initial
+
+    /// The fold of `stepWith optimizer`, one (state, loss) after each step, lazily.
+    let inline stepsWith (optimizer: Optimizer< ^T >) (initial: TrainState< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : seq<TrainState< ^T > * ^T> =
+        batches |> Seq.scan (fun (state, _) batch -> stepWith optimizer state batch) (initial, LanguagePrimitives.GenericZero) |> Seq.skip 1
 
     /// The same fold, one (state, loss) after each step, lazily (Seq.scan, without its seed).
     let inline steps (learningRate: ^T) (initial: TrainState< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : seq<TrainState< ^T > * ^T> =
@@ -1300,3 +1646,8 @@ module Training =
     let inline trainedOn (config: TrainConfig) (perEpoch: int) (initial: TrainState< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : seq<EpochReport< ^T >> =
         steps (ofFloat config.LearningRate) initial batches |> Seq.map (fun (s, loss) -> s, float loss) |> byEpoch perEpoch
 
+    /// The run with any optimizer on the given mini-batches, one report per epoch of perEpoch
+    /// steps, lazily: the fold of `stepWith optimizer` from `initial`, grouped into epochs
+    /// (byEpoch). The accuracies are NaN.
+    let inline trainedOnWith (optimizer: Optimizer< ^T >) (perEpoch: int) (initial: TrainState< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : seq<EpochReport< ^T >> =
+        stepsWith optimizer initial batches |> Seq.map (fun (s, loss) -> s, float loss) |> byEpoch perEpoch

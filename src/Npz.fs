@@ -381,3 +381,115 @@ module Npz =
     /// The metadata of an .npz model file as text (empty when it has none).
     let metadata (path: string) : Map<string, string> = (read path).Metadata |> Map.map (fun _ v -> text v)
 
+    /// Every numeric array of an .npz archive (a model's or any numpy.savez output: float32,
+    /// float64, signed and unsigned integers, bool), by name, as its shape and its row-major
+    /// values converted to float64 (exact for floats and for integers up to 2⁵³).
+    let readAll (path: string) : Map<string, int[] * float[]> =
+        if not (File.Exists path) then fail path "file not found"
+        use stream = File.OpenRead path
+        readArrays path stream
+        |> Map.filter (fun _ a -> not (a.Descr.Contains 'U'))
+        |> Map.map (fun name a ->
+            let values =
+                match a.Descr.Substring 1 with
+                | "f4" -> Array.init (a.Data.Length / 4) (fun i -> float (BitConverter.ToSingle(a.Data, 4 * i)))
+                | "f8" -> Array.init (a.Data.Length / 8) (fun i -> BitConverter.ToDouble(a.Data, 8 * i))
+                | "i1" -> a.Data |> Array.map (fun b -> float (sbyte b))
+                | "u1" | "b1" -> a.Data |> Array.map float
+                | "i2" -> Array.init (a.Data.Length / 2) (fun i -> float (BitConverter.ToInt16(a.Data, 2 * i)))
+                | "i4" -> Array.init (a.Data.Length / 4) (fun i -> float (BitConverter.ToInt32(a.Data, 4 * i)))
+                | "i8" -> Array.init (a.Data.Length / 8) (fun i -> float (BitConverter.ToInt64(a.Data, 8 * i)))
+                | d -> fail path $"{name} has dtype {a.Descr}, not a number type read here ({d})"
+            if a.Descr.StartsWith '>' then fail path $"{name} is big-endian ({a.Descr})"
+            a.Shape, values)
+
+    /// An optimizer as JSON: a list of its transformations, each {"name": "adam", "lr": 0.001,
+    /// "beta1": 0.9, "beta2": 0.999}.
+    let optimizerJson (spec: OptimizerSpec list) : JsonNode =
+        JsonArray(
+            spec
+            |> List.map (fun s -> jsonObject (("name", JsonValue.Create(Optimizer.name s) :> JsonNode) :: (Optimizer.hyperparameters s |> List.map (fun (k, v) -> k, JsonValue.Create v :> JsonNode))))
+            |> Array.ofList
+        )
+
+    /// The optimizer optimizerJson describes; Error names what is wrong.
+    let optimizerOf (node: JsonNode) : Result<OptimizerSpec list, string> =
+        match node with
+        | :? JsonArray as a ->
+            a
+            |> Seq.map (fun t ->
+                match t with
+                | :? JsonObject as o ->
+                    match o["name"] with
+                    | :? JsonValue as n when (fst (n.TryGetValue<string>())) ->
+                        let numbers =
+                            o
+                            |> Seq.filter (fun kv -> kv.Key <> "name")
+                            |> Seq.map (fun kv ->
+                                match kv.Value with
+                                | :? JsonValue as v when fst (v.TryGetValue<float>()) -> Ok(kv.Key, v.GetValue<float>())
+                                | _ -> Error $"{kv.Key} is not a number")
+                            |> List.ofSeq
+                        match numbers |> List.tryPick (function Error e -> Some e | Ok _ -> None) with
+                        | Some e -> Error e
+                        | None -> Optimizer.specOf (n.GetValue<string>()) (numbers |> List.choose (function Ok kv -> Some kv | Error _ -> None))
+                    | _ -> Error "a transformation without a name"
+                | _ -> Error "a transformation is not a JSON object")
+            |> Seq.fold (fun acc r -> match acc, r with Ok l, Ok s -> Ok(l @ [ s ]) | Error e, _ | _, Error e -> Error e) (Ok [])
+        | _ -> Error "not a list of transformations"
+
+    /// Saves a training state: the model, the optimizer's state arrays as extra arrays (m.W1,
+    /// v.W1, ...), and in meta the optimizer ("optimizer", as optimizerJson) and the steps taken
+    /// ("step"), atomically. trainState and loadState read it back.
+    let saveState (path: string) (optimizer: Optimizer<'T>) (state: TrainState<'T>) (metadata: (string * JsonNode) list) =
+        saveWith path state.Model state.Optimizer (("optimizer", optimizerJson optimizer.Spec) :: ("step", JsonValue.Create state.Step :> JsonNode) :: metadata)
+
+    /// The optimizer (as data) and the training state a model file holds, as saveState saved
+    /// them: the model in 'T (which must be the file's precision), the optimizer's state arrays
+    /// from its extras in the order the optimizer's Init makes them, and the step count. A file
+    /// without an optimizer gives [] and an empty state (Training.start's). Training on from it
+    /// with `Training.stepWith (Optimizer.ofSpec spec)` continues the saved run exactly. Raises
+    /// ArgumentException naming what is missing or does not fit.
+    let trainState<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> (file: ModelFile) : OptimizerSpec list * TrainState<'T> =
+        let model: Model<'T> =
+            match file.Model with
+            | SavedModel.Single m when typeof<'T> = typeof<float32> -> unbox (box m)
+            | SavedModel.Double m when typeof<'T> = typeof<float> -> unbox (box m)
+            | SavedModel.Single _ -> invalidArg "file" $"the file holds a float32 model, not {typeof<'T>.Name}"
+            | SavedModel.Double _ -> invalidArg "file" $"the file holds a float64 model, not {typeof<'T>.Name}"
+        let spec =
+            match file.Metadata.TryFind "optimizer" with
+            | Some node ->
+                match optimizerOf node with
+                | Ok spec -> spec
+                | Error e -> invalidArg "file" $"meta: optimizer: {e}"
+            | None -> []
+        let step =
+            match file.Metadata.TryFind "step" with
+            | Some(:? JsonValue as v) when fst (v.TryGetValue<int>()) && v.GetValue<int>() >= 0 -> v.GetValue<int>()
+            | Some _ -> invalidArg "file" "meta: step is not a count of steps"
+            | None -> 0
+        let parameters = Network.parameters model
+        let value (name: string) (like: Value<'T>) : Value<'T> =
+            match file.Extras.TryFind name with
+            | Some(shape, values) when shape = Value.shape like ->
+                let elements: 'T[] =
+                    if typeof<'T> = typeof<float> then unbox (box values) else unbox (box (Array.map float32 values))
+                match like with
+                | Value.Matrix _ -> Value.Matrix(Matrix<'T>.Build.DenseOfRowMajor(shape[0], shape[1], elements))
+                | Value.Vector _ -> Value.Vector(Vector<'T>.Build.Dense elements)
+            | Some(shape, _) -> invalidArg "file" $"{name} has shape {shapeText shape}; {shapeText (Value.shape like)} expected"
+            | None -> invalidArg "file" $"missing optimizer state array {name}"
+        let state =
+            [ for s in spec do
+                  for slot in Optimizer.slots s do
+                      for name, p in parameters -> $"{slot}.{name}", value $"{slot}.{name}" p ]
+        spec, { Model = model; Optimizer = state; Step = step }
+
+    /// Reads a training state from a file saved by saveState (see trainState); raises DataError
+    /// naming the file and what is wrong.
+    let loadState<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> (path: string) : OptimizerSpec list * TrainState<'T> =
+        let file = read path
+        try
+            trainState<'T> file
+        with :? ArgumentException as e -> fail path (e.Message.Split(" (Parameter")[0])
