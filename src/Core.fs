@@ -1,9 +1,11 @@
 namespace Backprop.Core
 
-// Error backpropagation as chapter 5 of "Deep Learning from Scratch" builds it, written as pure
-// functions. Read top-down: scalar helpers, the computational-graph nodes (5.4), the functions
-// (sigmoid, softmax, cross-entropy), the layers (5.5, 5.6), the network, its named parameters and
-// its gradients (5.7), and training as a fold of SGD steps over mini-batches.
+// Error backpropagation as chapters 5 and 6 of "Deep Learning from Scratch" build it, written as
+// pure functions. Read top-down: scalar helpers, the computational-graph nodes (5.4), the
+// functions (sigmoid, softmax, cross-entropy), the layers (5.5, 5.6; Tanh; Batch Normalization and
+// Dropout, 6.3 and 6.4.3), the network, its named parameters and its gradients (5.7; the initial
+// weights of 6.2), the optimizers (6.1; weight decay, 6.4.2), and training as a fold of optimizer
+// steps over mini-batches.
 //
 // Every layer is a `forward` that returns its output and a cache record (what the book keeps on
 // `self`), directly above a `backward` that takes that cache and the upstream gradient `dout` and
@@ -137,6 +139,9 @@ module Functions =
         /// The sigmoid's derivative written in its output y: y(1 - y).
         let inline sigmoidDerivative (y: ^T) = y * (LanguagePrimitives.GenericOne - y)
 
+        /// tanh's derivative written in its output y: 1 - y².
+        let inline tanhDerivative (y: ^T) = LanguagePrimitives.GenericOne - y * y
+
         /// softmax of one row: exp(a_k - max a) / Σ_i exp(a_i - max a).
         let inline softmax (a: ^T[]) =
             let m = Array.max a
@@ -195,6 +200,24 @@ module Sigmoid =
     /// dx = dout · y(1 - y): the derivative of the sigmoid written in its own output (5.12).
     let inline backward (cache: SigmoidCache< ^T >) (dout: Matrix< ^T >) =
         dout.PointwiseMultiply(cache.out |> map Functions.Elementwise.sigmoidDerivative)
+
+/// Cache of Tanh: its output y, from which the derivative follows.
+type TanhCache<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
+    { /// The forward output y = tanh(x).
+      out: Matrix<'T> }
+
+/// Tanh, the third activation (the book's code has only ReLU and Sigmoid; its 6.2.4 names
+/// tanh beside the sigmoid as an activation suited to Xavier's initial weights): out = tanh(x).
+[<RequireQualifiedAccess>]
+module Tanh =
+    /// out = tanh(x) = (eˣ - e⁻ˣ) / (eˣ + e⁻ˣ).
+    let inline forward (x: Matrix< ^T >) =
+        let out = x |> map tanh
+        out, { out = out }
+
+    /// dx = dout · (1 - y²): the derivative of tanh written in its own output, as the sigmoid's.
+    let inline backward (cache: TanhCache< ^T >) (dout: Matrix< ^T >) =
+        Linalg.hadamard dout (cache.out |> map Functions.Elementwise.tanhDerivative)
 
 /// Parameters of an Affine layer: weights W (inputs × outputs) and bias b (outputs).
 type AffineParams<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
@@ -279,6 +302,214 @@ module SoftmaxWithLoss =
         | Labels.OneHot t -> (cache.y - t) * scale
         | Labels.ClassIndices t -> cache.y.MapIndexed((fun i j v -> (if j = t[i] then v - one else v) * scale), Zeros.Include)
 
+// ─── 6.3 Batch Normalization, 6.4.3 Dropout ─────────────────────────────────────────────────────
+//
+// Two layers that behave differently in training and in inference (the book's train_flg, here a
+// Mode) and carry a state from one forward pass to the next: Batch Normalization its running
+// mean and variance, Dropout the key its masks are drawn from. The book keeps both on `self`;
+// here a forward pass takes the state and gives the new one back (LayerState, below), as Lux's
+// layers do. The formulas are the book's (common/layers.py), in its order.
+//
+// Where PyTorch differs, for anyone comparing numbers:
+//   - Dropout: PyTorch's is "inverted": training multiplies by mask / (1 - p) and inference is
+//     the identity. The book's (and this) multiplies by the mask in training and by (1 - ratio)
+//     in inference: the same expectation, other numbers in both modes.
+//   - BatchNorm: both put ε inside the root, √(var + ε), but PyTorch's ε is 1e-5 (here the book's
+//     10e-7 = 1e-6); PyTorch's running variance averages the unbiased batch variance (÷ (N - 1))
+//     and starts at 1, the book's the biased one (÷ N) from 0. The momentum is the same (PyTorch's
+//     0.1 weighs the new batch as the book's 0.9 weighs the old average).
+//   - Adam (below, with the optimizers): PyTorch's ε is 1e-8 and is added to the bias-corrected
+//     √v̂; the book folds the correction into the learning rate and adds its 1e-7 to √v, which
+//     is ε/√(1 - β2ᵗ) in PyTorch's terms.
+
+/// Parameters of a Batch Normalization layer: a scale γ and a shift β for each feature.
+type BatchNormParams<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
+    { /// The scale of each feature (1 at the start).
+      gamma: Vector<'T>
+      /// The shift of each feature (0 at the start).
+      beta: Vector<'T> }
+
+/// Gradients of a Batch Normalization layer, field for field like BatchNormParams.
+type BatchNormGrads<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
+    { /// ∂L/∂γ.
+      dgamma: Vector<'T>
+      /// ∂L/∂β.
+      dbeta: Vector<'T> }
+
+/// The state of a Batch Normalization layer: the running averages of the batch statistics,
+/// which inference normalizes with (the book's running_mean and running_var).
+type BatchNormState<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
+    { /// The running mean of each feature (0 at the start).
+      runningMean: Vector<'T>
+      /// The running (biased) variance of each feature (0 at the start, as the book's).
+      runningVar: Vector<'T> }
+
+/// Cache of Batch Normalization: what the book keeps on self for backward.
+type BatchNormCache<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
+    { /// x minus the mean it was normalized with.
+      xc: Matrix<'T>
+      /// The normalized input xc / std.
+      xn: Matrix<'T>
+      /// √(var + ε) of each feature.
+      std: Vector<'T>
+      /// The scale the forward pass used.
+      gamma: Vector<'T>
+      /// The number of samples (rows) in the batch.
+      batchSize: int
+      /// True when the forward pass used the batch's own statistics (training), false when it
+      /// used the running ones (inference): the mean then does not depend on the batch, and
+      /// backward is that simpler function's derivative.
+      batchStatistics: bool }
+
+/// Batch Normalization (6.3, the book's BatchNormalization): each feature (column) normalized
+/// to mean 0 and variance 1 over the batch, then scaled by γ and shifted by β.
+[<RequireQualifiedAccess>]
+module BatchNormalization =
+    /// The weight of the old running average in each update (the book's default).
+    let momentum = 0.9
+
+    /// ε added to the variance under the root: the book's 10e-7 (= 1e-6).
+    let eps = 10e-7
+
+    /// The column-major elements of a matrix (its own array when dense, else a copy).
+    let inline columnMajor (m: Matrix< ^T >) : ^T[] =
+        match m.Storage with
+        | :? Storage.DenseColumnMajorMatrixStorage< ^T > as s -> s.Data
+        | _ -> m.ToColumnMajorArray()
+
+    /// f j m_ij for every element, j its column (a feature), as a new matrix.
+    let inline byColumn ([<InlineIfLambda>] f: int -> ^T -> ^T) (m: Matrix< ^T >) : Matrix< ^T > =
+        let a, rows = columnMajor m, m.RowCount
+        let out = Array.zeroCreate a.Length
+        for j in 0 .. m.ColumnCount - 1 do
+            for i in j * rows .. (j + 1) * rows - 1 do
+                out[i] <- f j a[i]
+        Matrix< ^T>.Build.Dense(rows, m.ColumnCount, out)
+
+    /// f j a_ij b_ij for every element of two matrices of the same shape, as a new matrix.
+    let inline byColumn2 ([<InlineIfLambda>] f: int -> ^T -> ^T -> ^T) (a: Matrix< ^T >) (b: Matrix< ^T >) : Matrix< ^T > =
+        let x, y, rows = columnMajor a, columnMajor b, a.RowCount
+        let out = Array.zeroCreate x.Length
+        for j in 0 .. a.ColumnCount - 1 do
+            for i in j * rows .. (j + 1) * rows - 1 do
+                out[i] <- f j x[i] y[i]
+        Matrix< ^T>.Build.Dense(rows, a.ColumnCount, out)
+
+    /// The mean of each column: Σ_i x_ij / N (numpy's x.mean(axis=0)).
+    let inline columnMeans (x: Matrix< ^T >) : ^T[] =
+        let n = ofFloat (float x.RowCount)
+        (Linalg.columnSums x).ToArray() |> Array.map (fun s -> s / n)
+
+    /// Forward in either mode; returns (out, cache, new state).
+    ///   Train: mu = mean(x), xc = x - mu, var = mean(xc²), std = √(var + ε), xn = xc / std;
+    ///          running = momentum · running + (1 - momentum) · (mu, var).
+    ///   Inference: xc = x - running_mean, std = √(running_var + ε), xn = xc / std; state unchanged.
+    ///   Both: out = γ · xn + β.
+    /// One sample alone (N = 1) is the book's pitfall: xc is 0, so out = β whatever x is, and the
+    /// layer passes no gradient back (dx = 0). Train on batches.
+    let inline forward (mode: Mode) (p: BatchNormParams< ^T >) (state: BatchNormState< ^T >) (x: Matrix< ^T >) =
+        let e = ofFloat eps
+        let xc, std, state' =
+            match mode with
+            | Mode.Train ->
+                let mu = columnMeans x // mu = x.mean(axis=0)
+                let xc = x |> byColumn (fun j v -> v - mu[j]) // xc = x - mu
+                let var = columnMeans (Linalg.hadamard xc xc) // var = np.mean(xc**2, axis=0)
+                let std = var |> Array.map (fun v -> sqrt (v + e)) // std = np.sqrt(var + 10e-7)
+                let m, m1 = ofFloat momentum, ofFloat (1.0 - momentum)
+                let running (r: Vector< ^T >) (batch: ^T[]) = Vector< ^T>.Build.Dense(Array.map2 (fun r b -> m * r + m1 * b) (r.ToArray()) batch)
+                xc, std, { runningMean = running state.runningMean mu; runningVar = running state.runningVar var }
+            | Mode.Inference ->
+                let mu = state.runningMean.ToArray()
+                let xc = x |> byColumn (fun j v -> v - mu[j]) // xc = x - self.running_mean
+                xc, state.runningVar.ToArray() |> Array.map (fun v -> sqrt (v + e)), state
+        let xn = xc |> byColumn (fun j v -> v / std[j]) // xn = xc / std
+        let gamma, beta = p.gamma.ToArray(), p.beta.ToArray()
+        let out = xn |> byColumn (fun j v -> gamma[j] * v + beta[j]) // out = self.gamma * xn + self.beta
+        out,
+        { xc = xc; xn = xn; std = Vector< ^T>.Build.Dense std; gamma = p.gamma; batchSize = x.RowCount; batchStatistics = (mode = Mode.Train) },
+        state'
+
+    /// The parameters' gradients alone: dβ = Σ_i dout, dγ = Σ_i xn · dout.
+    let inline gradients (cache: BatchNormCache< ^T >) (dout: Matrix< ^T >) =
+        { dgamma = Linalg.columnSums (Linalg.hadamard cache.xn dout); dbeta = Linalg.columnSums dout }
+
+    /// dx, and the gradients dγ, dβ, by the book's chain of steps back through the forward
+    /// pass: dxn = γ·dout; dxc = dxn / std; dstd = -Σ (dxn·xc) / std²; dvar = 0.5·dstd / std;
+    /// dxc += (2/N)·xc·dvar; dmu = Σ dxc; dx = dxc - dmu / N. After an inference forward pass
+    /// (running statistics, constant in x) dx is γ·dout / std.
+    let inline backward (cache: BatchNormCache< ^T >) (dout: Matrix< ^T >) =
+        let grads = gradients cache dout
+        let gamma, std = cache.gamma.ToArray(), cache.std.ToArray()
+        let dxn = dout |> byColumn (fun j d -> gamma[j] * d) // dxn = self.gamma * dout
+        let dxc = dxn |> byColumn (fun j d -> d / std[j]) // dxc = dxn / self.std
+        if not cache.batchStatistics then
+            dxc, grads
+        else
+            let n = ofFloat (float cache.batchSize)
+            let half, twoOverN = ofFloat 0.5, ofFloat (2.0 / float cache.batchSize)
+            let dstd = (Linalg.columnSums (byColumn2 (fun j d xc -> d * xc / (std[j] * std[j])) dxn cache.xc)).ToArray() |> Array.map (fun v -> -v) // dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+            let dvar = Array.map2 (fun d s -> half * d / s) dstd std // dvar = 0.5 * dstd / self.std
+            let dxc = byColumn2 (fun j d xc -> d + twoOverN * xc * dvar[j]) dxc cache.xc // dxc += (2.0 / self.batch_size) * self.xc * dvar
+            let dmu = (Linalg.columnSums dxc).ToArray() // dmu = np.sum(dxc, axis=0)
+            dxc |> byColumn (fun j d -> d - dmu[j] / n), grads // dx = dxc - dmu / self.batch_size
+
+/// The random key of a Dropout layer: a seed and a counter. The mask of a training forward pass
+/// is a function of the key alone (a counter-based generator): the same key gives the same mask,
+/// and each training forward pass gives back the key with the counter advanced by one.
+type DropoutKey =
+    { /// Tells one Dropout layer (and one model) from another.
+      Seed: uint32
+      /// The number of training forward passes drawn so far; wraps around after 2³² of them.
+      Counter: uint32 }
+
+/// Cache of Dropout: the mask the forward pass multiplied by (the book's self.mask).
+type DropoutCache<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
+    { /// 1 where a unit was kept, 0 where it was dropped (the constant 1 - ratio after an
+      /// inference forward pass).
+      mask: Matrix<'T> }
+
+/// Dropout (6.4.3, the book's, not "inverted"): in training each unit is kept where a uniform
+/// number exceeds the ratio and zeroed elsewhere; in inference every unit is scaled by the
+/// fraction kept, 1 - ratio.
+[<RequireQualifiedAccess>]
+module Dropout =
+    /// SplitMix64's output function (Steele, Lea and Flood 2014).
+    let private mix (z: uint64) =
+        let z = (z ^^^ (z >>> 30)) * 0xBF58476D1CE4E5B9UL
+        let z = (z ^^^ (z >>> 27)) * 0x94D049BB133111EBUL
+        z ^^^ (z >>> 31)
+
+    /// The key of the k-th Dropout layer (1-based) of a model initialised from seed, counter 0.
+    let key (seed: int) (k: int) : DropoutKey =
+        { Seed = uint32 (mix ((uint64 (uint32 seed) <<< 20) + uint64 k) >>> 32); Counter = 0u }
+
+    /// The key of the next training forward pass: the counter advanced by one.
+    let next (key: DropoutKey) : DropoutKey = { key with Counter = key.Counter + 1u }
+
+    /// The uniform number in [0, 1) behind mask element `index` (row-major: row · columns +
+    /// column) under the key: the index-th output of a SplitMix64 generator started at
+    /// mix(seed · 2³² + counter), its 53 high bits over 2⁵³.
+    let uniform (key: DropoutKey) (index: int) : float =
+        let start = mix ((uint64 key.Seed <<< 32) ||| uint64 key.Counter)
+        float (mix (start + (uint64 index + 1UL) * 0x9E3779B97F4A7C15UL) >>> 11) * (1.0 / 9007199254740992.0)
+
+    /// The mask of a rows × columns input under the key: 1 where the uniform number is above the
+    /// ratio, else 0 (the book's np.random.rand(*x.shape) > self.dropout_ratio).
+    let inline mask (ratio: float) (key: DropoutKey) (rows: int) (columns: int) : Matrix< ^T > =
+        Matrix< ^T>.Build.Dense(rows, columns, fun i j -> if uniform key (i * columns + j) > ratio then LanguagePrimitives.GenericOne else LanguagePrimitives.GenericZero)
+
+    /// Training: out = x ⊙ mask (the book's x * self.mask).
+    let inline forward (mask: Matrix< ^T >) (x: Matrix< ^T >) = Linalg.hadamard x mask, { mask = mask }
+
+    /// Inference: out = x · (1 - ratio), every unit scaled by the fraction that training keeps.
+    let inline forwardInference (ratio: float) (x: Matrix< ^T >) =
+        let kept = ofFloat (1.0 - ratio)
+        x * kept, { mask = Matrix< ^T>.Build.Dense(x.RowCount, x.ColumnCount, kept) }
+
+    /// dx = dout ⊙ mask: a dropped unit passes no gradient back.
+    let inline backward (cache: DropoutCache< ^T >) (dout: Matrix< ^T >) = Linalg.hadamard dout cache.mask
+
 // ─── 5.7 The network ────────────────────────────────────────────────────────────────────────────
 
 /// One layer of a network: its configuration only. Its parameters and state live apart, in the
@@ -291,6 +522,12 @@ type Layer =
     | Relu
     /// The sigmoid activation.
     | Sigmoid
+    /// The tanh activation.
+    | Tanh
+    /// Batch Normalization of `size` features (6.3).
+    | BatchNorm of size: int
+    /// Dropout of the given ratio of units in training (6.4.3).
+    | Dropout of ratio: float
 
 /// The activation between two Affine layers.
 type Activation =
@@ -298,6 +535,8 @@ type Activation =
     | ReLU = 0
     /// Sigmoid.
     | Sigmoid = 1
+    /// Tanh.
+    | Tanh = 2
 
 /// One named array of a model: a parameter (W1, b1, ...), a gradient (the same names), a layer
 /// state or an optimizer's state. Matrices and vectors keep their shapes.
@@ -346,6 +585,50 @@ module Value =
         | Value.Matrix m -> m.AsColumnMajorArray()
         | Value.Vector v -> v.AsArray()
 
+    /// A value of v's shape over the given elements (column-major for a matrix), not copied.
+    let withStorage (v: Value<'T>) (elements: 'T[]) : Value<'T> =
+        match v with
+        | Value.Matrix m -> Value.Matrix(Matrix<'T>.Build.Dense(m.RowCount, m.ColumnCount, elements))
+        | Value.Vector _ -> Value.Vector(Vector<'T>.Build.Dense elements)
+
+    /// The elements in storage order (column-major for a matrix): the storage itself when
+    /// dense, else a copy.
+    let elements (v: Value<'T>) : 'T[] =
+        match v with
+        | Value.Matrix m -> (match m.AsColumnMajorArray() with null -> m.ToColumnMajorArray() | a -> a)
+        | Value.Vector v -> (match v.AsArray() with null -> v.ToArray() | a -> a)
+
+    /// Zeros of v's shape.
+    let zerosLike (v: Value<'T>) : Value<'T> =
+        match v with
+        | Value.Matrix m -> Value.Matrix(Matrix<'T>.Build.Dense(m.RowCount, m.ColumnCount))
+        | Value.Vector v -> Value.Vector(Vector<'T>.Build.Dense v.Count)
+
+    /// f of every element, as a new value of the same shape.
+    let inline map ([<InlineIfLambda>] f: ^T -> ^T) (v: Value< ^T >) : Value< ^T > =
+        let a = elements v
+        let out = Array.zeroCreate a.Length
+        for i in 0 .. a.Length - 1 do
+            out[i] <- f a[i]
+        withStorage v out
+
+    /// f of the elements of two values of the same shape, pairwise, as a new value.
+    let inline map2 ([<InlineIfLambda>] f: ^T -> ^T -> ^T) (a: Value< ^T >) (b: Value< ^T >) : Value< ^T > =
+        if shape a <> shape b then invalidArg "b" $"a value of shape %A{shape b} with one of shape %A{shape a}"
+        let x, y = elements a, elements b
+        let out = Array.zeroCreate x.Length
+        for i in 0 .. x.Length - 1 do
+            out[i] <- f x[i] y[i]
+        withStorage a out
+
+    /// Σ v², over every element.
+    let inline sumOfSquares (v: Value< ^T >) : ^T =
+        let a = elements v
+        let mutable sum = LanguagePrimitives.GenericZero
+        for i in 0 .. a.Length - 1 do
+            sum <- sum + a[i] * a[i]
+        sum
+
     /// p + alpha · g, for two values of the same shape (the update p - lr · g with alpha = -lr).
     let inline addScaled (p: Value< ^T >) (alpha: ^T) (g: Value< ^T >) : Value< ^T > =
         match p, g with
@@ -358,6 +641,8 @@ module Value =
 type Params<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
     /// Weights and bias of an Affine layer.
     | Affine of AffineParams<'T>
+    /// γ and β of a Batch Normalization layer.
+    | BatchNorm of BatchNormParams<'T>
     /// A layer without parameters.
     | Empty
 
@@ -366,6 +651,8 @@ type Params<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and
 type Grads<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
     /// dW and db of an Affine layer.
     | Affine of AffineGrads<'T>
+    /// dγ and dβ of a Batch Normalization layer.
+    | BatchNorm of BatchNormGrads<'T>
     /// A layer without parameters.
     | Empty
 
@@ -378,15 +665,29 @@ type Cache<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 
     | Relu of ReluCache<'T>
     /// Cache of a Sigmoid layer.
     | Sigmoid of SigmoidCache<'T>
+    /// Cache of a Tanh layer.
+    | Tanh of TanhCache<'T>
+    /// Cache of a Batch Normalization layer.
+    | BatchNorm of BatchNormCache<'T>
+    /// Cache of a Dropout layer.
+    | Dropout of DropoutCache<'T>
 
 /// The state a layer carries from one forward pass to the next, in the element type of its
-/// model. The layers of chapter 5 have none; Dropout (a counter-based random key, so that the
-/// same state gives the same mask) and Batch Normalization (running mean and variance) add their
-/// cases here. Every forward takes a state and gives one back.
+/// model. The layers of chapter 5 have none; Batch Normalization keeps its running mean and
+/// variance, Dropout a counter-based random key (the same key, the same mask). Every forward
+/// takes a state and gives one back.
 [<RequireQualifiedAccess>]
 type LayerState<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
     /// No state.
     | Stateless
+    /// The running statistics of a Batch Normalization layer.
+    | BatchNorm of BatchNormState<'T>
+    /// The key a Dropout layer draws its next training mask from; a training forward pass
+    /// gives back the key with its counter advanced.
+    | Dropout of DropoutKey
+    /// A fixed mask that a Dropout layer multiplies by in every training forward pass, the state
+    /// unchanged: for tests and for reproducing masks drawn elsewhere (such as numpy's).
+    | DropoutMask of Matrix<'T>
 
 /// A network with its parameters and states: layers, then Softmax-with-Loss at the end.
 type Model<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
@@ -402,14 +703,28 @@ type Model<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 
 /// function handles it.
 [<RequireQualifiedAccess>]
 module Layer =
-    /// Runs the layer forward: (mode, params, state, x) -> (out, cache, new state).
+    /// Runs the layer forward: (mode, params, state, x) -> (out, cache, new state). Only
+    /// Batch Normalization and Dropout depend on the mode and change their state.
     let inline forward (mode: Mode) (layer: Layer) (p: Params< ^T >) (state: LayerState< ^T >) (x: Matrix< ^T >) =
-        ignore mode // the layers of chapter 5 behave the same in training and inference
         match layer, p with
         | Layer.Affine _, Params.Affine p -> let out, c = Affine.forward p x in out, Cache.Affine c, state
-        | Layer.Affine _, Params.Empty -> invalidArg "p" "an Affine layer needs Affine parameters"
+        | Layer.Affine _, _ -> invalidArg "p" "an Affine layer needs Affine parameters"
         | Layer.Relu, _ -> let out, c = Relu.forward x in out, Cache.Relu c, state
         | Layer.Sigmoid, _ -> let out, c = Sigmoid.forward x in out, Cache.Sigmoid c, state
+        | Layer.Tanh, _ -> let out, c = Tanh.forward x in out, Cache.Tanh c, state
+        | Layer.BatchNorm _, Params.BatchNorm p ->
+            match state with
+            | LayerState.BatchNorm s -> let out, c, s' = BatchNormalization.forward mode p s x in out, Cache.BatchNorm c, LayerState.BatchNorm s'
+            | _ -> invalidArg "state" "a BatchNorm layer needs its running statistics as state"
+        | Layer.BatchNorm _, _ -> invalidArg "p" "a BatchNorm layer needs BatchNorm parameters (gamma, beta)"
+        | Layer.Dropout ratio, _ ->
+            match mode, state with
+            | Mode.Train, LayerState.Dropout key ->
+                let out, c = Dropout.forward (Dropout.mask ratio key x.RowCount x.ColumnCount) x
+                out, Cache.Dropout c, LayerState.Dropout(Dropout.next key)
+            | Mode.Train, LayerState.DropoutMask mask -> let out, c = Dropout.forward mask x in out, Cache.Dropout c, state
+            | Mode.Inference, (LayerState.Dropout _ | LayerState.DropoutMask _) -> let out, c = Dropout.forwardInference ratio x in out, Cache.Dropout c, state
+            | _ -> invalidArg "state" "a Dropout layer needs a key or a mask as state"
 
     /// Runs the layer backward: (cache, dout) -> (dx, gradients of its parameters).
     let inline backward (cache: Cache< ^T >) (dout: Matrix< ^T >) =
@@ -417,73 +732,162 @@ module Layer =
         | Cache.Affine c -> let dx, g = Affine.backward c dout in dx, Grads.Affine g
         | Cache.Relu c -> Relu.backward c dout, Grads.Empty
         | Cache.Sigmoid c -> Sigmoid.backward c dout, Grads.Empty
+        | Cache.Tanh c -> Tanh.backward c dout, Grads.Empty
+        | Cache.BatchNorm c -> let dx, g = BatchNormalization.backward c dout in dx, Grads.BatchNorm g
+        | Cache.Dropout c -> Dropout.backward c dout, Grads.Empty
 
     /// The gradients of the layer's parameters without dx, for the first layer of a network:
     /// its dx would be the gradient for the input images, which nothing uses.
     let inline gradients (cache: Cache< ^T >) (dout: Matrix< ^T >) =
         match cache with
         | Cache.Affine c -> Grads.Affine(Affine.gradients c dout)
+        | Cache.BatchNorm c -> Grads.BatchNorm(BatchNormalization.gradients c dout)
         | Cache.Relu _
-        | Cache.Sigmoid _ -> Grads.Empty
+        | Cache.Sigmoid _
+        | Cache.Tanh _
+        | Cache.Dropout _ -> Grads.Empty
+
+    /// The layer in the book's words: "Affine(784, 50)", "ReLU", "Sigmoid", "Tanh",
+    /// "BatchNorm(100)", "Dropout(0.5)".
+    let describe (layer: Layer) : string =
+        match layer with
+        | Layer.Affine(i, o) -> $"Affine(%d{i}, %d{o})"
+        | Layer.Relu -> "ReLU"
+        | Layer.Sigmoid -> "Sigmoid"
+        | Layer.Tanh -> "Tanh"
+        | Layer.BatchNorm size -> $"BatchNorm(%d{size})"
+        | Layer.Dropout ratio -> $"Dropout(%g{ratio})"
 
     /// The names of the layer's parameters, given its number among the layers of its kind
-    /// (1 for the first Affine): W1 and b1, as the book names them.
+    /// (1 for the first Affine): W1 and b1, gamma1 and beta1, as the book names them.
     let parameterNames (layer: Layer) (k: int) : string list =
         match layer with
         | Layer.Affine _ -> [ $"W{k}"; $"b{k}" ]
+        | Layer.BatchNorm _ -> [ $"gamma{k}"; $"beta{k}" ]
         | Layer.Relu
-        | Layer.Sigmoid -> []
+        | Layer.Sigmoid
+        | Layer.Tanh
+        | Layer.Dropout _ -> []
 
-    /// The names of the layer's state arrays (none for the layers of chapter 5).
-    let stateNames (layer: Layer) (k: int) : string list =
-        ignore k
+    /// The shapes of the layer's parameters, in the order of parameterNames.
+    let parameterShapes (layer: Layer) : int[] list =
         match layer with
+        | Layer.Affine(i, o) -> [ [| i; o |]; [| o |] ]
+        | Layer.BatchNorm size -> [ [| size |]; [| size |] ]
+        | Layer.Relu
+        | Layer.Sigmoid
+        | Layer.Tanh
+        | Layer.Dropout _ -> []
+
+    /// The names of the layer's state arrays, given its number among the layers of its kind:
+    /// running_mean{k} and running_var{k} for Batch Normalization; dropout{k} for Dropout (its
+    /// key, or a fixed mask); none for the layers of chapter 5.
+    let stateNames (layer: Layer) (k: int) : string list =
+        match layer with
+        | Layer.BatchNorm _ -> [ $"running_mean{k}"; $"running_var{k}" ]
+        | Layer.Dropout _ -> [ $"dropout{k}" ]
         | Layer.Affine _
         | Layer.Relu
-        | Layer.Sigmoid -> []
+        | Layer.Sigmoid
+        | Layer.Tanh -> []
 
     /// The layer's parameters as values, in the order of parameterNames.
     let parameterValues (p: Params<'T>) : Value<'T> list =
         match p with
         | Params.Affine p -> [ Value.Matrix p.W; Value.Vector p.b ]
+        | Params.BatchNorm p -> [ Value.Vector p.gamma; Value.Vector p.beta ]
         | Params.Empty -> []
 
     /// The gradients as values, in the order of parameterNames.
     let gradientValues (g: Grads<'T>) : Value<'T> list =
         match g with
         | Grads.Affine g -> [ Value.Matrix g.dW; Value.Vector g.db ]
+        | Grads.BatchNorm g -> [ Value.Vector g.dgamma; Value.Vector g.dbeta ]
         | Grads.Empty -> []
 
-    /// The layer's state as values, in the order of stateNames.
+    /// A Dropout key as a vector of four 16-bit parts, [seed ÷ 2¹⁶; seed mod 2¹⁶; counter ÷ 2¹⁶;
+    /// counter mod 2¹⁶], each exact in float32 (which holds integers exactly only up to 2²⁴).
+    let keyValue (key: DropoutKey) : Value<'T> =
+        let part (n: uint32) = Convert.ChangeType(int n, typeof<'T>) :?> 'T
+        Value.Vector(Vector<'T>.Build.Dense [| part (key.Seed >>> 16); part (key.Seed &&& 0xFFFFu); part (key.Counter >>> 16); part (key.Counter &&& 0xFFFFu) |])
+
+    /// The Dropout key a vector of keyValue's four parts holds; None when it holds anything else.
+    let tryKeyOf (v: Vector<'T>) : DropoutKey option =
+        let parts = v.ToArray() |> Array.map (fun x -> Convert.ToDouble(box x))
+        if parts.Length = 4 && parts |> Array.forall (fun x -> x >= 0.0 && x < 65536.0 && x = floor x) then
+            let whole (hi: float) (lo: float) = (uint32 hi <<< 16) ||| uint32 lo
+            Some { Seed = whole parts[0] parts[1]; Counter = whole parts[2] parts[3] }
+        else
+            None
+
+    /// The layer's state as values, in the order of stateNames (a Dropout key as keyValue
+    /// gives it, a fixed mask as its matrix).
     let stateValues (s: LayerState<'T>) : Value<'T> list =
         match s with
         | LayerState.Stateless -> []
+        | LayerState.BatchNorm s -> [ Value.Vector s.runningMean; Value.Vector s.runningVar ]
+        | LayerState.Dropout key -> [ keyValue key ]
+        | LayerState.DropoutMask mask -> [ Value.Matrix mask ]
 
     /// The layer's Params from values in the order of parameterNames, checking their shapes.
     let paramsOf (layer: Layer) (values: Value<'T> list) : Params<'T> =
         match layer, values with
         | Layer.Affine(i, o), [ Value.Matrix w; Value.Vector b ] when w.RowCount = i && w.ColumnCount = o && b.Count = o -> Params.Affine { W = w; b = b }
         | Layer.Affine(i, o), _ -> invalidArg "values" $"Affine(%d{i}, %d{o}) takes W (%d{i}x%d{o}) and b (%d{o}), got shapes %A{List.map Value.shape values}"
-        | (Layer.Relu | Layer.Sigmoid), [] -> Params.Empty
-        | (Layer.Relu | Layer.Sigmoid), _ -> invalidArg "values" $"%A{layer} has no parameters"
+        | Layer.BatchNorm n, [ Value.Vector gamma; Value.Vector beta ] when gamma.Count = n && beta.Count = n -> Params.BatchNorm { gamma = gamma; beta = beta }
+        | Layer.BatchNorm n, _ -> invalidArg "values" $"BatchNorm(%d{n}) takes gamma (%d{n}) and beta (%d{n}), got shapes %A{List.map Value.shape values}"
+        | (Layer.Relu | Layer.Sigmoid | Layer.Tanh | Layer.Dropout _), [] -> Params.Empty
+        | (Layer.Relu | Layer.Sigmoid | Layer.Tanh | Layer.Dropout _), _ -> invalidArg "values" $"{describe layer} has no parameters"
 
-    /// The layer's state from values in the order of stateNames.
+    /// The layer's state from values in the order of stateNames, checking their shapes.
     let stateOf (layer: Layer) (values: Value<'T> list) : LayerState<'T> =
         match layer, values with
-        | (Layer.Affine _ | Layer.Relu | Layer.Sigmoid), [] -> LayerState.Stateless
-        | _ -> invalidArg "values" $"%A{layer} has no state"
+        | (Layer.Affine _ | Layer.Relu | Layer.Sigmoid | Layer.Tanh), [] -> LayerState.Stateless
+        | Layer.BatchNorm n, [ Value.Vector mean; Value.Vector var ] when mean.Count = n && var.Count = n -> LayerState.BatchNorm { runningMean = mean; runningVar = var }
+        | Layer.BatchNorm n, _ -> invalidArg "values" $"BatchNorm(%d{n}) keeps running_mean (%d{n}) and running_var (%d{n}), got shapes %A{List.map Value.shape values}"
+        | Layer.Dropout _, [ Value.Vector v ] when (tryKeyOf v).IsSome -> LayerState.Dropout (tryKeyOf v).Value
+        | Layer.Dropout _, [ Value.Matrix mask ] -> LayerState.DropoutMask mask
+        | Layer.Dropout _, _ -> invalidArg "values" $"{describe layer} keeps a key (four integers in 0..65535) or a mask, got %A{List.map Value.shape values}"
+        | _ -> invalidArg "values" $"{describe layer} has no state"
 
-    /// The initial state of a layer (drawn from the seed where it has randomness).
-    let initialState (seed: int) (layer: Layer) : LayerState<'T> =
-        ignore seed
+    /// The initial state of the k-th layer of its kind (1-based) in a model initialised from
+    /// seed: running statistics of zeros for Batch Normalization (as the book's), a key drawn
+    /// from (seed, k) for Dropout, none for the others.
+    let initialStateAt (seed: int) (k: int) (layer: Layer) : LayerState<'T> =
         match layer with
+        | Layer.BatchNorm n -> LayerState.BatchNorm { runningMean = Vector<'T>.Build.Dense n; runningVar = Vector<'T>.Build.Dense n }
+        | Layer.Dropout _ -> LayerState.Dropout(Dropout.key seed k)
         | Layer.Affine _
         | Layer.Relu
-        | Layer.Sigmoid -> LayerState.Stateless
+        | Layer.Sigmoid
+        | Layer.Tanh -> LayerState.Stateless
+
+    /// The initial state of a layer (drawn from the seed where it has randomness), taken as the
+    /// first of its kind: initialStateAt seed 1.
+    let initialState (seed: int) (layer: Layer) : LayerState<'T> = initialStateAt seed 1 layer
+
+/// How the initial weights of the Affine layers are drawn (6.2): from N(0, scale²), the
+/// scale fixed or set by the layer's number of inputs n. Biases start at 0, Batch
+/// Normalization's γ at 1 and β at 0 whatever the choice.
+[<RequireQualifiedAccess>]
+type WeightInit =
+    /// A fixed standard deviation (the book's TwoLayerNet: 0.01).
+    | Std of float
+    /// Xavier's initial value, √(1/n): for sigmoid and tanh (6.2.2).
+    | Xavier
+    /// He's initial value, √(2/n): for ReLU (6.2.3).
+    | He
 
 /// Building networks and computing with them: predict, loss, accuracy and gradients.
 [<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
 module Network =
+    /// The layer of an activation.
+    let activationLayer (activation: Activation) : Layer =
+        match activation with
+        | Activation.Sigmoid -> Layer.Sigmoid
+        | Activation.Tanh -> Layer.Tanh
+        | _ -> Layer.Relu
+
     /// The layers for a spec of layer sizes: [784; 50; 10] is the book's two-layer net
     /// (Affine 784→50, activation, Affine 50→10); longer lists give deeper nets.
     let layers (activation: Activation) (sizes: int list) : Layer list =
@@ -491,9 +895,28 @@ module Network =
         match sizes |> List.tryFind (fun s -> s < 1) with
         | Some s -> invalidArg "sizes" $"layer sizes must be positive, got %d{s} in %A{sizes}"
         | None -> ()
-        let act = if activation = Activation.Sigmoid then Layer.Sigmoid else Layer.Relu
+        let act = activationLayer activation
         let affines = sizes |> List.pairwise |> List.map Layer.Affine
         List.foldBack (fun a acc -> match acc with [] -> [ a ] | _ -> a :: act :: acc) affines []
+
+    /// The layers of the book's MultiLayerNetExtend (chapter 6) for a spec of layer sizes: for
+    /// each hidden layer Affine, then BatchNorm when batchNorm is true, then the activation, then
+    /// Dropout of the given ratio when there is one; the last Affine alone. With neither it is
+    /// `layers`. Raises ArgumentException for bad sizes or a ratio outside [0, 1).
+    let extended (activation: Activation) (sizes: int list) (batchNorm: bool) (dropout: float option) : Layer list =
+        match dropout with
+        | Some r when not (r >= 0.0 && r < 1.0) -> invalidArg "dropout" $"a dropout ratio is in [0, 1), got %g{r}"
+        | _ -> ()
+        ignore (layers activation sizes) // checks the sizes
+        let pairs = List.pairwise sizes
+        [ for i, o in List.take (pairs.Length - 1) pairs do
+              yield Layer.Affine(i, o)
+              if batchNorm then yield Layer.BatchNorm o
+              yield activationLayer activation
+              match dropout with
+              | Some r -> yield Layer.Dropout r
+              | None -> () ]
+        @ [ Layer.Affine(List.last pairs) ]
 
     /// The layer sizes of a network, input first ([784; 50; 10] for the book's net).
     let sizes (layers: Layer list) : int list =
@@ -502,16 +925,50 @@ module Network =
         | [] -> []
         | (i, _) :: _ -> i :: (affines |> List.map snd)
 
-    /// Each layer's number among the layers of its kind, 1-based (W1 is the first Affine's).
-    let private numbered (layers: Layer list) : (Layer * int) list =
-        let kind (l: Layer) = match l with Layer.Affine _ -> 0 | Layer.Relu -> 1 | Layer.Sigmoid -> 2
+    /// Each layer's number among the layers of its kind, 1-based (W1 is the first Affine's,
+    /// gamma1 the first BatchNorm's).
+    let numbered (layers: Layer list) : (Layer * int) list =
+        let kind (l: Layer) =
+            match l with
+            | Layer.Affine _ -> 0
+            | Layer.Relu -> 1
+            | Layer.Sigmoid -> 2
+            | Layer.Tanh -> 3
+            | Layer.BatchNorm _ -> 4
+            | Layer.Dropout _ -> 5
         layers |> List.mapFold (fun (counts: Map<int, int>) l -> let k = counts.TryFind(kind l) |> Option.defaultValue 0 in (l, k + 1), counts.Add(kind l, k + 1)) Map.empty |> fst
 
-    /// The parameters' names in order: W1, b1, W2, b2, ...
+    /// The parameters' names in order: W1, b1, W2, b2, ... (gamma1, beta1 where a BatchNorm
+    /// layer stands), layer by layer.
     let parameterNames (layers: Layer list) : string list = numbered layers |> List.collect (fun (l, k) -> Layer.parameterNames l k)
 
-    /// The layer states' names in order (none for the layers of chapter 5).
+    /// The parameters' names and shapes in order.
+    let parameterShapes (layers: Layer list) : (string * int[]) list =
+        numbered layers |> List.collect (fun (l, k) -> List.zip (Layer.parameterNames l k) (Layer.parameterShapes l))
+
+    /// The layer states' names in order: running_mean{k}, running_var{k}, dropout{k} (none for
+    /// the layers of chapter 5).
     let stateNames (layers: Layer list) : string list = numbered layers |> List.collect (fun (l, k) -> Layer.stateNames l k)
+
+    /// The initial state of every layer of a model initialised from seed (Layer.initialStateAt).
+    let initialStates (seed: int) (layers: Layer list) : LayerState<'T> list =
+        numbered layers |> List.map (fun (l, k) -> Layer.initialStateAt seed k l)
+
+    /// The first place where a layer does not fit the width of what comes into it (an Affine
+    /// layer's inputs, a BatchNorm layer's size), as a message; None when every layer fits.
+    let mismatch (layers: Layer list) : string option =
+        numbered layers
+        |> List.fold
+            (fun (width, problem) (layer, k) ->
+                match problem, layer, width with
+                | Some _, _, _ -> width, problem
+                | None, Layer.Affine(i, _), Some w when i <> w -> width, Some $"Affine %d{k} takes %d{i} inputs, the layer before gives %d{w}"
+                | None, Layer.BatchNorm n, Some w when n <> w -> width, Some $"BatchNorm %d{k} has %d{n} features, the layer before gives %d{w}"
+                | None, Layer.Affine(_, o), _ -> Some o, None
+                | None, Layer.BatchNorm n, _ -> Some n, None
+                | None, _, _ -> width, None)
+            (None, None)
+        |> snd
 
     /// The model's parameters as one named flat list: [ "W1", W1; "b1", b1; "W2", W2; ... ].
     /// The values are the model's own (not copies).
@@ -546,20 +1003,34 @@ module Network =
     let convert (f: 'T -> 'U) (model: Model<'T>) : Model<'U> =
         build model.Layers (parameters model |> List.map (fun (n, v) -> n, Value.convert f v)) (states model |> List.map (fun (n, v) -> n, Value.convert f v))
 
-    /// A model with weights drawn from N(0, weightInitStd²) and zero biases, reproducibly from
-    /// the seed (the book's TwoLayerNet uses weightInitStd = 0.01).
-    let inline init (seed: int) (weightInitStd: float) (layers: Layer list) : Model< ^T > =
+    /// A model with the Affine layers' weights drawn from N(0, scale²) as `weightInit` says (a
+    /// fixed scale, Xavier's √(1/n) or He's √(2/n) for n inputs), one layer after the other from
+    /// one generator, reproducibly from the seed; zero biases, γ = 1 and β = 0, and each
+    /// layer's initial state (Layer.initialStateAt).
+    let inline initWith (weightInit: WeightInit) (seed: int) (layers: Layer list) : Model< ^T > =
         let rng = Random(seed)
-        let draw () = ofFloat (weightInitStd * MathNet.Numerics.Distributions.Normal.Sample(rng, 0.0, 1.0))
         let paramsOf layer =
             match layer with
             | Layer.Affine(i, o) ->
+                let scale =
+                    match weightInit with
+                    | WeightInit.Std std -> std
+                    | WeightInit.Xavier -> sqrt (1.0 / float i)
+                    | WeightInit.He -> sqrt (2.0 / float i)
                 // Row-major draws, as numpy fills W: the same seed gives the same W whatever the storage order.
-                let w = Array.init (i * o) (fun _ -> draw ())
+                let w = Array.init (i * o) (fun _ -> ofFloat (scale * MathNet.Numerics.Distributions.Normal.Sample(rng, 0.0, 1.0)))
                 Params.Affine { W = Matrix< ^T>.Build.DenseOfRowMajor(i, o, w); b = Vector< ^T>.Build.Dense o }
+            | Layer.BatchNorm n -> Params.BatchNorm { gamma = Vector< ^T>.Build.Dense(n, LanguagePrimitives.GenericOne< ^T >); beta = Vector< ^T>.Build.Dense n }
             | Layer.Relu
-            | Layer.Sigmoid -> Params.Empty
-        { Layers = layers; Params = List.map paramsOf layers; States = List.map (Layer.initialState seed) layers }
+            | Layer.Sigmoid
+            | Layer.Tanh
+            | Layer.Dropout _ -> Params.Empty
+        { Layers = layers; Params = List.map paramsOf layers; States = initialStates seed layers }
+
+    /// A model with weights drawn from N(0, weightInitStd²) and zero biases, reproducibly from
+    /// the seed (the book's TwoLayerNet uses weightInitStd = 0.01): initWith (WeightInit.Std
+    /// weightInitStd).
+    let inline init (seed: int) (weightInitStd: float) (layers: Layer list) : Model< ^T > = initWith (WeightInit.Std weightInitStd) seed layers
 
     /// Runs every layer forward in the given mode: the scores (before softmax), the caches in
     /// reverse order (last layer first, ready for backward) and the new states.
@@ -634,19 +1105,29 @@ module Network =
         let scores, _, _ = forward Mode.Train model x
         Functions.crossEntropyErrorWith LanguagePrimitives.GenericZero (Functions.softmax scores) t
 
-    /// The gradient of every parameter by numerical differentiation of lossWithoutDelta, named
-    /// as `parameters` names them: slow, and only for checking backpropagation (4.4.2, 5.7.3).
-    /// Works on a private copy of the model, so the model passed in is never touched.
-    let inline numericalGradient (model: Model< ^T >) (x: Matrix< ^T >) (t: Labels< ^T >) : Named< ^T > =
+    /// The gradient of every parameter by numerical differentiation of lossWithoutDelta plus a
+    /// penalty of the parameters (such as weight decay's 0.5·λ·ΣW², an optimizer's Penalty),
+    /// named as `parameters` names them: slow, and only for checking backpropagation (4.4.2,
+    /// 5.7.3). Works on a private copy of the model, so the model passed in is never touched.
+    /// The states stay fixed while it perturbs: every evaluation runs in training mode from the
+    /// model's own states and drops the new ones, so Dropout draws the same mask each time (its
+    /// key does not advance) and BatchNorm normalizes with the batch's statistics.
+    let inline numericalGradientWith (penalty: Named< ^T > -> ^T) (model: Model< ^T >) (x: Matrix< ^T >) (t: Labels< ^T >) : Named< ^T > =
         let copy = clone model
-        let f () = lossWithoutDelta copy x t
-        parameters copy
+        let named = parameters copy // the copy's own arrays: the penalty sees each perturbation
+        let f () = lossWithoutDelta copy x t + penalty named
+        named
         |> List.map (fun (name, p) ->
             let g = numericalGradientOf f (Value.storage p) // perturbs the copy's own storage
             name,
             match p with
             | Value.Matrix m -> Value.Matrix(Matrix< ^T>.Build.Dense(m.RowCount, m.ColumnCount, g))
             | Value.Vector _ -> Value.Vector(Vector< ^T>.Build.Dense g))
+
+    /// The gradient of every parameter by numerical differentiation of lossWithoutDelta (see
+    /// numericalGradientWith): slow, and only for checking backpropagation (4.4.2, 5.7.3).
+    let inline numericalGradient (model: Model< ^T >) (x: Matrix< ^T >) (t: Labels< ^T >) : Named< ^T > =
+        numericalGradientWith (fun _ -> LanguagePrimitives.GenericZero) model x t
 
     /// The book's gradient check (5.7.3): for each parameter (W1, b1, W2, b2, ...), the mean
     /// absolute difference between its gradient by backpropagation and by numerical differentiation.
@@ -657,6 +1138,324 @@ module Network =
             (fun (name, a) (_, b) -> name, Array.map2 (fun (u: ^T) (v: ^T) -> abs (float u - float v)) (Value.toRowMajor a) (Value.toRowMajor b) |> Array.average)
             backprop
             numerical
+
+// ─── 6.1 Optimizers ─────────────────────────────────────────────────────────────────────────────
+//
+// The book's optimizers (common/optimizer.py) as Optax has them: two pure functions, `Init` from
+// the parameters to a state and `Update` from the gradients and the state to updates and a new
+// state; `applyUpdates` then adds the updates to the parameters. The state is a list of named
+// arrays ("v.W1", "m.W1", ...) so that it saves into a model file beside the parameters. Small
+// transformations compose with `chain`: `chain [ weightDecay 0.1; adam 0.001 0.9 0.999 ]` adds λW
+// to every dW, then takes Adam's step. Each one's state is described above its factory, its
+// defaults are the book's (Optimizer.bookDefault), and its formulas are the book's, in its order:
+// the last bits depend on it.
+
+/// An optimizer, or one transformation of the gradients, as data: its kind and hyperparameters
+/// in the book's names. Model files keep these; Optimizer.ofSpec makes the functions.
+[<RequireQualifiedAccess>]
+type OptimizerSpec =
+    /// SGD (6.1.2).
+    | Sgd of learningRate: float
+    /// Momentum (6.1.4).
+    | Momentum of learningRate: float * momentum: float
+    /// Nesterov's accelerated gradient (6.1.6's figure; the book's Nesterov class).
+    | Nesterov of learningRate: float * momentum: float
+    /// AdaGrad (6.1.5).
+    | AdaGrad of learningRate: float
+    /// RMSprop (6.1.5's note; the book's RMSprop class).
+    | RmsProp of learningRate: float * decayRate: float
+    /// Adam (6.1.6).
+    | Adam of learningRate: float * beta1: float * beta2: float
+    /// Weight decay (6.4.2): λ·W added to every weight's gradient, 0.5·λ·ΣW² to the loss.
+    | WeightDecay of lambda: float
+
+/// An optimizer as two pure functions (Optax's GradientTransformation), with what it is and
+/// the loss term it implies. Init makes the state from the parameters. Update takes the
+/// number of the update (1 for the first), the gradients, the state and the parameters, and
+/// returns the updates (what to add to each parameter, named as the parameters) and the new
+/// state; Optimizer.applyUpdates adds the updates.
+type Optimizer<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
+    { /// The transformations, in the order they apply.
+      Spec: OptimizerSpec list
+      /// The initial state for the given parameters (zeros; none for SGD).
+      Init: Named<'T> -> Named<'T>
+      /// (step, grads, state, parameters) -> (updates, new state).
+      Update: int -> Named<'T> -> Named<'T> -> Named<'T> -> Named<'T> * Named<'T>
+      /// What the transformations add to the loss, as a function of the parameters: weight
+      /// decay's 0.5·λ·ΣW², zero for the rest. Training reports the loss with it, as the book's
+      /// MultiLayerNetExtend.loss does, and the numerical gradient differentiates it.
+      Penalty: Named<'T> -> 'T }
+
+/// The optimizers of the book and their composition.
+[<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
+module Optimizer =
+    /// The name of a transformation in files and messages: "sgd", "momentum", "nesterov",
+    /// "adagrad", "rmsprop", "adam", "weight_decay".
+    let name (spec: OptimizerSpec) : string =
+        match spec with
+        | OptimizerSpec.Sgd _ -> "sgd"
+        | OptimizerSpec.Momentum _ -> "momentum"
+        | OptimizerSpec.Nesterov _ -> "nesterov"
+        | OptimizerSpec.AdaGrad _ -> "adagrad"
+        | OptimizerSpec.RmsProp _ -> "rmsprop"
+        | OptimizerSpec.Adam _ -> "adam"
+        | OptimizerSpec.WeightDecay _ -> "weight_decay"
+
+    /// The hyperparameters by the book's names: lr, momentum, decay_rate, beta1, beta2, lambda.
+    let hyperparameters (spec: OptimizerSpec) : (string * float) list =
+        match spec with
+        | OptimizerSpec.Sgd lr
+        | OptimizerSpec.AdaGrad lr -> [ "lr", lr ]
+        | OptimizerSpec.Momentum(lr, m)
+        | OptimizerSpec.Nesterov(lr, m) -> [ "lr", lr; "momentum", m ]
+        | OptimizerSpec.RmsProp(lr, d) -> [ "lr", lr; "decay_rate", d ]
+        | OptimizerSpec.Adam(lr, b1, b2) -> [ "lr", lr; "beta1", b1; "beta2", b2 ]
+        | OptimizerSpec.WeightDecay l -> [ "lambda", l ]
+
+    /// The book's defaults (common/optimizer.py) by name: sgd lr 0.01; momentum and nesterov
+    /// lr 0.01, momentum 0.9; adagrad lr 0.01; rmsprop lr 0.01, decay_rate 0.99; adam lr 0.001,
+    /// beta1 0.9, beta2 0.999. None for another name.
+    let bookDefault (name: string) : OptimizerSpec option =
+        match name with
+        | "sgd" -> Some(OptimizerSpec.Sgd 0.01)
+        | "momentum" -> Some(OptimizerSpec.Momentum(0.01, 0.9))
+        | "nesterov" -> Some(OptimizerSpec.Nesterov(0.01, 0.9))
+        | "adagrad" -> Some(OptimizerSpec.AdaGrad 0.01)
+        | "rmsprop" -> Some(OptimizerSpec.RmsProp(0.01, 0.99))
+        | "adam" -> Some(OptimizerSpec.Adam(0.001, 0.9, 0.999))
+        | _ -> None
+
+    /// The transformation of a name and hyperparameters (as `name` and `hyperparameters` give
+    /// them; a missing one takes the book's default, weight_decay needs its lambda); Error names
+    /// what is wrong.
+    let specOf (name: string) (values: (string * float) list) : Result<OptimizerSpec, string> =
+        let known = [ "lr"; "momentum"; "decay_rate"; "beta1"; "beta2"; "lambda" ]
+        match values |> List.tryFind (fun (k, _) -> not (List.contains k known)) with
+        | Some(k, _) -> Error $"unknown hyperparameter '{k}' for {name}"
+        | None ->
+            let given k (d: float) = values |> List.tryFind (fst >> (=) k) |> Option.map snd |> Option.defaultValue d
+            match bookDefault name, name with
+            | Some spec, _ ->
+                let d = hyperparameters spec |> Map.ofList
+                match spec with
+                | OptimizerSpec.Sgd _ -> Ok(OptimizerSpec.Sgd(given "lr" d["lr"]))
+                | OptimizerSpec.Momentum _ -> Ok(OptimizerSpec.Momentum(given "lr" d["lr"], given "momentum" d["momentum"]))
+                | OptimizerSpec.Nesterov _ -> Ok(OptimizerSpec.Nesterov(given "lr" d["lr"], given "momentum" d["momentum"]))
+                | OptimizerSpec.AdaGrad _ -> Ok(OptimizerSpec.AdaGrad(given "lr" d["lr"]))
+                | OptimizerSpec.RmsProp _ -> Ok(OptimizerSpec.RmsProp(given "lr" d["lr"], given "decay_rate" d["decay_rate"]))
+                | OptimizerSpec.Adam _ -> Ok(OptimizerSpec.Adam(given "lr" d["lr"], given "beta1" d["beta1"], given "beta2" d["beta2"]))
+                | OptimizerSpec.WeightDecay _ -> Error "unreachable"
+            | None, "weight_decay" ->
+                match values |> List.tryFind (fst >> (=) "lambda") with
+                | Some(_, l) -> Ok(OptimizerSpec.WeightDecay l)
+                | None -> Error "weight_decay needs its lambda"
+            | None, _ -> Error $"unknown optimizer '{name}' (sgd, momentum, nesterov, adagrad, rmsprop, adam, weight_decay)"
+
+    /// The state arrays a transformation keeps per parameter, by prefix: "v" for v.W1, v.b1, ...
+    let slots (spec: OptimizerSpec) : string list =
+        match spec with
+        | OptimizerSpec.Sgd _
+        | OptimizerSpec.WeightDecay _ -> []
+        | OptimizerSpec.Momentum _
+        | OptimizerSpec.Nesterov _ -> [ "v" ]
+        | OptimizerSpec.AdaGrad _
+        | OptimizerSpec.RmsProp _ -> [ "h" ]
+        | OptimizerSpec.Adam _ -> [ "m"; "v" ]
+
+    /// A zero state: one array of each parameter's shape per slot, slot after slot, named
+    /// slot.parameter (m.W1, m.b1, ..., v.W1, ...).
+    let zeros (slots: string list) (parameters: Named<'T>) : Named<'T> =
+        [ for s in slots do
+              for name, p in parameters -> $"{s}.{name}", Value.zerosLike p ]
+
+    /// The state's arrays slot by slot, each list in the gradients' order; raises
+    /// ArgumentException when the state's names are not slot.parameter for these gradients.
+    let bySlot (slots: string list) (grads: Named<'T>) (state: Named<'T>) : Value<'T> list list =
+        if state.Length <> slots.Length * grads.Length then
+            invalidArg "state" $"%d{state.Length} state arrays for %d{slots.Length} per parameter and %d{grads.Length} parameters"
+        state
+        |> List.chunkBySize (max grads.Length 1)
+        |> List.map2
+            (fun slot chunk ->
+                List.map2 (fun (name, _) (stateName, v) -> if stateName <> $"{slot}.{name}" then invalidArg "state" $"state array {stateName} where {slot}.{name} belongs" else v) grads chunk)
+            slots
+
+    /// The named list of one slot's arrays (v.W1, v.b1, ...) for the gradients' names.
+    let named (slot: string) (grads: Named<'T>) (values: Value<'T> list) : Named<'T> =
+        List.map2 (fun (name, _) v -> $"{slot}.{name}", v) grads values
+
+    /// True for a weight, W1, W2, ...: weight decay's arrays (never b, gamma or beta).
+    let isWeight (name: string) = name.Length > 1 && name[0] = 'W' && Seq.forall Char.IsDigit name[1..]
+
+    /// The updates added to the parameters: p + u for each (names and shapes must match).
+    let inline applyUpdates (parameters: Named< ^T >) (updates: Named< ^T >) : Named< ^T > =
+        List.map2
+            (fun (name, p) (name', u) ->
+                if name <> name' then invalidArg "updates" $"an update for {name'} where {name} belongs"
+                name, Value.addScaled p LanguagePrimitives.GenericOne u) // p + 1·u = p + u exactly
+            parameters
+            updates
+
+    /// Throws ArgumentException unless ok, naming the hyperparameter and its value.
+    let check (ok: bool) (what: string) (value: float) (should: string) =
+        if not ok then invalidArg what $"{what} must be {should}, got %g{value}"
+
+    // SGD: no state.
+    /// SGD (the book's SGD; default lr 0.01): W ← W - lr·∂L/∂W. The update is -(lr·g).
+    let inline sgd (learningRate: float) : Optimizer< ^T > =
+        check (learningRate > 0.0) "learningRate" learningRate "positive"
+        let lr = ofFloat learningRate
+        { Spec = [ OptimizerSpec.Sgd learningRate ]
+          Init = fun _ -> []
+          Update = fun _ grads state _ -> grads |> List.map (fun (name, g) -> name, Value.map (fun g -> -(lr * g)) g), state
+          Penalty = fun _ -> LanguagePrimitives.GenericZero }
+
+    // Momentum's state: v.W1, v.b1, ...: each parameter's velocity, zero at first.
+    /// Momentum (the book's Momentum; defaults lr 0.01, momentum 0.9): v ← momentum·v - lr·g,
+    /// then W ← W + v. The update is the new v.
+    let inline momentum (learningRate: float) (momentum: float) : Optimizer< ^T > =
+        check (learningRate > 0.0) "learningRate" learningRate "positive"
+        check (momentum >= 0.0 && momentum < 1.0) "momentum" momentum "in [0, 1)"
+        let lr, m = ofFloat learningRate, ofFloat momentum
+        { Spec = [ OptimizerSpec.Momentum(learningRate, momentum) ]
+          Init = zeros [ "v" ]
+          Update =
+            fun _ grads state _ ->
+                let vs = List.head (bySlot [ "v" ] grads state)
+                let v' = List.map2 (fun (_, g) v -> Value.map2 (fun g v -> m * v - lr * g) g v) grads vs // v = momentum*v - lr*grads
+                List.map2 (fun (name, _) v -> name, v) grads v', named "v" grads v' // params += v
+          Penalty = fun _ -> LanguagePrimitives.GenericZero }
+
+    // Nesterov's state: v.W1, v.b1, ...: the velocities, zero at first.
+    /// Nesterov's accelerated gradient (the book's Nesterov; defaults lr 0.01, momentum 0.9):
+    /// W ← W + momentum²·v - (1 + momentum)·lr·g, then v ← momentum·v - lr·g, each term
+    /// computed as the book does. The book adds the two terms to W one after the other; here
+    /// they are summed into one update that applyUpdates adds, which can differ in the last bit.
+    let inline nesterov (learningRate: float) (momentum: float) : Optimizer< ^T > =
+        check (learningRate > 0.0) "learningRate" learningRate "positive"
+        check (momentum >= 0.0 && momentum < 1.0) "momentum" momentum "in [0, 1)"
+        let lr, m = ofFloat learningRate, ofFloat momentum
+        let mm, c = ofFloat (momentum * momentum), ofFloat ((1.0 + momentum) * learningRate)
+        { Spec = [ OptimizerSpec.Nesterov(learningRate, momentum) ]
+          Init = zeros [ "v" ]
+          Update =
+            fun _ grads state _ ->
+                let vs = List.head (bySlot [ "v" ] grads state)
+                let updates = List.map2 (fun (name, g) v -> name, Value.map2 (fun g v -> mm * v - c * g) g v) grads vs // params += m*m*v; params -= (1+m)*lr*grads
+                let v' = List.map2 (fun (_, g) v -> Value.map2 (fun g v -> v * m - lr * g) g v) grads vs // v *= m; v -= lr*grads
+                updates, named "v" grads v'
+          Penalty = fun _ -> LanguagePrimitives.GenericZero }
+
+    // AdaGrad's state: h.W1, h.b1, ...: each parameter's sum of squared gradients, zero at first.
+    /// AdaGrad (the book's AdaGrad; default lr 0.01): h ← h + g², then W ← W - lr·g / (√h + 1e-7).
+    let inline adaGrad (learningRate: float) : Optimizer< ^T > =
+        check (learningRate > 0.0) "learningRate" learningRate "positive"
+        let lr, eps = ofFloat learningRate, ofFloat 1e-7
+        { Spec = [ OptimizerSpec.AdaGrad learningRate ]
+          Init = zeros [ "h" ]
+          Update =
+            fun _ grads state _ ->
+                let hs = List.head (bySlot [ "h" ] grads state)
+                let h' = List.map2 (fun (_, g) h -> Value.map2 (fun g h -> h + g * g) g h) grads hs // h += grads*grads
+                List.map2 (fun (name, g) h -> name, Value.map2 (fun g h -> -(lr * g / (sqrt h + eps))) g h) grads h', named "h" grads h' // params -= lr*grads / (sqrt(h) + 1e-7)
+          Penalty = fun _ -> LanguagePrimitives.GenericZero }
+
+    // RMSprop's state: h.W1, h.b1, ...: each parameter's moving average of squared gradients, zero at first.
+    /// RMSprop (the book's RMSprop; defaults lr 0.01, decay_rate 0.99): h ← decay·h + (1 - decay)·g²,
+    /// then W ← W - lr·g / (√h + 1e-7).
+    let inline rmsprop (learningRate: float) (decayRate: float) : Optimizer< ^T > =
+        check (learningRate > 0.0) "learningRate" learningRate "positive"
+        check (decayRate >= 0.0 && decayRate < 1.0) "decayRate" decayRate "in [0, 1)"
+        let lr, d, d1, eps = ofFloat learningRate, ofFloat decayRate, ofFloat (1.0 - decayRate), ofFloat 1e-7
+        { Spec = [ OptimizerSpec.RmsProp(learningRate, decayRate) ]
+          Init = zeros [ "h" ]
+          Update =
+            fun _ grads state _ ->
+                let hs = List.head (bySlot [ "h" ] grads state)
+                let h' = List.map2 (fun (_, g) h -> Value.map2 (fun g h -> h * d + d1 * g * g) g h) grads hs // h *= decay_rate; h += (1 - decay_rate)*grads*grads
+                List.map2 (fun (name, g) h -> name, Value.map2 (fun g h -> -(lr * g / (sqrt h + eps))) g h) grads h', named "h" grads h' // params -= lr*grads / (sqrt(h) + 1e-7)
+          Penalty = fun _ -> LanguagePrimitives.GenericZero }
+
+    // Adam's state: m.W1, m.b1, ..., then v.W1, v.b1, ...: the moving averages of the gradients
+    // and of their squares, zero at first. The update count t is the step Update is given.
+    /// Adam (the book's Adam; defaults lr 0.001, beta1 0.9, beta2 0.999), with the bias
+    /// correction folded into the learning rate: lr_t = lr·√(1 - β2ᵗ) / (1 - β1ᵗ);
+    /// m ← m + (1 - β1)·(g - m); v ← v + (1 - β2)·(g² - v); W ← W - lr_t·m / (√v + 1e-7).
+    let inline adam (learningRate: float) (beta1: float) (beta2: float) : Optimizer< ^T > =
+        check (learningRate > 0.0) "learningRate" learningRate "positive"
+        check (beta1 >= 0.0 && beta1 < 1.0) "beta1" beta1 "in [0, 1)"
+        check (beta2 >= 0.0 && beta2 < 1.0) "beta2" beta2 "in [0, 1)"
+        let b1, b2, eps = ofFloat (1.0 - beta1), ofFloat (1.0 - beta2), ofFloat 1e-7
+        { Spec = [ OptimizerSpec.Adam(learningRate, beta1, beta2) ]
+          Init = zeros [ "m"; "v" ]
+          Update =
+            fun step grads state _ ->
+                if step < 1 then invalidArg "step" $"Adam counts its updates from 1, got %d{step}"
+                let lrT = ofFloat (learningRate * sqrt (1.0 - beta2 ** float step) / (1.0 - beta1 ** float step)) // lr_t
+                match bySlot [ "m"; "v" ] grads state with
+                | [ ms; vs ] ->
+                    let m' = List.map2 (fun (_, g) m -> Value.map2 (fun g m -> m + b1 * (g - m)) g m) grads ms // m += (1 - beta1)*(grads - m)
+                    let v' = List.map2 (fun (_, g) v -> Value.map2 (fun g v -> v + b2 * (g * g - v)) g v) grads vs // v += (1 - beta2)*(grads**2 - v)
+                    List.map3 (fun (name, _) m v -> name, Value.map2 (fun m v -> -(lrT * m / (sqrt v + eps))) m v) grads m' v', // params -= lr_t*m / (sqrt(v) + 1e-7)
+                    named "m" grads m' @ named "v" grads v'
+                | _ -> invalidArg "state" "Adam keeps m and v"
+          Penalty = fun _ -> LanguagePrimitives.GenericZero }
+
+    // Weight decay: no state.
+    /// Weight decay (6.4.2, the book's weight_decay_lambda): λ·W added to the gradient of every
+    /// weight W1, W2, ... (never b, gamma or beta), and 0.5·λ·ΣW² to the loss (Penalty). Chain
+    /// it before an optimizer: chain [ weightDecay λ; adam ... ].
+    let inline weightDecay (lambda: float) : Optimizer< ^T > =
+        check (lambda >= 0.0) "lambda" lambda "zero or positive"
+        let l, half = ofFloat lambda, ofFloat (0.5 * lambda)
+        { Spec = [ OptimizerSpec.WeightDecay lambda ]
+          Init = fun _ -> []
+          Update =
+            fun _ grads state parameters ->
+                List.map2 (fun (name, g) (_, w) -> name, (if isWeight name then Value.map2 (fun g w -> g + l * w) g w else g)) grads parameters, state // dW + lambda*W
+          Penalty = fun parameters -> parameters |> List.fold (fun sum (name, w) -> if isWeight name then sum + half * Value.sumOfSquares w else sum) LanguagePrimitives.GenericZero } // Σ 0.5*lambda*np.sum(W**2)
+
+    /// The transformations one after the other (Optax's chain): each one's updates are the
+    /// next one's gradients; the state is theirs in order, the penalty their sum. Raises
+    /// ArgumentException when two of them would keep state under the same prefix.
+    let inline chain (optimizers: Optimizer< ^T > list) : Optimizer< ^T > =
+        if List.isEmpty optimizers then invalidArg "optimizers" "a chain of no transformations"
+        let slotsOf (o: Optimizer< ^T >) = o.Spec |> List.collect slots
+        match optimizers |> List.collect slotsOf |> List.countBy id |> List.tryFind (fun (_, n) -> n > 1) with
+        | Some(s, _) -> invalidArg "optimizers" $"two transformations of the chain keep state named {s}.*"
+        | None -> ()
+        { Spec = optimizers |> List.collect (fun o -> o.Spec)
+          Init = fun parameters -> optimizers |> List.collect (fun o -> o.Init parameters)
+          Update =
+            fun step grads state parameters ->
+                let updates, rest, states =
+                    optimizers
+                    |> List.fold
+                        (fun (updates, rest: Named< ^T >, states) o ->
+                            let count = (slotsOf o).Length * List.length parameters
+                            if rest.Length < count then invalidArg "state" $"%d{state.Length} state arrays, fewer than the chain keeps"
+                            let own, rest = List.splitAt count rest
+                            let updates, own = o.Update step updates own parameters
+                            updates, rest, states @ own)
+                        (grads, state, [])
+                if not rest.IsEmpty then invalidArg "state" $"%d{state.Length} state arrays, more than the chain keeps"
+                updates, states
+          Penalty = fun parameters -> optimizers |> List.fold (fun sum o -> sum + o.Penalty parameters) LanguagePrimitives.GenericZero }
+
+    /// The optimizer a spec describes: one transformation, or their chain.
+    let inline ofSpec (specs: OptimizerSpec list) : Optimizer< ^T > =
+        let one spec =
+            match spec with
+            | OptimizerSpec.Sgd lr -> sgd lr
+            | OptimizerSpec.Momentum(lr, m) -> momentum lr m
+            | OptimizerSpec.Nesterov(lr, m) -> nesterov lr m
+            | OptimizerSpec.AdaGrad lr -> adaGrad lr
+            | OptimizerSpec.RmsProp(lr, d) -> rmsprop lr d
+            | OptimizerSpec.Adam(lr, b1, b2) -> adam lr b1 b2
+            | OptimizerSpec.WeightDecay l -> weightDecay l
+        match specs with
+        | [ spec ] -> one spec
+        | _ -> chain (List.map one specs)
 
 // ─── Training ───────────────────────────────────────────────────────────────────────────────────
 
@@ -717,7 +1516,7 @@ type EpochReport<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueTyp
     /// The mean loss of the epoch's steps.
     member r.MeanLoss = if r.Losses.Length = 0 then nan else Array.average r.Losses
 
-/// Mini-batch SGD as a fold.
+/// Training as a fold of optimizer steps over mini-batches (SGD by default).
 [<RequireQualifiedAccess>]
 module Training =
     /// The book's recipe (5.7.4): learning rate 0.1, batch 100 drawn with replacement, 10,000
@@ -778,6 +1577,25 @@ module Training =
         let model = { Network.withParameters state.Model parameters with States = layerStates }
         { state with Model = model; Step = state.Step + 1 }, loss
 
+    /// The state a run with an optimizer starts from: the model, the optimizer's initial state
+    /// (its Init of the model's parameters), no steps.
+    let inline startWith (optimizer: Optimizer< ^T >) (model: Model< ^T >) : TrainState< ^T > =
+        { Model = model; Optimizer = optimizer.Init(Network.parameters model); Step = 0 }
+
+    /// One step of any optimizer (the book's `grads = network.gradient(x, t)` then
+    /// `optimizer.update(params, grads)`): the gradient by backpropagation, the optimizer's
+    /// updates (as the step-th update, counting from 1) and the parameters plus the updates.
+    /// An empty optimizer state (Training.start's) is the optimizer's Init. Returns the new
+    /// state and the loss before the step, with the optimizer's penalty (weight decay's
+    /// 0.5·λ·ΣW²) added as the book's loss adds it.
+    let inline stepWith (optimizer: Optimizer< ^T >) (state: TrainState< ^T >) (x: Matrix< ^T >, t: Labels< ^T >) =
+        let loss, grads, layerStates = Network.gradient state.Model x t
+        let parameters = Network.parameters state.Model
+        let optimizerState = if state.Optimizer.IsEmpty then optimizer.Init parameters else state.Optimizer
+        let updates, optimizerState = optimizer.Update (state.Step + 1) grads optimizerState parameters
+        let model = { Network.withParameters state.Model (Optimizer.applyUpdates parameters updates) with States = layerStates }
+        { Model = model; Optimizer = optimizerState; Step = state.Step + 1 }, loss + optimizer.Penalty parameters
+
     /// One SGD step on a model alone (no optimizer state to carry): the new model and the loss.
     let inline sgdStep (learningRate: ^T) (model: Model< ^T >) (batch: Matrix< ^T > * Labels< ^T >) =
         let state, loss = step learningRate (start model) batch
@@ -787,6 +1605,14 @@ module Training =
     /// the whole of training; the functions below only report on the way.
     let inline train (learningRate: ^T) (initial: TrainState< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : TrainState< ^T > =
         batches |> Seq.fold (fun state batch -> fst (step learningRate state batch)) initial
+
+    /// Training with any optimizer as a fold: `stepWith optimizer` applied to each mini-batch.
+    let inline trainWith (optimizer: Optimizer< ^T >) (initial: TrainState< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : TrainState< ^T > =
+        batches |> Seq.fold (fun state batch -> fst (stepWith optimizer state batch)) initial
+
+    /// The fold of `stepWith optimizer`, one (state, loss) after each step, lazily.
+    let inline stepsWith (optimizer: Optimizer< ^T >) (initial: TrainState< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : seq<TrainState< ^T > * ^T> =
+        batches |> Seq.scan (fun (state, _) batch -> stepWith optimizer state batch) (initial, LanguagePrimitives.GenericZero) |> Seq.skip 1
 
     /// The same fold, one (state, loss) after each step, lazily (Seq.scan, without its seed).
     let inline steps (learningRate: ^T) (initial: TrainState< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : seq<TrainState< ^T > * ^T> =
@@ -819,3 +1645,9 @@ module Training =
     /// over the batches from `initial`, grouped into epochs (byEpoch). The accuracies are NaN.
     let inline trainedOn (config: TrainConfig) (perEpoch: int) (initial: TrainState< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : seq<EpochReport< ^T >> =
         steps (ofFloat config.LearningRate) initial batches |> Seq.map (fun (s, loss) -> s, float loss) |> byEpoch perEpoch
+
+    /// The run with any optimizer on the given mini-batches, one report per epoch of perEpoch
+    /// steps, lazily: the fold of `stepWith optimizer` from `initial`, grouped into epochs
+    /// (byEpoch). The accuracies are NaN.
+    let inline trainedOnWith (optimizer: Optimizer< ^T >) (perEpoch: int) (initial: TrainState< ^T >) (batches: seq<Matrix< ^T > * Labels< ^T >>) : seq<EpochReport< ^T >> =
+        stepsWith optimizer initial batches |> Seq.map (fun (s, loss) -> s, float loss) |> byEpoch perEpoch

@@ -2,7 +2,8 @@ namespace Backprop.Core
 
 // The data a network trains on, and the plain (one-core) run of training on it: a Dataset of
 // image bytes, the mini-batches gathered from it, accuracy on a whole set, and Run.epochs, the
-// fold of Core.fs's Training.step over a Dataset's batches with an evaluation after each epoch.
+// fold of Core.fs's Training.step over a Dataset's batches with an evaluation after each epoch
+// (Run.epochsWith: the same with any optimizer's Training.stepWith).
 // Pipeline.fs runs the same thing on two cores, with the same numbers.
 
 open System
@@ -124,6 +125,12 @@ module Run =
     let inline trained (config: TrainConfig) (train: Dataset) (initial: TrainState< ^T >) : seq<EpochReport< ^T >> =
         batches config train |> Training.trainedOn config (Training.iterationsPerEpoch config train.Count) initial
 
+    /// The run with any optimizer (Optimizer.adam, a chain with weight decay, ...) without
+    /// evaluation, one report per epoch, lazily (accuracies NaN); config.LearningRate is unused,
+    /// the optimizer holds its own.
+    let inline trainedWith (optimizer: Optimizer< ^T >) (config: TrainConfig) (train: Dataset) (initial: TrainState< ^T >) : seq<EpochReport< ^T >> =
+        batches config train |> Training.trainedOnWith optimizer (Training.iterationsPerEpoch config train.Count) initial
+
     /// The report with the accuracy of its model on the training and test sets (on their first
     /// config.EvalSample images when that is set).
     let inline evaluated (config: TrainConfig) (train: Dataset) (test: Dataset) (report: EpochReport< ^T >) =
@@ -134,6 +141,11 @@ module Run =
     /// evaluated. Enumerating the sequence again repeats the same run.
     let inline epochsFrom (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: TrainState< ^T >) : seq<EpochReport< ^T >> =
         trained config train initial |> Seq.map (evaluated config train test)
+
+    /// The run with any optimizer from a training state, one report per epoch, lazily:
+    /// `trainedWith`, each epoch then evaluated.
+    let inline epochsWith (optimizer: Optimizer< ^T >) (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: TrainState< ^T >) : seq<EpochReport< ^T >> =
+        trainedWith optimizer config train initial |> Seq.map (evaluated config train test)
 
     /// The run from a model (no optimizer state, step 0), one report per epoch, lazily. The
     /// last report holds the trained model.

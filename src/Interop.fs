@@ -50,14 +50,9 @@ type Api =
     /// The layer sizes of a model, input first.
     static member Sizes(layers: Layer list) : int[] = Network.sizes layers |> Array.ofList
 
-    /// The layers in the book's names: "Affine(784, 50)", "ReLU", "Sigmoid".
+    /// The layers in the book's names: "Affine(784, 50)", "ReLU", "Sigmoid", "Tanh", "BatchNorm(100)", "Dropout(0.5)".
     static member LayerNames(layers: Layer list) : string[] =
-        layers
-        |> List.map (function
-            | Layer.Affine(i, o) -> $"Affine(%d{i}, %d{o})"
-            | Layer.Relu -> "ReLU"
-            | Layer.Sigmoid -> "Sigmoid")
-        |> Array.ofList
+        layers |> List.map Layer.describe |> Array.ofList
 
     /// A TrainConfig from plain values.
     static member Config(learningRate: float, batchSize: int, iterations: int, seed: int) : TrainConfig =

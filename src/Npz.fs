@@ -138,12 +138,22 @@ module Npz =
         Buffer.BlockCopy(values, 0, bytes, 0, bytes.Length)
         bytes
 
-    /// The JSON description of a layer: {"kind": "affine", "inputs": 784, "outputs": 50}.
+    /// A JSON object of the given fields, in order.
+    let private jsonObject (fields: (string * JsonNode) list) : JsonNode =
+        JsonObject(fields |> List.map (fun (k, v) -> Collections.Generic.KeyValuePair(k, v))) :> JsonNode
+
+    /// The JSON description of a layer: {"kind": "affine", "inputs": 784, "outputs": 50},
+    /// {"kind": "relu"}, {"kind": "sigmoid"}, {"kind": "tanh"}, {"kind": "batchnorm", "size":
+    /// 100}, {"kind": "dropout", "ratio": 0.5}.
     let private layerJson (layer: Layer) : JsonNode =
+        let kind (k: string) = "kind", JsonValue.Create k :> JsonNode
         match layer with
-        | Layer.Affine(i, o) -> JsonObject([ Collections.Generic.KeyValuePair("kind", JsonValue.Create "affine" :> JsonNode); Collections.Generic.KeyValuePair("inputs", JsonValue.Create i); Collections.Generic.KeyValuePair("outputs", JsonValue.Create o) ])
-        | Layer.Relu -> JsonObject([ Collections.Generic.KeyValuePair("kind", JsonValue.Create "relu" :> JsonNode) ])
-        | Layer.Sigmoid -> JsonObject([ Collections.Generic.KeyValuePair("kind", JsonValue.Create "sigmoid" :> JsonNode) ])
+        | Layer.Affine(i, o) -> jsonObject [ kind "affine"; "inputs", JsonValue.Create i; "outputs", JsonValue.Create o ]
+        | Layer.Relu -> jsonObject [ kind "relu" ]
+        | Layer.Sigmoid -> jsonObject [ kind "sigmoid" ]
+        | Layer.Tanh -> jsonObject [ kind "tanh" ]
+        | Layer.BatchNorm n -> jsonObject [ kind "batchnorm"; "size", JsonValue.Create n ]
+        | Layer.Dropout r -> jsonObject [ kind "dropout"; "ratio", JsonValue.Create r ]
 
     /// The layer a JSON description names; None when it is not one.
     let private layerOf (node: JsonNode) : Result<Layer, string> =
@@ -161,6 +171,18 @@ module Npz =
                 | _ -> Error "an affine layer needs positive integer inputs and outputs"
             | Some "relu" -> Ok Layer.Relu
             | Some "sigmoid" -> Ok Layer.Sigmoid
+            | Some "tanh" -> Ok Layer.Tanh
+            | Some "batchnorm" ->
+                match size "size" with
+                | Some n -> Ok(Layer.BatchNorm n)
+                | None -> Error "a batchnorm layer needs a positive integer size"
+            | Some "dropout" ->
+                match node["ratio"] with
+                | :? JsonValue as v ->
+                    match v.TryGetValue<float>() with
+                    | true, r when r >= 0.0 && r < 1.0 -> Ok(Layer.Dropout r)
+                    | _ -> Error "a dropout layer needs a ratio in [0, 1)"
+                | _ -> Error "a dropout layer needs a ratio in [0, 1)"
             | Some k -> Error $"unknown layer kind '{k}'"
             | None -> Error "a layer without a kind"
         | _ -> Error "a layer is not a JSON object"
@@ -296,6 +318,7 @@ module Npz =
         let affines = layers |> List.choose (function Layer.Affine(i, o) -> Some(i, o) | _ -> None)
         for k, ((_, o), (i, _)) in List.pairwise affines |> List.indexed do
             if i <> o then fail file $"layer list: Affine %d{k + 2} takes %d{i} inputs, Affine %d{k + 1} gives %d{o}"
+        Network.mismatch layers |> Option.iter (fun problem -> fail file $"layer list: {problem}")
         let names = Network.parameterNames layers @ Network.stateNames layers
         let descr =
             match names |> List.tryPick arrays.TryFind with
@@ -312,9 +335,13 @@ module Npz =
             Buffer.BlockCopy(a.Data, 0, v, 0, a.Data.Length)
             v
         let build (convert: NpyArray -> 'T[]) (finite: 'T -> bool) : Model<'T> =
-            let value name (shape: int[]) : Value<'T> =
+            // A parameter must have the shape its layer gives; a state array is read in its own
+            // shape (a Dropout layer keeps a key or a mask) and checked by its layer below.
+            let value name (expected: int[] option) : Value<'T> =
                 let a = array name
+                let shape = defaultArg expected a.Shape
                 if a.Shape <> shape then fail file $"{name} has shape {shapeText a.Shape}; {shapeText shape} expected for the layers %s{String.Join('-', Network.sizes layers)}"
+                if shape.Length < 1 || shape.Length > 2 then fail file $"{name} has shape {shapeText a.Shape}; a vector or a matrix expected"
                 let v = convert a
                 match Array.tryFindIndex (finite >> not) v with
                 | Some k -> fail file $"{name} holds a NaN or infinite value (element %d{k})"
@@ -322,10 +349,11 @@ module Npz =
                 match shape with
                 | [| r; c |] -> Value.Matrix(Matrix<'T>.Build.DenseOfRowMajor(r, c, v))
                 | _ -> Value.Vector(Vector<'T>.Build.Dense v)
-            // Expected shapes come from a template model of the layers (zeros, never returned).
-            let template: Model<'T> = { Layers = layers; Params = layers |> List.map (function Layer.Affine(i, o) -> Params.Affine { W = Matrix<'T>.Build.Dense(i, o); b = Vector<'T>.Build.Dense o } | Layer.Relu | Layer.Sigmoid -> Params.Empty); States = layers |> List.map (Layer.initialState 0) }
-            let read (named: Named<'T>) = named |> List.map (fun (name, v) -> name, value name (Value.shape v))
-            Network.build layers (read (Network.parameters template)) (read (Network.states template))
+            let parameters = Network.parameterShapes layers |> List.map (fun (name, shape) -> name, value name (Some shape))
+            let states = Network.stateNames layers |> List.map (fun name -> name, value name None)
+            try
+                Network.build layers parameters states
+            with :? ArgumentException as e -> fail file (e.Message.Split(" (Parameter")[0])
         let model =
             if descr = "<f4" then SavedModel.Single(build (fun a -> floats a Array.zeroCreate<float32> 4) Single.IsFinite)
             else SavedModel.Double(build (fun a -> floats a Array.zeroCreate<float> 8) Double.IsFinite)
@@ -352,3 +380,116 @@ module Npz =
 
     /// The metadata of an .npz model file as text (empty when it has none).
     let metadata (path: string) : Map<string, string> = (read path).Metadata |> Map.map (fun _ v -> text v)
+
+    /// Every numeric array of an .npz archive (a model's or any numpy.savez output: float32,
+    /// float64, signed and unsigned integers, bool), by name, as its shape and its row-major
+    /// values converted to float64 (exact for floats and for integers up to 2⁵³).
+    let readAll (path: string) : Map<string, int[] * float[]> =
+        if not (File.Exists path) then fail path "file not found"
+        use stream = File.OpenRead path
+        readArrays path stream
+        |> Map.filter (fun _ a -> not (a.Descr.Contains 'U'))
+        |> Map.map (fun name a ->
+            let values =
+                match a.Descr.Substring 1 with
+                | "f4" -> Array.init (a.Data.Length / 4) (fun i -> float (BitConverter.ToSingle(a.Data, 4 * i)))
+                | "f8" -> Array.init (a.Data.Length / 8) (fun i -> BitConverter.ToDouble(a.Data, 8 * i))
+                | "i1" -> a.Data |> Array.map (fun b -> float (sbyte b))
+                | "u1" | "b1" -> a.Data |> Array.map float
+                | "i2" -> Array.init (a.Data.Length / 2) (fun i -> float (BitConverter.ToInt16(a.Data, 2 * i)))
+                | "i4" -> Array.init (a.Data.Length / 4) (fun i -> float (BitConverter.ToInt32(a.Data, 4 * i)))
+                | "i8" -> Array.init (a.Data.Length / 8) (fun i -> float (BitConverter.ToInt64(a.Data, 8 * i)))
+                | d -> fail path $"{name} has dtype {a.Descr}, not a number type read here ({d})"
+            if a.Descr.StartsWith '>' then fail path $"{name} is big-endian ({a.Descr})"
+            a.Shape, values)
+
+    /// An optimizer as JSON: a list of its transformations, each {"name": "adam", "lr": 0.001,
+    /// "beta1": 0.9, "beta2": 0.999}.
+    let optimizerJson (spec: OptimizerSpec list) : JsonNode =
+        JsonArray(
+            spec
+            |> List.map (fun s -> jsonObject (("name", JsonValue.Create(Optimizer.name s) :> JsonNode) :: (Optimizer.hyperparameters s |> List.map (fun (k, v) -> k, JsonValue.Create v :> JsonNode))))
+            |> Array.ofList
+        )
+
+    /// The optimizer optimizerJson describes; Error names what is wrong.
+    let optimizerOf (node: JsonNode) : Result<OptimizerSpec list, string> =
+        match node with
+        | :? JsonArray as a ->
+            a
+            |> Seq.map (fun t ->
+                match t with
+                | :? JsonObject as o ->
+                    match o["name"] with
+                    | :? JsonValue as n when (fst (n.TryGetValue<string>())) ->
+                        let numbers =
+                            o
+                            |> Seq.filter (fun kv -> kv.Key <> "name")
+                            |> Seq.map (fun kv ->
+                                match kv.Value with
+                                | :? JsonValue as v when fst (v.TryGetValue<float>()) -> Ok(kv.Key, v.GetValue<float>())
+                                | _ -> Error $"{kv.Key} is not a number")
+                            |> List.ofSeq
+                        match numbers |> List.tryPick (function Error e -> Some e | Ok _ -> None) with
+                        | Some e -> Error e
+                        | None -> Optimizer.specOf (n.GetValue<string>()) (numbers |> List.choose (function Ok kv -> Some kv | Error _ -> None))
+                    | _ -> Error "a transformation without a name"
+                | _ -> Error "a transformation is not a JSON object")
+            |> Seq.fold (fun acc r -> match acc, r with Ok l, Ok s -> Ok(l @ [ s ]) | Error e, _ | _, Error e -> Error e) (Ok [])
+        | _ -> Error "not a list of transformations"
+
+    /// Saves a training state: the model, the optimizer's state arrays as extra arrays (m.W1,
+    /// v.W1, ...), and in meta the optimizer ("optimizer", as optimizerJson) and the steps taken
+    /// ("step"), atomically. trainState and loadState read it back.
+    let saveState (path: string) (optimizer: Optimizer<'T>) (state: TrainState<'T>) (metadata: (string * JsonNode) list) =
+        saveWith path state.Model state.Optimizer (("optimizer", optimizerJson optimizer.Spec) :: ("step", JsonValue.Create state.Step :> JsonNode) :: metadata)
+
+    /// The optimizer (as data) and the training state a model file holds, as saveState saved
+    /// them: the model in 'T (which must be the file's precision), the optimizer's state arrays
+    /// from its extras in the order the optimizer's Init makes them, and the step count. A file
+    /// without an optimizer gives [] and an empty state (Training.start's). Training on from it
+    /// with `Training.stepWith (Optimizer.ofSpec spec)` continues the saved run exactly. Raises
+    /// ArgumentException naming what is missing or does not fit.
+    let trainState<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> (file: ModelFile) : OptimizerSpec list * TrainState<'T> =
+        let model: Model<'T> =
+            match file.Model with
+            | SavedModel.Single m when typeof<'T> = typeof<float32> -> unbox (box m)
+            | SavedModel.Double m when typeof<'T> = typeof<float> -> unbox (box m)
+            | SavedModel.Single _ -> invalidArg "file" $"the file holds a float32 model, not {typeof<'T>.Name}"
+            | SavedModel.Double _ -> invalidArg "file" $"the file holds a float64 model, not {typeof<'T>.Name}"
+        let spec =
+            match file.Metadata.TryFind "optimizer" with
+            | Some node ->
+                match optimizerOf node with
+                | Ok spec -> spec
+                | Error e -> invalidArg "file" $"meta: optimizer: {e}"
+            | None -> []
+        let step =
+            match file.Metadata.TryFind "step" with
+            | Some(:? JsonValue as v) when fst (v.TryGetValue<int>()) && v.GetValue<int>() >= 0 -> v.GetValue<int>()
+            | Some _ -> invalidArg "file" "meta: step is not a count of steps"
+            | None -> 0
+        let parameters = Network.parameters model
+        let value (name: string) (like: Value<'T>) : Value<'T> =
+            match file.Extras.TryFind name with
+            | Some(shape, values) when shape = Value.shape like ->
+                let elements: 'T[] =
+                    if typeof<'T> = typeof<float> then unbox (box values) else unbox (box (Array.map float32 values))
+                match like with
+                | Value.Matrix _ -> Value.Matrix(Matrix<'T>.Build.DenseOfRowMajor(shape[0], shape[1], elements))
+                | Value.Vector _ -> Value.Vector(Vector<'T>.Build.Dense elements)
+            | Some(shape, _) -> invalidArg "file" $"{name} has shape {shapeText shape}; {shapeText (Value.shape like)} expected"
+            | None -> invalidArg "file" $"missing optimizer state array {name}"
+        let state =
+            [ for s in spec do
+                  for slot in Optimizer.slots s do
+                      for name, p in parameters -> $"{slot}.{name}", value $"{slot}.{name}" p ]
+        spec, { Model = model; Optimizer = state; Step = step }
+
+    /// Reads a training state from a file saved by saveState (see trainState); raises DataError
+    /// naming the file and what is wrong.
+    let loadState<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> (path: string) : OptimizerSpec list * TrainState<'T> =
+        let file = read path
+        try
+            trainState<'T> file
+        with :? ArgumentException as e -> fail path (e.Message.Split(" (Parameter")[0])

@@ -349,13 +349,12 @@ module Onnx =
         | Layer.Affine _ -> "Affine"
         | Layer.Relu -> "ReLU"
         | Layer.Sigmoid -> "Sigmoid"
+        | Layer.Tanh -> "Tanh"
+        | Layer.BatchNorm _ -> "BatchNorm"
+        | Layer.Dropout _ -> "Dropout"
 
     /// A layer as the metadata lists it: "Affine(784, 50)", "ReLU", "Sigmoid".
-    let private describe (layer: Layer) =
-        match layer with
-        | Layer.Affine(i, o) -> $"Affine(%d{i}, %d{o})"
-        | Layer.Relu
-        | Layer.Sigmoid -> kindName layer
+    let private describe (layer: Layer) = Layer.describe layer
 
     /// The operators one layer becomes, reading `input` and writing `output`; `k` is the layer's
     /// number among the layers of its kind (1 for the first Affine), which names its
@@ -363,15 +362,21 @@ module Onnx =
     /// kind does not compile until it is mapped here.
     let private layerPiece (layer: Layer) (k: int) (p: Params<'T>) (state: LayerState<'T>) (input: string) (output: string) : OnnxPiece =
         let name = $"{kindName layer}{k}"
-        ignore state // no layer of chapter 5 has one; BatchNorm's running statistics will come from it
         match layer, p with
         | Layer.Affine _, Params.Affine ap ->
             match Layer.parameterNames layer k with
             | [ w; b ] -> gemm name input output (w, b) ap
             | names -> invalidArg "layer" $"{name}: parameters %A{names}, W and b expected"
-        | Layer.Affine _, Params.Empty -> invalidArg "p" $"{name} has no Affine parameters"
+        | Layer.Affine _, _ -> invalidArg "p" $"{name} has no Affine parameters"
         | Layer.Relu, _ -> relu name input output
         | Layer.Sigmoid, _ -> sigmoid name input output
+        | Layer.Tanh, _ -> tanh name input output
+        | Layer.Dropout ratio, _ -> dropout<'T> name input output $"keep{k}" ratio
+        | Layer.BatchNorm _, Params.BatchNorm bp ->
+            match Layer.parameterNames layer k @ Layer.stateNames layer k, state with
+            | [ g; b; m; v ], LayerState.BatchNorm st -> batchNormalization name input output (g, b, m, v) (bp.gamma, bp.beta, st.runningMean, st.runningVar) BatchNormalization.eps
+            | names, _ -> invalidArg "layer" $"{name}: parameters and states %A{names} with its running statistics expected"
+        | Layer.BatchNorm _, _ -> invalidArg "p" $"{name} has no gamma and beta"
 
     /// The version of this library, without build metadata ("0.1.0").
     let producerVersion =

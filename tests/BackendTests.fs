@@ -60,7 +60,7 @@ let tests =
                 Linalg.using (Linalg.settings backend Linalg.InputStorage.Auto 2) (fun () ->
                     let model: Model<float32> = Network.init 42 0.01 Training.bookNetwork
                     let stepped, loss = Training.sgdStep 0.1f model (Dataset.batch train [| 0 .. 99 |])
-                    let w1 = match stepped.Params[0] with Params.Affine p -> p.W | Params.Empty -> failwith "W1"
+                    let w1 = match stepped.Params[0] with Params.Affine p -> p.W | _ -> failwith "W1"
                     Linalg.mul x w, Linalg.mulTN x dout, Linalg.mulNT dout w, loss, w1)
             let reference = results Linalg.Backend.MathNet
             let others = [ yield Linalg.Backend.Managed; if OpenBlas.isAvailable () then yield Linalg.Backend.OpenBlas ]

@@ -39,7 +39,7 @@ let private runPython (script: string) (args: string list) =
         if proc.ExitCode <> 0 then failtest $"{script} failed: {err}"
         out.Trim()
 
-let private paramsOf (m: Model<'T>) = m.Params |> List.choose (function Params.Affine p -> Some p | Params.Empty -> None)
+let private paramsOf (m: Model<'T>) = m.Params |> List.choose (function Params.Affine p -> Some p | _ -> None)
 
 let private expectDataError (f: unit -> unit) (words: string) =
     try

@@ -55,15 +55,29 @@ let randomModel (seed: int) (layers: Layer list) : Model<float> =
         match v with
         | Value.Vector b -> name, Value.Vector(b.Map(fun _ -> 0.1 * MathNet.Numerics.Distributions.Normal.Sample(rng, 0.0, 1.0)))
         | Value.Matrix _ -> name, v)
-    |> Network.withParameters m
+    |> fun ps ->
+        // Batch Normalization's running statistics, as a trained model has them (the initial
+        // mean 0 and variance 0 would test little): means N(0, 0.1²), variances in [0.5, 1.5].
+        let states =
+            Network.states m
+            |> List.map (fun (name, v) ->
+                match v with
+                | Value.Vector s when name.StartsWith "running_mean" -> name, Value.Vector(s.Map(fun _ -> 0.1 * MathNet.Numerics.Distributions.Normal.Sample(rng, 0.0, 1.0)))
+                | Value.Vector s when name.StartsWith "running_var" -> name, Value.Vector(s.Map(fun _ -> 0.5 + rng.NextDouble()))
+                | _ -> name, v)
+        Network.build m.Layers ps states
 
-/// The nets compared: the book's, a deeper ReLU net, a Sigmoid net and two mixed ones.
+/// The nets compared: the book's, a deeper ReLU net, a Sigmoid net, two mixed ones, a Tanh net
+/// and chapter 6's Batch Normalization and Dropout nets.
 let nets =
     [ "book 784-50-10 relu", Network.layers Activation.ReLU [ 784; 50; 10 ]
       "deeper 784-100-100-50-10 relu", Network.layers Activation.ReLU [ 784; 100; 100; 50; 10 ]
       "784-50-10 sigmoid", Network.layers Activation.Sigmoid [ 784; 50; 10 ]
       "affine-relu-affine-sigmoid-affine", [ Layer.Affine(784, 100); Layer.Relu; Layer.Affine(100, 50); Layer.Sigmoid; Layer.Affine(50, 10) ]
-      "affine-affine", [ Layer.Affine(784, 50); Layer.Affine(50, 10) ] ]
+      "affine-affine", [ Layer.Affine(784, 50); Layer.Affine(50, 10) ]
+      "784-50-10 tanh", Network.layers Activation.Tanh [ 784; 50; 10 ]
+      "batchnorm and dropout 784-100-50-10 (Affine, BatchNorm, ReLU, Dropout 0.2 per hidden layer)", Network.extended Activation.ReLU [ 784; 100; 50; 10 ] true (Some 0.2)
+      "batchnorm 784-100-10 sigmoid", Network.extended Activation.Sigmoid [ 784; 100; 10 ] true None ]
 
 /// The test images as one row-major array and a matrix, in the element type.
 let inline testImages () : ^T[] * Matrix< ^T > =

@@ -13,7 +13,7 @@ let tests =
         test "sgdStep returns a new model and leaves the old one as it was" {
             let train, _ = mnist.Force()
             let m: Model<float> = Network.init 42 0.01 Training.bookNetwork
-            let before = match m.Params[0] with Params.Affine p -> p.W.Clone() | Params.Empty -> failwith "W1"
+            let before = match m.Params[0] with Params.Affine p -> p.W.Clone() | _ -> failwith "W1"
             let m', loss = Training.sgdStep 0.1 m (Dataset.batch train [| 0 .. 19 |])
             Expect.floatClose { absolute = 0.01; relative = 0.0 } loss (log 10.0) "the first loss is about ln 10 (uniform guesses)"
             match m.Params[0], m'.Params[0] with

@@ -97,7 +97,8 @@ let describeLayers (layers: Layer list) =
         |> List.map (function
             | Layer.Affine(i, o) -> $"Affine(%d{i}, %d{o})"
             | Layer.Relu -> "ReLU"
-            | Layer.Sigmoid -> "Sigmoid")
+            | Layer.Sigmoid -> "Sigmoid"
+            | layer -> Layer.describe layer)
         |> String.concat " "
 
 /// The model in a file, at the precision asked for (the file's own when None).
