@@ -10,19 +10,25 @@ open Backprop.Cli.Commands
 let main argv =
     let parser = ArgumentParser.Create<Command>(programName = "backprop")
     let fail (message: string) code = eprintfn $"backprop: {message}"; code
+    let argv = normalize argv
     try
-        match parser.ParseCommandLine(argv, raiseOnUsage = true).GetSubCommand() with
-        | Train args -> train args
-        | Gradcheck args -> gradcheck args
-        | Evaluate args -> evaluate args
-        | Predict args -> predict args
-        | Demo _ -> demo ()
+        if argv = [| "--version" |] then
+            printfn $"backprop {version}"
+            0
+        else
+            match parser.ParseCommandLine(argv, raiseOnUsage = true).GetSubCommand() with
+            | Train args -> train args
+            | Gradcheck args -> gradcheck args
+            | Evaluate args -> evaluate args
+            | Predict args -> predict args
+            | Demo _ -> demo ()
     with
-    | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText -> printfn $"{e.Message}"; 0
+    | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText -> printfn $"{helpText argv e.Message}"; 0
     | :? ArguParseException as e ->
         // Argu's message is the error line followed by the whole usage: keep the one line.
         let line = (e.Message.Split('\n')[0]).Trim().Replace("ERROR: ", "")
-        fail $"{line} (see backprop --help, or backprop <command> --help)" 2
+        let hint = didYouMean argv line |> Option.map (fun name -> $" did you mean '{name}'?") |> Option.defaultValue ""
+        fail $"{line}{hint} (see backprop --help, or backprop <command> --help)" 2
     | UsageError message -> fail message 2
     | DataError(file, problem) -> fail $"{file}: {problem}" 1
     | :? System.IO.IOException as e -> fail e.Message 1
