@@ -207,8 +207,9 @@ let tests =
             let dir = Directory.CreateTempSubdirectory("backprop-cli-").FullName
             let png = Path.Combine(dir, "curves.png")
             let model = Path.Combine(dir, "m.npz")
-            let code, _, err = run [ "train"; "--iters"; "1200"; "--plot"; png; "--save"; model; "--data"; mnistDir ]
+            let code, out, err = run [ "train"; "--iters"; "1200"; "--plot"; png; "--save"; model; "--data"; mnistDir ]
             Expect.equal (code, err) (0, "") "train"
+            Expect.stringContains out $"wrote: {png}{Environment.NewLine}" "--plot says what it wrote"
             let bytes = File.ReadAllBytes png
             Expect.equal bytes[1..3] "PNG"B "a PNG file"
             Expect.isGreaterThan bytes.Length 20000 "with curves, axes, labels and legend drawn (an empty plot is far smaller)"

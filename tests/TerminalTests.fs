@@ -60,9 +60,10 @@ let tests =
         test "in a terminal: a live status line (refreshed within the first epoch, one line), epoch lines whole; Ctrl-C stops cleanly, exit 130" {
             let dir = Directory.CreateTempSubdirectory("backprop-pty-").FullName
             let model, metrics = Path.Combine(dir, "m.npz"), Path.Combine(dir, "h.json")
-            // Ctrl-C as soon as the first epoch's line is out (the run is 5 epochs long).
+            // Ctrl-C as soon as the first epoch's line is out (the run is 5 epochs long). 1000
+            // hidden units: an epoch long enough (seconds) for the refreshes to be counted.
             let code, transcript =
-                inTerminal 70 "1:elapsed [0-9.]+s\r\n:\\x03" (backprop [ "train"; "--hidden"; "300"; "--iters"; "3000"; "--save"; model; "--metrics"; metrics; "--data"; mnistDir ])
+                inTerminal 70 "1:elapsed [0-9.]+s\r\n:\\x03" (backprop [ "train"; "--hidden"; "1000"; "--iters"; "3000"; "--save"; model; "--metrics"; metrics; "--data"; mnistDir ])
             Expect.equal code 130 $"exit code 130 (128 + SIGINT); the terminal got:\n{transcript}"
             let lines = statusLines transcript
             let firstEpoch = lines |> List.filter (fun (step, _) -> step >= 1 && step <= 600) |> List.distinct
