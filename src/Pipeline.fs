@@ -46,3 +46,42 @@ module Pipeline =
     /// The same reports as Run.epochs, computed on two cores.
     let inline epochs (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) : seq<EpochReport< ^T >> =
         epochsFrom config train test (Training.start initial)
+
+    /// The steps (state, loss) in order, each passed to `onStep` before it is passed on; after
+    /// the first step for which onStep returns false, no more steps are taken.
+    let watched (onStep: 'S -> float -> bool) (steps: seq<'S * float>) : seq<'S * float> =
+        seq {
+            use e = steps.GetEnumerator()
+            let mutable going = true
+            while going && e.MoveNext() do
+                let state, loss = e.Current
+                going <- onStep state loss
+                yield state, loss
+        }
+
+    /// The reports of epochsFrom (the same numbers), with two hooks for a live display:
+    /// `onStep` is called on the training thread after every step with the state it reached and
+    /// the step's loss (Training.steps's), and the run stops after the first step for which it
+    /// returns false (its last epoch is then partial, and evaluated like the others);
+    /// `onEvaluated` is called with each report as soon as its evaluation is done, on the thread
+    /// that evaluated it (usually the helper, while the next epoch trains), before the report
+    /// reaches the sequence. Both must be quick: they run between steps and products.
+    let inline epochsWatchedFrom
+        (config: TrainConfig)
+        (train: Dataset)
+        (test: Dataset)
+        (initial: TrainState< ^T >)
+        (onStep: TrainState< ^T > -> float -> bool)
+        (onEvaluated: EpochReport< ^T > -> unit)
+        : seq<EpochReport< ^T >> =
+        batches config train
+        |> Training.steps (ofFloat config.LearningRate) initial
+        |> Seq.map (fun (state, loss) -> state, float loss)
+        |> watched onStep
+        |> Training.byEpoch (Training.iterationsPerEpoch config train.Count)
+        |> Seq.map (fun report ->
+            Backend.Halves.inBackground (fun () ->
+                let evaluated = Run.evaluated config train test report
+                onEvaluated evaluated
+                evaluated))
+        |> oneAhead

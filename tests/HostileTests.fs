@@ -112,7 +112,7 @@ let pgm (header: string) (pixels: byte[]) = Array.append (Encoding.ASCII.GetByte
 
 /// A case on the IDX files: `train` on the base set with files replaced.
 let train name files code fragment =
-    { Name = name; Files = baseSet @ files; Argv = [ "train"; "--iters"; "1"; "--data"; "{dir}" ]; Code = code; Fragment = fragment }
+    { Name = name; Files = baseSet @ files; Argv = [ "train"; "--iters"; "1"; "--batch"; "2"; "--data"; "{dir}" ]; Code = code; Fragment = fragment }
 
 /// A case on an image file: `predict` of {dir}/name made of content.
 let predictFile name (file: string) content code fragment =

@@ -1,6 +1,8 @@
 /// The command line of `backprop`, as Argu unions: one per subcommand.
 module Backprop.Cli.Args
 
+open System
+open System.Text
 open Argu
 
 /// The activation between Affine layers, as the command line spells it.
@@ -54,6 +56,7 @@ type SamplingArg =
     | Sequential
 
 /// Options of `train`.
+[<HelpFlags("--help", "-h")>]
 type TrainArgs =
     | Dataset of DatasetArg
     | Save of file: string
@@ -65,7 +68,7 @@ type TrainArgs =
     | Backend of BackendArg
     | Input_Storage of InputStorageArg
     | Precision of PrecisionArg
-    | Hidden of size: int list
+    | Hidden of size: string list
     | Activation of ActivationArg
     | Lr of rate: float
     | Batch of size: int
@@ -74,6 +77,7 @@ type TrainArgs =
     | Seed of seed: int
     | Weight_Init_Std of std: float
     | Data of dir: string
+    | Verbose
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -88,21 +92,23 @@ type TrainArgs =
             | Backend _ -> "matrix-product backend: auto (OpenBLAS if installed, else managed), openblas, managed or mathnet (default: auto)."
             | Input_Storage _ -> "how images are stored: auto (sparse where at most 1/3 of the pixels are nonzero, as in MNIST), dense or sparse (default: auto)."
             | Precision _ -> "element type of every matrix: single (float32) or double (float64) (default: single)."
-            | Hidden _ -> "hidden layer sizes, one or more (default: 50; e.g. --hidden 100 50 for a deeper net)."
+            | Hidden _ -> "hidden layer sizes, one or more (default: 50; e.g. --hidden 100 50 for a deeper net), or none for no hidden layer (softmax regression)."
             | Activation _ -> "activation between Affine layers (default: relu)."
             | Lr _ -> "SGD learning rate (default: 0.1)."
-            | Batch _ -> "mini-batch size, drawn at random with replacement (default: 100)."
+            | Batch _ -> "mini-batch size (default: 100); with --sampling shuffle or sequential at most the training set's size."
             | Iters _ -> "number of SGD steps (default: 10000)."
             | Epochs _ -> "number of epochs instead of --iters (an epoch is training-set size / batch steps)."
             | Seed _ -> "seed for the initial weights and the batches drawn (default: 42)."
             | Weight_Init_Std _ -> "standard deviation of the initial weights (default: 0.01)."
             | Data _ -> "directory with the four MNIST-layout IDX files, .gz or raw (default: the shipped data/mnist)."
+            | Verbose -> "also print the garbage collector's figures at the end."
 
 /// Options of `gradcheck`.
+[<HelpFlags("--help", "-h")>]
 type GradcheckArgs =
     | Backend of BackendArg
     | Input_Storage of InputStorageArg
-    | Hidden of size: int list
+    | Hidden of size: string list
     | Activation of ActivationArg
     | Count of images: int
     | Seed of seed: int
@@ -113,13 +119,14 @@ type GradcheckArgs =
             match a with
             | Backend _ -> "matrix-product backend: auto, openblas, managed or mathnet (default: auto)."
             | Input_Storage _ -> "how images are stored: auto, dense or sparse (default: auto)."
-            | Hidden _ -> "hidden layer sizes (default: 50)."
+            | Hidden _ -> "hidden layer sizes, or none (default: 50)."
             | Activation _ -> "activation between Affine layers (default: relu)."
             | Count _ -> "how many of the first training images to check on (default: 3, as the book)."
             | Seed _ -> "seed for the initial weights (default: 42)."
             | Data _ -> "directory with the MNIST-layout IDX files (default: the shipped data/mnist)."
 
 /// Options of `evaluate`.
+[<HelpFlags("--help", "-h")>]
 type EvaluateArgs =
     | [<Mandatory>] Model of file: string
     | Dataset of DatasetArg
@@ -133,11 +140,14 @@ type EvaluateArgs =
             | Data _ -> "directory with the MNIST-layout IDX files (default: the shipped data/mnist)."
 
 /// Options of `predict`.
+[<HelpFlags("--help", "-h")>]
 type PredictArgs =
     | [<Mandatory>] Model of file: string
     | Dataset of DatasetArg
     | Index of n: int
     | Data of dir: string
+    | Json
+    | No_Render
     | [<MainCommand>] Images of file: string list
 
     interface IArgParserTemplate with
@@ -147,9 +157,12 @@ type PredictArgs =
             | Dataset _ -> "a built-in data set for --index and class names: mnist or fashion (default: the model's)."
             | Index _ -> "predict test image N of the data set."
             | Data _ -> "directory with the MNIST-layout IDX files, for --index (default: the shipped data/mnist)."
+            | Json -> "print the predictions as one JSON document (class, label, probabilities) instead of text."
+            | No_Render -> "do not draw the 28x28 input as text."
             | Images _ -> "images (PNG, or PGM P2/P5) of any size, read as grey levels and scaled to the model's 28x28."
 
 /// Options of `demo` (none).
+[<HelpFlags("--help", "-h")>]
 type DemoArgs =
     | [<Hidden>] Unused
 
@@ -157,6 +170,7 @@ type DemoArgs =
         member _.Usage = ""
 
 /// The subcommands of `backprop`.
+[<HelpFlags("--help", "-h")>]
 type Command =
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Gradcheck of ParseResults<GradcheckArgs>
@@ -174,3 +188,113 @@ type Command =
             | Predict _ -> "a saved model's prediction for test images (--index) or image files, with the top probabilities."
             | Export _ -> "a saved model as an ONNX file (input x, outputs probabilities and scores), for ONNX Runtime and other tools."
             | Demo _ -> "the book's shopping example: forward and backward through multiply and add nodes."
+
+/// The version of `backprop`: the assembly's informational version without its commit suffix.
+let version =
+    let assembly = Reflection.Assembly.GetExecutingAssembly()
+    match Reflection.CustomAttributeExtensions.GetCustomAttribute<Reflection.AssemblyInformationalVersionAttribute>(assembly) with
+    | null -> string (assembly.GetName().Version)
+    | a -> a.InformationalVersion.Split('+')[0]
+
+/// The lines printed above the usage of `backprop --help`: what it is, examples, conventions.
+let intro =
+    String.concat
+        "\n"
+        [ "backprop: train and check the two-layer network of \"Deep Learning from Scratch\" (chapter 5) on MNIST."
+          ""
+          "examples:"
+          "    backprop train                               the book's recipe (10,000 SGD steps, about 97% test accuracy)"
+          "    backprop train --epochs 3 --save model.npz   train briefly and keep the model"
+          "    backprop evaluate --model model.npz          its test accuracy and confusion matrix"
+          "    backprop predict --model model.npz --index 0"
+          "    backprop help train                          every option of train"
+          ""
+          "options take their value as --opt value or --opt=value. Exit codes: 0 ok, 1 bad data or a"
+          "diverged run, 2 bad usage, 130/143 stopped by Ctrl-C/SIGTERM (what was trained is kept)." ]
+
+/// The help to print for a command line that asked for it: Argu's usage, after the intro when
+/// it is the whole program's (`backprop`, `backprop --help`, `-h`, `help`).
+let helpText (argv: string[]) (usage: string) =
+    if argv = [| "--help" |] || argv = [| "-h" |] then intro + "\n\n" + usage else usage
+
+/// The command line as Argu reads it: `help` alone (or nothing) asks for the usage, `help CMD`
+/// for CMD's, and `--opt=value` is split into `--opt value`.
+let normalize (argv: string[]) : string[] =
+    let split (a: string) =
+        if a.StartsWith "--" && a.IndexOf '=' > 2 then
+            let i = a.IndexOf '='
+            [ a.Substring(0, i); a.Substring(i + 1) ]
+        else
+            [ a ]
+    match List.ofArray argv with
+    | []
+    | [ "help" ] -> [| "--help" |]
+    | [ "help"; command ] -> [| command; "--help" |]
+    | args -> args |> List.collect split |> Array.ofList
+
+/// The optimal-string-alignment distance between a and b: Levenshtein's insertions,
+/// deletions and substitutions, plus swaps of two neighbouring characters ("trian" is one
+/// swap from "train").
+let editDistance (a: string) (b: string) =
+    let d = Array2D.zeroCreate (a.Length + 1) (b.Length + 1)
+    for i in 0 .. a.Length do
+        d[i, 0] <- i
+    for j in 0 .. b.Length do
+        d[0, j] <- j
+    for i in 1 .. a.Length do
+        for j in 1 .. b.Length do
+            let cost = if a[i - 1] = b[j - 1] then 0 else 1
+            let best = min (min (d[i - 1, j] + 1) (d[i, j - 1] + 1)) (d[i - 1, j - 1] + cost)
+            d[i, j] <-
+                if i > 1 && j > 1 && a[i - 1] = b[j - 2] && a[i - 2] = b[j - 1] then min best (d[i - 2, j - 2] + 1)
+                else best
+    d[a.Length, b.Length]
+
+/// The known name closest to `word`, if it is close enough to be a typo: at most 2 edits, and
+/// fewer than half the word's characters.
+let closest (known: string list) (word: string) : string option =
+    known
+    |> List.distinct
+    |> List.map (fun k -> k, editDistance (word.ToLowerInvariant()) k)
+    |> List.filter (fun (k, d) -> d > 0 && d <= 2 && d * 2 < max word.Length k.Length)
+    |> List.sortBy snd
+    |> List.tryHead
+    |> Option.map fst
+
+/// The command-line names of a parser's visible options.
+let private namesOf<'T when 'T :> IArgParserTemplate> () =
+    ArgumentParser.Create<'T>().GetArgumentCases()
+    |> List.filter (fun c -> not c.IsHidden.Value && not c.IsMainCommand)
+    |> List.collect (fun c -> c.CommandLineNames.Value)
+
+/// The names each subcommand accepts.
+let private subcommandNames () =
+    [ "train", namesOf<TrainArgs> ()
+      "gradcheck", namesOf<GradcheckArgs> ()
+      "evaluate", namesOf<EvaluateArgs> ()
+      "predict", namesOf<PredictArgs> ()
+      "demo", namesOf<DemoArgs> () ]
+
+/// "did you mean '--iters'?" for the first line of an Argu error about `argv`: an unrecognized
+/// subcommand or option (compared with the names it could have been, given the subcommand
+/// before it) or a value that is not one of the choices listed.
+let didYouMean (argv: string[]) (message: string) : string option =
+    let unrecognized = RegularExpressions.Regex.Match(message, "unrecognized argument: '([^']*)'")
+    let choice = RegularExpressions.Regex.Match(message, "must be followed by <([^>]*)>, but was '([^']*)'")
+    if unrecognized.Success then
+        let word = unrecognized.Groups[1].Value
+        let commands = subcommandNames ()
+        let position = Array.IndexOf(argv, word)
+        let command =
+            argv
+            |> Array.take (if position < 0 then argv.Length else position)
+            |> Array.tryPick (fun a -> commands |> List.tryFind (fun (name, _) -> name = a))
+        let known =
+            match command with
+            | Some(_, names) -> names @ [ "--help"; "-h" ]
+            | None -> List.map fst commands @ [ "help"; "--help"; "-h"; "--version" ]
+        closest known word
+    elif choice.Success then
+        closest (List.ofArray (choice.Groups[1].Value.Split '|')) choice.Groups[2].Value
+    else
+        None

@@ -4,8 +4,10 @@ module Backprop.Cli.Commands
 open System
 open System.IO
 open System.Diagnostics
+open System.Threading
 open Argu
-open Spectre.Console // the progress bar's extension methods
+open System.Text.Json
+open System.Text.Json.Nodes
 open Backprop.Core
 open Backprop.Cli.Args
 
@@ -80,17 +82,30 @@ let private activationOf =
     | Some Sigmoid -> Activation.Sigmoid
     | _ -> Activation.ReLU
 
-let private sizesOf (hidden: int list option) (inputs: int) =
-    let hidden = defaultArg hidden [ 50 ]
-    hidden |> List.iter (positive "--hidden" >> ignore)
-    inputs :: hidden @ [ 10 ]
+/// The layer sizes from --hidden: the sizes given (each a positive integer), `none` for no hidden
+/// layer (softmax regression), 50 when the option is absent; a bare --hidden is refused.
+let hiddenSizes (hidden: string list option) : int list =
+    match hidden with
+    | None -> [ 50 ]
+    | Some [] -> usage "--hidden needs at least one size (e.g. --hidden 50, or --hidden 100 50), or none for no hidden layer"
+    | Some [ "none" ] -> []
+    | Some sizes ->
+        sizes
+        |> List.map (fun s ->
+            match Int32.TryParse s with
+            | true, n -> positive "--hidden" n
+            | _ when s = "none" -> usage "--hidden none stands alone (no hidden layer); give either sizes or none"
+            | _ -> usage $"--hidden must be positive integers or none, got '{s}'")
+
+let private sizesOf (hidden: string list option) (inputs: int) = inputs :: hiddenSizes hidden @ [ 10 ]
 
 /// "784-50-10 relu" for Affine layers with one activation between them, else the layer list
 /// ("Affine(784, 50) ReLU Affine(50, 10) Sigmoid ...").
 let describeLayers (layers: Layer list) =
     let sizes = Network.sizes layers |> List.map string |> String.concat "-"
     let rebuilt activation = try Network.layers activation (Network.sizes layers) = layers with _ -> false
-    if rebuilt Activation.ReLU then $"{sizes} relu"
+    if List.length (Network.sizes layers) = 2 && rebuilt Activation.ReLU then $"{sizes} (no hidden layer)"
+    elif rebuilt Activation.ReLU then $"{sizes} relu"
     elif rebuilt Activation.Sigmoid then $"{sizes} sigmoid"
     else
         layers
@@ -106,42 +121,101 @@ let private loadModel (file: string) =
     if not (File.Exists file) then raise (DataError(file, "model file not found"))
     Npz.load file
 
+/// Writes text to file through the one safe-write path (SafeWrite): an unpredictable temporary
+/// file created exclusively in the same folder, renamed over the file only when complete.
+let private writeAtomically (file: string) (text: string) = SafeWrite.text file text
+
+/// One row of the metrics history: the same names and values in CSV and JSON.
+type MetricsRow =
+    { /// 1 for the first epoch.
+      Epoch: int
+      /// Steps taken by the end of the epoch.
+      Iteration: int
+      /// Accuracy on the training set (or its first --eval-sample images).
+      TrainAcc: float
+      /// Accuracy on the test set (or its first --eval-sample images).
+      TestAcc: float
+      /// The mean loss of the epoch's steps.
+      Loss: float
+      /// Seconds from the start of training to the end of the epoch.
+      Seconds: float
+      /// The accuracies were measured on the first --eval-sample images of each set only.
+      Sampled: bool
+      /// The run was interrupted (Ctrl-C, SIGTERM) during this epoch, which is then partial.
+      Interrupted: bool }
+
+/// The metrics columns in order: the CSV header and the JSON keys.
+let metricsColumns = [ "epoch"; "iteration"; "train_acc"; "test_acc"; "loss"; "seconds"; "sampled"; "interrupted" ]
+
+/// The metrics history as CSV (a header, then one line per epoch; NaN for a value not a number).
+let metricsCsv (rows: MetricsRow list) =
+    let number (x: float) = if Double.IsFinite x then x.ToString("R", Globalization.CultureInfo.InvariantCulture) else "NaN"
+    let bool (b: bool) = if b then "true" else "false"
+    let line (r: MetricsRow) =
+        String.Join(",", [ string r.Epoch; string r.Iteration; number r.TrainAcc; number r.TestAcc; number r.Loss; r.Seconds.ToString("F3", Globalization.CultureInfo.InvariantCulture); bool r.Sampled; bool r.Interrupted ])
+    String.concat "\n" (String.Join(",", metricsColumns) :: List.map line rows) + "\n"
+
+/// The metrics history as JSON: an array of one object per epoch with the CSV's column names
+/// as keys (null for a value not a number).
+let metricsJson (rows: MetricsRow list) =
+    let number (x: float) = if Double.IsFinite x then JsonValue.Create x :> JsonNode else null
+    let array = JsonArray()
+    for r in rows do
+        let o = JsonObject()
+        o["epoch"] <- JsonValue.Create r.Epoch
+        o["iteration"] <- JsonValue.Create r.Iteration
+        o["train_acc"] <- number r.TrainAcc
+        o["test_acc"] <- number r.TestAcc
+        o["loss"] <- number r.Loss
+        o["seconds"] <- JsonValue.Create(Math.Round(r.Seconds, 3))
+        o["sampled"] <- JsonValue.Create r.Sampled
+        o["interrupted"] <- JsonValue.Create r.Interrupted
+        array.Add o
+    array.ToJsonString(JsonSerializerOptions(WriteIndented = true)) + "\n"
+
 /// Writes the per-epoch history as CSV or JSON, chosen by the file's extension (atomically).
-let private writeMetrics (file: string) (rows: {| Epoch: int; Iteration: int; TrainAccuracy: float; TestAccuracy: float; MeanLoss: float; Seconds: float |} list) =
-    let text =
-        match Path.GetExtension(file).ToLowerInvariant() with
-        | ".json" -> Text.Json.JsonSerializer.Serialize(rows, Text.Json.JsonSerializerOptions(WriteIndented = true))
-        | _ ->
-            let line (r: {| Epoch: int; Iteration: int; TrainAccuracy: float; TestAccuracy: float; MeanLoss: float; Seconds: float |}) =
-                String.Format(Globalization.CultureInfo.InvariantCulture, "{0},{1},{2:R},{3:R},{4:R},{5:F3}", r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.MeanLoss, r.Seconds)
-            String.concat "\n" ("epoch,iteration,train_acc,test_acc,loss,seconds" :: List.map line rows) + "\n"
-    let full = Path.GetFullPath file
-    let temp = full + ".tmp"
-    File.WriteAllText(temp, text)
-    File.Move(temp, full, overwrite = true)
+let private writeMetrics (file: string) (rows: MetricsRow list) =
+    writeAtomically file (if Path.GetExtension(file).ToLowerInvariant() = ".json" then metricsJson rows else metricsCsv rows)
 
-/// Runs body with a way to show each epoch: in a terminal, a live progress bar (iteration,
-/// loss, throughput, time left) with the epoch lines printed above it; otherwise (a pipe, a
-/// file, or BACKPROP_PROGRESS=0) the plain epoch lines alone, as scripts read them.
-let private withProgress (total: int) (body: (string -> int -> float -> unit) -> 'a) : 'a =
-    let interactive =
-        not Console.IsOutputRedirected && Environment.GetEnvironmentVariable "BACKPROP_PROGRESS" <> "0"
-        && Spectre.Console.AnsiConsole.Profile.Capabilities.Interactive
-    if not interactive then
-        body (fun line _ _ -> printfn "%s" line)
-    else
-        let clock = Stopwatch.StartNew()
-        let columns: Spectre.Console.ProgressColumn[] =
-            [| Spectre.Console.TaskDescriptionColumn(); Spectre.Console.ProgressBarColumn(); Spectre.Console.PercentageColumn(); Spectre.Console.RemainingTimeColumn() |]
-        Spectre.Console.AnsiConsole.Progress().AutoClear(true).Columns(columns).Start(fun ctx ->
-                let task = ctx.AddTask("training", maxValue = float total)
-                body (fun line iteration loss ->
-                    Spectre.Console.AnsiConsole.WriteLine line
-                    let rate = float iteration / max clock.Elapsed.TotalSeconds 1e-3
-                    task.Description <- $"iter %d{iteration}/%d{total}  loss %.4f{loss}  %.0f{rate} it/s"
-                    task.Value <- float iteration))
+/// How a training run ended.
+type private Ending =
+    /// Every step was taken.
+    | Completed
+    /// A signal stopped it after the step it was taking.
+    | Interrupted of signal: string
+    /// A step's loss was NaN or infinite.
+    | Diverged of step: int * loss: float
 
-/// `train`: the book's recipe unless told otherwise; one line per epoch and a closing summary.
+/// The mean loss of each step's batch, smoothed for display: an exponential moving average
+/// (weight 0.98 on the past) corrected for its start, as Adam's moments are.
+type private SmoothedLoss() =
+    let mutable average = 0.0
+    let mutable weight = 1.0
+
+    /// Adds a step's loss (non-finite losses are skipped) and returns the smoothed value.
+    member _.Add(loss: float) =
+        if Double.IsFinite loss then
+            average <- 0.98 * average + 0.02 * loss
+            weight <- weight * 0.98
+        if weight = 1.0 then nan else average / (1.0 - weight)
+
+/// What the status line reads: written by the training thread after each step, read by the
+/// display's timer.
+type private LiveStep() =
+    [<DefaultValue>]
+    val mutable Step: int
+
+    [<DefaultValue>]
+    val mutable Loss: float
+
+/// The parameters of a model are all finite numbers.
+let inline private allFinite (model: Model< ^T >) =
+    Network.parameters model |> List.forall (fun (_, v) -> Value.storage v |> Array.forall (fun x -> Double.IsFinite(float x)))
+
+/// `train`: the book's recipe unless told otherwise; a short header, one line per epoch (with
+/// a live status line on stderr in a terminal) and a closing summary; files written atomically
+/// and named; a clean stop on Ctrl-C or SIGTERM (exit 130 or 143, with what was trained saved);
+/// a NaN or infinite loss stops the run (exit 1), keeping the last finite parameters.
 let train (args: ParseResults<TrainArgs>) =
     let lr = args.GetResult(TrainArgs.Lr, defaultValue = Training.bookRecipe.LearningRate)
     if not (lr > 0.0 && Double.IsFinite lr) then usage $"--lr must be a positive number, got %g{lr}"
@@ -152,6 +226,7 @@ let train (args: ParseResults<TrainArgs>) =
     let iters = args.TryGetResult Iters |> Option.map (positive "--iters")
     let epochs = args.TryGetResult Epochs |> Option.map (positive "--epochs")
     let evalSample = args.TryGetResult Eval_Sample |> Option.map (positive "--eval-sample")
+    let verbose = args.Contains Verbose
     let save = args.TryGetResult Save
     let metrics = args.TryGetResult Metrics
     let plotFile = args.TryGetResult Plot
@@ -167,13 +242,14 @@ let train (args: ParseResults<TrainArgs>) =
     let dataDir, datasetName = resolveData (args.TryGetResult TrainArgs.Data) (args.TryGetResult TrainArgs.Dataset) None
     // The rest of the command runs under the settings chosen.
     Linalg.using (selectBackend (args.TryGetResult TrainArgs.Backend) (args.TryGetResult TrainArgs.Input_Storage)) <| fun () ->
+    let hidden = args.TryGetResult TrainArgs.Hidden
     let sizes =
         match initFrom with
         | Some(file, saved) ->
-            if args.Contains TrainArgs.Hidden then usage $"--hidden and --init-from {file}: the model file sets the layer sizes"
+            if hidden.IsSome then usage $"--hidden and --init-from {file}: the model file sets the layer sizes"
             if args.Contains TrainArgs.Activation then usage $"--activation and --init-from {file}: the model file sets the activation"
             Network.sizes saved.Layers
-        | None -> sizesOf (args.TryGetResult TrainArgs.Hidden) 784
+        | None -> sizesOf hidden 784
     let config0 =
         { Training.bookRecipe with
             LearningRate = lr
@@ -185,12 +261,23 @@ let train (args: ParseResults<TrainArgs>) =
                 | Sequential -> Backprop.Core.Sampling.Sequential
                 | With_Replacement -> Backprop.Core.Sampling.WithReplacement
             EvalSample = evalSample }
-    let clock = Stopwatch.StartNew()
+    // The first Ctrl-C (or SIGTERM) stops after the current step; a second one quits at once,
+    // after putting the terminal back (the display, once there is one).
+    let display: Progress.Display option ref = ref None
+    use interruption = new Progress.Interruption(fun () -> display.Value |> Option.iter (fun d -> d.Restore()))
     let trainSet, testSet = Mnist.load dataDir
     if sizes.Head <> trainSet.PixelCount then
         match initFrom with
         | Some(file, _) -> raise (DataError(file, $"the model takes %d{sizes.Head} inputs, the images of {dataDir} have %d{trainSet.PixelCount} pixels"))
         | None -> ()
+    if batch > trainSet.Count then
+        match config0.Sampling with
+        | Backprop.Core.Sampling.Shuffle
+        | Backprop.Core.Sampling.Sequential ->
+            let name = if config0.Sampling = Backprop.Core.Sampling.Shuffle then "shuffle" else "sequential"
+            usage $"--batch %d{batch} is more than the %d{trainSet.Count} training images, and --sampling {name} takes each image once an epoch: give --batch %d{trainSet.Count} or less, or --sampling with-replacement"
+        | _ ->
+            eprintfn $"backprop: note: --batch %d{batch} is more than the %d{trainSet.Count} training images; batches are drawn with replacement, so each repeats images"
     let sparse = Linalg.storesSparse trainSet.Pixels trainSet.PixelCount
     let perEpoch = Training.iterationsPerEpoch config0 trainSet.Count
     // The network: the model file's layers, or the sizes asked for (the input size from the data).
@@ -198,6 +285,7 @@ let train (args: ParseResults<TrainArgs>) =
         match initFrom with
         | Some(_, saved) -> saved.Layers
         | None -> Network.layers (activationOf (args.TryGetResult TrainArgs.Activation)) (trainSet.PixelCount :: List.tail sizes)
+    let classes = List.last (Network.sizes layers)
     let config =
         { config0 with
             Iterations =
@@ -205,6 +293,7 @@ let train (args: ParseResults<TrainArgs>) =
                 | Some n, _ -> n
                 | None, Some e -> e * perEpoch
                 | None, None -> Training.bookRecipe.Iterations }
+    let totalEpochs = (config.Iterations + perEpoch - 1) / perEpoch
     let precision =
         match args.TryGetResult Precision, initFrom with
         | Some p, _ -> p
@@ -215,36 +304,146 @@ let train (args: ParseResults<TrainArgs>) =
         | Backprop.Core.Sampling.Shuffle -> "shuffled each epoch"
         | Backprop.Core.Sampling.Sequential -> "in order"
         | _ -> "random, with replacement"
+    let sampled =
+        match evalSample with
+        | Some n -> n < trainSet.Count || n < testSet.Count
+        | None -> false
+    let accLabel = if sampled then "sampled " else ""
+    let precisionName = if precision = Single then "single" else "double"
     let start = match initFrom with Some(file, _) -> $"parameters from {file}" | None -> $"weights N(0, %g{std}^2)"
-    printfn
-        $"""train: network {describeLayers layers} + softmax-with-loss, lr %g{config.LearningRate}, batch %d{config.BatchSize} ({sampling}), iterations %d{config.Iterations} (%d{perEpoch} per epoch), {start}, seed %d{config.Seed}, precision {(if precision = Single then "single" else "double")}, backend {Linalg.describe ()}, inputs {(if sparse then "sparse (zero pixels skipped)" else "dense")}, data {Path.GetFullPath dataDir}"""
-    let metadata =
-        [ "learning_rate", Text.Json.Nodes.JsonValue.Create config.LearningRate :> Text.Json.Nodes.JsonNode
-          "batch_size", Text.Json.Nodes.JsonValue.Create config.BatchSize
-          "iterations", Text.Json.Nodes.JsonValue.Create config.Iterations
-          "seed", Text.Json.Nodes.JsonValue.Create config.Seed
-          "sampling", Text.Json.Nodes.JsonValue.Create sampling
-          "dataset", Text.Json.Nodes.JsonValue.Create datasetName
-          "data", Text.Json.Nodes.JsonValue.Create(Path.GetFullPath dataDir) ]
+    printfn $"train: network {describeLayers layers} + softmax-with-loss, lr %g{config.LearningRate}, batch %d{config.BatchSize} ({sampling}), iterations %d{config.Iterations} (%d{perEpoch} per epoch), seed %d{config.Seed}"
+    printfn $"""  {start}, precision {precisionName}, backend {Linalg.describe ()}, inputs {(if sparse then "sparse (zero pixels skipped)" else "dense")}"""
+    let measured =
+        match evalSample with
+        | Some n when sampled -> $"accuracy after each epoch on the first %d{n} images of each set only (sampled)"
+        | _ -> "accuracy after each epoch on both whole sets"
+    printfn $"  data {Path.GetFullPath dataDir}: %d{trainSet.Count} training and %d{testSet.Count} test images; {measured}"
+    let title =
+        let shortLayers = describeLayers layers
+        $"{shortLayers}, lr %g{config.LearningRate}, batch %d{config.BatchSize}, %d{config.Iterations} iterations, seed %d{config.Seed}, {precisionName}, {datasetName}"
+    let metadata (steps: int) (ending: Ending) =
+        [ "learning_rate", JsonValue.Create config.LearningRate :> JsonNode
+          "batch_size", JsonValue.Create config.BatchSize
+          "iterations", JsonValue.Create config.Iterations
+          "steps_trained", JsonValue.Create steps
+          "seed", JsonValue.Create config.Seed
+          "sampling", JsonValue.Create sampling
+          "dataset", JsonValue.Create datasetName
+          "data", JsonValue.Create(Path.GetFullPath dataDir)
+          "interrupted", JsonValue.Create(match ending with Interrupted _ -> true | _ -> false) ]
+        @ (match ending with
+           | Interrupted signal -> [ "stopped_by", JsonValue.Create signal :> JsonNode ]
+           | Diverged(step, _) -> [ "diverged_at_step", JsonValue.Create step :> JsonNode ]
+           | Completed -> [])
+    let clock = Stopwatch.StartNew()
+    // Filled in on the training thread as the steps go (read after the run).
+    let stepSeconds = Array.zeroCreate (config.Iterations + 1)
+    let live = LiveStep()
+    let smoothed = SmoothedLoss()
+    let rate = Progress.RecentRate 3.0
+    let status (seconds: float) =
+        let step = Volatile.Read(&live.Step)
+        let loss = Volatile.Read(&live.Loss)
+        let perSecond = rate.Add(seconds, step)
+        let left =
+            if step >= config.Iterations then "evaluating"
+            elif perSecond > 0.0 then Progress.clock (float (config.Iterations - step) / perSecond) + " left"
+            else "--:-- left"
+        let epoch = min totalEpochs ((max 0 (step - 1)) / perEpoch + 1)
+        let lossText = if step = 0 || Double.IsNaN loss then "-" else $"%.4f{loss}"
+        let speed = if Double.IsNaN perSecond then "-" else $"%.0f{perSecond}"
+        let head = $"step %d{step}/%d{config.Iterations} "
+        let tail = $" %3d{100 * step / max 1 config.Iterations}%%  loss {lossText}  {speed} steps/s  {left}  epoch %d{epoch}/%d{totalEpochs}"
+        let room = Progress.terminalWidth () - 1 - head.Length - tail.Length
+        head + (if room >= 12 then Progress.bar (min 32 room) step config.Iterations else "") + tail
+    // Epoch lines are printed in order as soon as each epoch is evaluated (on the helper thread).
+    let pending = Collections.Generic.SortedDictionary<int, string>()
+    let nextEpoch = ref 1
+    let initialLoss = ref nan
+    let warnedLoss = ref false
+    let warnedChance = ref false
+    let warn (out: Progress.Display) (text: string) = out.Warn $"backprop: warning: {text}"
+    let epochLine (out: Progress.Display) (epoch: int) (iteration: int) (trainAcc: float) (testAcc: float) (meanLoss: float) =
+        let line =
+            $"epoch %d{epoch}  iter %d{iteration}  {accLabel}train acc %.4f{trainAcc}  {accLabel}test acc %.4f{testAcc}  loss %.4f{meanLoss}  elapsed %.1f{stepSeconds[iteration]}s"
+        lock pending (fun () ->
+            pending[epoch] <- line
+            while pending.ContainsKey nextEpoch.Value do
+                out.Line pending[nextEpoch.Value]
+                pending.Remove nextEpoch.Value |> ignore
+                nextEpoch.Value <- nextEpoch.Value + 1)
+        // Signs of a run that is not learning: warned once each.
+        // (A margin above the first step's loss, which is one batch's: noise is not a warning.)
+        if Double.IsFinite meanLoss && meanLoss > max (1.1 * initialLoss.Value) (initialLoss.Value + 0.1) && not warnedLoss.Value then
+            warnedLoss.Value <- true
+            warn out $"epoch %d{epoch}'s mean loss %.4f{meanLoss} is above the first step's loss %.4f{initialLoss.Value}: the learning rate (--lr %g{config.LearningRate}) may be too high"
+        let chance = 1.0 / float classes
+        if epoch >= 3 && testAcc <= chance + 0.02 && not warnedChance.Value && Double.IsFinite meanLoss then
+            warnedChance.Value <- true
+            warn out $"after %d{epoch} epochs the {accLabel}test accuracy %.4f{testAcc} is at chance (1/%d{classes}): the network is not learning; try another --lr (now %g{config.LearningRate})"
     // One code path for both precisions: the element type is fixed by the initial model's type.
     let inline run (initial: Model< ^T >) =
+        use out = new Progress.Display(Progress.isLive (), status)
+        display.Value <- Some out
+        let ending = ref Completed
+        // The states before the last few steps whose loss was finite (newest last): a diverged
+        // run saves the newest of them with finite parameters.
+        let finiteBefore = Collections.Generic.List<TrainState< ^T >>()
+        let previous = ref (Training.start initial)
+        let onStep (state: TrainState< ^T >) (loss: float) =
+            stepSeconds[state.Step] <- clock.Elapsed.TotalSeconds
+            if Double.IsNaN initialLoss.Value then initialLoss.Value <- loss
+            Volatile.Write(&live.Loss, smoothed.Add loss)
+            Volatile.Write(&live.Step, state.Step)
+            if not (Double.IsFinite loss) then
+                ending.Value <- Diverged(state.Step, loss)
+                false
+            else
+                finiteBefore.Add previous.Value
+                if finiteBefore.Count > 4 then finiteBefore.RemoveAt 0
+                previous.Value <- state
+                match interruption.Signal with
+                | Some signal ->
+                    ending.Value <- Interrupted signal
+                    false
+                | None -> true
         let reports =
-            withProgress config.Iterations (fun show ->
-                Pipeline.epochs config trainSet testSet initial
-                |> Seq.map (fun r ->
-                    show
-                        $"epoch %d{r.Epoch}  iter %d{r.Iteration}  train acc %.4f{r.TrainAccuracy}  test acc %.4f{r.TestAccuracy}  loss %.4f{r.MeanLoss}  elapsed %.1f{clock.Elapsed.TotalSeconds}s"
-                        r.Iteration
-                        r.MeanLoss
-                    r, {| Epoch = r.Epoch; Iteration = r.Iteration; TrainAccuracy = r.TrainAccuracy; TestAccuracy = r.TestAccuracy; MeanLoss = r.MeanLoss; Seconds = clock.Elapsed.TotalSeconds |})
-                |> Seq.toList)
-        let losses = reports |> Array.ofList |> Array.collect (fun (r, _) -> r.Losses)
-        match List.tryLast reports with
-        | Some(last, _) ->
-            save |> Option.iter (fun file -> Npz.save file last.Model metadata)
-            Some(snd (List.last reports)), List.map snd reports, losses
-        | None -> None, [], losses
-    let last, rows, losses =
+            Pipeline.epochsWatchedFrom config trainSet testSet (Training.start initial) onStep (fun r ->
+                epochLine out r.Epoch r.Iteration r.TrainAccuracy r.TestAccuracy r.MeanLoss)
+            |> Seq.toList
+        out.Close()
+        let steps = match List.tryLast reports with Some r -> r.Iteration | None -> 0
+        let modelLine =
+            save
+            |> Option.map (fun file ->
+                let full = Path.GetFullPath file
+                match ending.Value, List.tryLast reports with
+                | Diverged(step, _), _ ->
+                    (match finiteBefore |> Seq.rev |> Seq.tryFind (fun s -> allFinite s.Model) with
+                     | Some s ->
+                         Npz.save file s.Model (metadata s.Step ending.Value)
+                         $"wrote: {full} (the parameters after step %d{s.Step}, the last with a finite loss; the loss diverged at step %d{step})"
+                     | None -> $"not written: {full} (no finite parameters to save)")
+                | _, Some last ->
+                    Npz.save file last.Model (metadata last.Iteration ending.Value)
+                    match ending.Value with
+                    | Interrupted _ -> $"wrote: {full} (interrupted: the parameters after step %d{last.Iteration} of %d{config.Iterations})"
+                    | _ -> $"wrote: {full}"
+                | _, None -> $"not written: {full} (no step was taken)")
+        let rows =
+            reports
+            |> List.map (fun r ->
+                { Epoch = r.Epoch
+                  Iteration = r.Iteration
+                  TrainAcc = r.TrainAccuracy
+                  TestAcc = r.TestAccuracy
+                  Loss = r.MeanLoss
+                  Seconds = stepSeconds[r.Iteration]
+                  Sampled = sampled
+                  Interrupted = (match ending.Value with Interrupted _ -> r.Iteration = steps && steps < config.Iterations | _ -> false) })
+        let losses = reports |> Array.ofList |> Array.collect (fun r -> r.Losses)
+        rows, losses, steps, ending.Value, modelLine
+    let rows, losses, steps, ending, modelLine =
         match precision, initFrom with
         | Single, Some(_, SavedModel.Single m) -> run m
         | Single, Some(_, SavedModel.Double m) -> run (Network.convert float32 m)
@@ -252,23 +451,62 @@ let train (args: ParseResults<TrainArgs>) =
         | Double, Some(_, SavedModel.Single m) -> run (Network.convert float m)
         | Single, None -> run (Network.init config.Seed std layers: Model<float32>)
         | Double, None -> run (Network.init config.Seed std layers: Model<float>)
-    metrics |> Option.iter (fun file -> writeMetrics file rows)
-    plotFile |> Option.iter (fun file -> Plot.write file losses [ for r in rows -> r.Iteration, r.TrainAccuracy, r.TestAccuracy ])
-    match last with
+    let elapsed = clock.Elapsed.TotalSeconds
+    match List.tryLast rows with
     | Some r ->
+        let word, ofTotal =
+            match ending with
+            | Completed -> "done", ""
+            | Interrupted _ -> "stopped", $" of %d{config.Iterations} (interrupted)"
+            | Diverged _ -> "stopped", $" of %d{config.Iterations} (diverged)"
         printfn
-            $"done: iterations %d{r.Iteration}, epochs %d{r.Epoch}, train acc %.4f{r.TrainAccuracy}, test acc %.4f{r.TestAccuracy}, final loss %.4f{r.MeanLoss}, elapsed %.1f{clock.Elapsed.TotalSeconds}s, garbage collections %d{GC.CollectionCount 0}/%d{GC.CollectionCount 1}/%d{GC.CollectionCount 2} (gen0/1/2), paused %.2f{GC.GetTotalPauseDuration().TotalSeconds}s"
-        save |> Option.iter (fun file -> printfn $"saved: {Path.GetFullPath file}")
+            $"{word}: iterations %d{r.Iteration}{ofTotal}, epochs %d{r.Epoch}, {accLabel}train acc %.4f{r.TrainAcc}, {accLabel}test acc %.4f{r.TestAcc}, final loss %.4f{r.Loss}, elapsed %.1f{elapsed}s"
     | None -> printfn "done: no iterations"
-    0
+    modelLine |> Option.iter (printfn "%s")
+    metrics
+    |> Option.iter (fun file ->
+        writeMetrics file rows
+        printfn $"wrote: {Path.GetFullPath file}")
+    plotFile
+    |> Option.iter (fun file ->
+        let note =
+            match ending with
+            | Interrupted signal -> $" (interrupted by {signal} at step %d{steps})"
+            | Diverged(step, _) -> $" (diverged at step %d{step})"
+            | Completed -> ""
+        Plot.write file { Title = title + note; Losses = losses; Epochs = [ for r in rows -> r.Iteration, r.TrainAcc, r.TestAcc ]; Sampled = sampled }
+        printfn $"wrote: {Path.GetFullPath file}")
+    if verbose then
+        printfn
+            $"garbage collections %d{GC.CollectionCount 0}/%d{GC.CollectionCount 1}/%d{GC.CollectionCount 2} (gen0/1/2), paused %.2f{GC.GetTotalPauseDuration().TotalSeconds}s, peak working set %d{Process.GetCurrentProcess().PeakWorkingSet64 / 1048576L} MB"
+    match ending with
+    | Diverged(step, loss) ->
+        let what = if Double.IsNaN loss then "NaN" else "infinite"
+        eprintfn $"backprop: the loss became {what} at step %d{step}: training stopped; try a lower --lr than %g{config.LearningRate} (the book uses 0.1)"
+        1
+    | Interrupted signal ->
+        eprintfn $"backprop: interrupted by {signal} after step %d{steps} of %d{config.Iterations}; what was trained is evaluated and written above"
+        interruption.ExitCode
+    | Completed when interruption.Requested ->
+        let signal = defaultArg interruption.Signal "a signal"
+        eprintfn $"backprop: {signal} came after the last step; the results above are complete"
+        interruption.ExitCode
+    | Completed -> 0
 
-/// `evaluate`: test accuracy, per-class precision and recall, and the confusion matrix.
+/// The test set of an MNIST-layout directory alone (its two t10k files): all that evaluate and
+/// predict read.
+let private loadTest (dir: string) =
+    if not (Directory.Exists dir) then raise (DataError(dir, "data directory not found"))
+    Mnist.loadPair (Mnist.resolve dir Mnist.testImagesFile) (Mnist.resolve dir Mnist.testLabelsFile)
+
+/// `evaluate`: test accuracy, per-class precision and recall, and the confusion matrix (reads
+/// only the test files).
 let evaluate (args: ParseResults<EvaluateArgs>) =
     let file = args.GetResult EvaluateArgs.Model
     let saved = loadModel file
     let dataDir, datasetName = resolveData (args.TryGetResult EvaluateArgs.Data) (args.TryGetResult EvaluateArgs.Dataset) ((Npz.metadata file).TryFind "dataset")
     Linalg.using (selectBackend None None) <| fun () ->
-    let _, test = Mnist.load dataDir
+    let test = loadTest dataDir
     let sizes = match saved with SavedModel.Single m -> Network.sizes m.Layers | SavedModel.Double m -> Network.sizes m.Layers
     if sizes.Head <> test.PixelCount then raise (DataError(file, $"the model takes %d{sizes.Head} inputs, the images of {dataDir} have %d{test.PixelCount} pixels"))
     let accuracy, confusion =
@@ -288,7 +526,14 @@ let evaluate (args: ParseResults<EvaluateArgs>) =
     for t in 0 .. 9 do
         printfn "%s" ($"%6d{t}" + String.Join("", [ for p in 0 .. 9 -> $"%6d{confusion[t, p]}" ]))
     0
-/// `gradcheck`: mean |backprop - numerical| for each parameter, on the first images (float64).
+
+/// The tolerance of `gradcheck`: the largest mean absolute difference between backpropagation's
+/// and the numerical gradient that passes, in float64 (the book's figures are 1e-10 to 1e-13).
+let gradcheckTolerance = 1e-7
+
+/// `gradcheck`: mean |backprop - numerical| for each parameter, on the first images (float64),
+/// printed as each parameter finishes, then `ok` or `FAILED` against gradcheckTolerance (exit 1).
+/// In a terminal a status line on stderr counts the entries of the parameter being checked.
 let gradcheck (args: ParseResults<GradcheckArgs>) =
     let count = args.GetResult(Count, defaultValue = 3) |> positive "--count"
     let sizes = sizesOf (args.TryGetResult GradcheckArgs.Hidden) 784
@@ -303,11 +548,68 @@ let gradcheck (args: ParseResults<GradcheckArgs>) =
     let x, t = Dataset.batch first [| 0 .. first.Count - 1 |]
     let inputs = if x.Storage.IsDense then "dense" else "sparse (zero pixels skipped)"
     printfn $"""gradcheck: network {sizes |> List.map string |> String.concat "-"}, first %d{first.Count} training images, h = 1e-4, float64, backend {Linalg.describe ()}, inputs {inputs}"""
-    for name, diff in Network.gradientCheck model x t do
-        printfn $"%-3s{name}: %.3e{diff}"
-    0
+    // The book's check (Network.gradientCheck), one parameter at a time so that each can be
+    // printed as it finishes: the numerical gradient perturbs a copy's parameters in place.
+    let _, backprop, _ = Network.gradient model x t
+    let copy = Network.clone model
+    let evaluations = ref 0
+    let current = ref ("", 1)
+    let display: Progress.Display option ref = ref None
+    use interruption = new Progress.Interruption(fun () -> display.Value |> Option.iter (fun d -> d.Restore()))
+    let f () =
+        if interruption.Requested then raise (OperationCanceledException())
+        Volatile.Write(&evaluations.contents, evaluations.Value + 1)
+        Network.lossWithoutDelta copy x t
+    let rate = Progress.RecentRate 3.0
+    let status (seconds: float) =
+        let name, entries = current.Value
+        let done' = Volatile.Read(&evaluations.contents) / 2
+        let perSecond = rate.Add(seconds, done')
+        let left = if perSecond > 0.0 then Progress.clock (float (entries - done') / perSecond) else "--:--"
+        $"checking {name}: entry %d{min done' entries}/%d{entries}  {left} left"
+    use out = new Progress.Display(Progress.isLive (), status)
+    display.Value <- Some out
+    let results = Collections.Generic.List<string * float>()
+    try
+        for (name, p), (_, g) in List.zip (Network.parameters copy) backprop do
+            current.Value <- (name, (Value.storage p).Length)
+            Volatile.Write(&evaluations.contents, 0)
+            let numerical = Network.numericalGradientOf f (Value.storage p)
+            let numerical =
+                match p with
+                | Value.Matrix m -> Value.Matrix(MathNet.Numerics.LinearAlgebra.Matrix<float>.Build.Dense(m.RowCount, m.ColumnCount, numerical))
+                | Value.Vector _ -> Value.Vector(MathNet.Numerics.LinearAlgebra.Vector<float>.Build.Dense numerical)
+            let diff = Array.map2 (fun (u: float) v -> abs (u - v)) (Value.toRowMajor g) (Value.toRowMajor numerical) |> Array.average
+            results.Add((name, diff))
+            out.Line $"%-3s{name}: {Progress.scientific 2 diff}"
+        out.Close()
+        let failed = results |> Seq.filter (fun (_, d) -> not (d < gradcheckTolerance)) |> Seq.map fst |> List.ofSeq
+        let tolerance = Progress.scientific 0 gradcheckTolerance
+        if failed.IsEmpty then
+            printfn $"ok: every mean difference is below the tolerance {tolerance}"
+            0
+        else
+            printfn $"""FAILED: {String.Join(", ", failed)} at or above the tolerance {tolerance}"""
+            1
+    with :? OperationCanceledException ->
+        out.Close()
+        let signal = defaultArg interruption.Signal "a signal"
+        eprintfn $"backprop: interrupted by {signal}; %d{results.Count} of %d{backprop.Length} parameters checked"
+        interruption.ExitCode
 
-/// `predict`: the class and top probabilities for test images (--index) or PGM files.
+/// One prediction as JSON: the input's name, its label when known, the predicted class and its
+/// name, and every class's probability.
+let private predictionJson (name: string) (label: int option) (predicted: int) (className: string) (probabilities: float[]) =
+    let o = JsonObject()
+    o["input"] <- JsonValue.Create name
+    o["label"] <- (match label with Some l -> JsonValue.Create l :> JsonNode | None -> null)
+    o["predicted"] <- JsonValue.Create predicted
+    o["class"] <- JsonValue.Create className
+    o["probabilities"] <- JsonArray(probabilities |> Array.map (fun p -> JsonValue.Create p :> JsonNode))
+    o
+
+/// `predict`: the class and top probabilities for test images (--index) or image files, as text
+/// (with the 28x28 input drawn, unless --no-render) or as one JSON array (--json).
 let predict (args: ParseResults<PredictArgs>) =
     let file = args.GetResult PredictArgs.Model
     let saved = loadModel file
@@ -324,26 +626,34 @@ let predict (args: ParseResults<PredictArgs>) =
     let images =
         [ match args.TryGetResult Index with
           | Some n ->
-              let _, test = Mnist.load (fst (resolveData (args.TryGetResult PredictArgs.Data) (args.TryGetResult PredictArgs.Dataset) datasetOfModel))
+              let test = loadTest (fst (resolveData (args.TryGetResult PredictArgs.Data) (args.TryGetResult PredictArgs.Dataset) datasetOfModel))
               if n < 0 || n >= test.Count then usage $"--index must be between 0 and %d{test.Count - 1}, got %d{n}"
               if test.PixelCount <> inputs then raise (DataError(file, $"the model takes %d{inputs} inputs, the test images have %d{test.PixelCount} pixels"))
               let image = Array.init test.PixelCount (fun j -> float test.Pixels[n * test.PixelCount + j] / 255.0)
-              yield $"test image %d{n} (label {className datasetName (int test.Labels[n])})", image
+              let label = int test.Labels[n]
+              yield $"test image %d{n} (label {className datasetName label})", Some label, image
           | None -> ()
           for path in args.GetResult(Images, defaultValue = []) do
-              yield path, Images.toInput side (Images.readImage path) ]
+              yield path, None, Images.toInput side (Images.readImage path) ]
     if images.IsEmpty then usage "predict needs --index N or image files"
     Linalg.using (selectBackend None None) <| fun () ->
-    for name, image in images do
+    let json = JsonArray()
+    for name, label, image in images do
         let probabilities =
             match saved with
             | SavedModel.Single m -> Interop.Api.Probabilities(m, Array.map float32 image) |> Array.map float
             | SavedModel.Double m -> Interop.Api.Probabilities(m, image)
         let top = probabilities |> Array.indexed |> Array.sortByDescending snd |> Array.truncate 3
-        printfn $"{name}: predicted {className datasetName (fst top[0])}"
-        printfn "  top: %s" (String.Join(", ", [ for c, p in top -> $"{className datasetName c} (%.4f{p})" ]))
-        for line in Images.render side image do
-            printfn $"  |{line}|"
+        if args.Contains Json then
+            let jsonName = match label with Some _ -> name.Split(" (label")[0] | None -> name
+            json.Add(predictionJson jsonName label (fst top[0]) (className datasetName (fst top[0])) probabilities)
+        else
+            printfn $"{name}: predicted {className datasetName (fst top[0])}"
+            printfn "  top: %s" (String.Join(", ", [ for c, p in top -> $"{className datasetName c} (%.4f{p})" ]))
+            if not (args.Contains No_Render) then
+                for line in Images.render side image do
+                    printfn $"  |{line}|"
+    if args.Contains Json then printfn "%s" (json.ToJsonString(JsonSerializerOptions(WriteIndented = true)))
     0
 
 /// `demo`: the shopping examples of 5.4, forward (price) and backward (gradients).

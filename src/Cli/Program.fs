@@ -97,13 +97,29 @@ let private backgroundFailures =
 let main argv =
     backgroundFailures.Force()
     let trace = wantsTrace argv
-    let argv = argv |> Array.filter (fun a -> a <> "--verbose")
+    // --verbose may come anywhere: `train` takes it as its own option (the garbage collector's
+    // figures, and traces); for the other commands it only asks for traces.
+    let argv = normalize argv
+    let argv = if Array.tryHead argv = Some "train" then argv else argv |> Array.filter (fun a -> a <> "--verbose")
     guard trace (fun () ->
         let parser = ArgumentParser.Create<Command>(programName = "backprop")
-        match parser.ParseCommandLine(argv, raiseOnUsage = true).GetSubCommand() with
-        | Train args -> train args
-        | Gradcheck args -> gradcheck args
-        | Evaluate args -> evaluate args
-        | Predict args -> predict args
-        | Export args -> Export.export args
-        | Demo _ -> demo ())
+        try
+            if argv = [| "--version" |] then
+                printfn $"backprop {version}"
+                0
+            else
+                match parser.ParseCommandLine(argv, raiseOnUsage = true).GetSubCommand() with
+                | Train args -> train args
+                | Gradcheck args -> gradcheck args
+                | Evaluate args -> evaluate args
+                | Predict args -> predict args
+                | Export args -> Export.export args
+                | Demo _ -> demo ()
+        with
+        | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText -> printfn $"{helpText argv e.Message}"; 0
+        | :? ArguParseException as e ->
+            // Argu's message is the error line followed by the whole usage: keep the one line.
+            let line = (e.Message.Split('\n')[0]).Trim().Replace("ERROR: ", "")
+            let hint = didYouMean argv line |> Option.map (fun name -> $" did you mean '{name}'?") |> Option.defaultValue ""
+            eprintfn "%s" (oneLine $"backprop: {line}{hint} (see backprop --help, or backprop <command> --help)")
+            exitUsage)
