@@ -411,12 +411,15 @@ module Npz =
         let affines = layers |> List.choose (function Layer.Affine(i, o) -> Some(i, o) | _ -> None)
         for k, ((_, o), (i, _)) in List.pairwise affines |> List.indexed do
             if i <> o then fail file $"layer list: Affine %d{k + 2} takes %d{i} inputs, Affine %d{k + 1} gives %d{o}"
+        let names = Network.parameterNames layers @ Network.stateNames layers
+        match names |> List.tryFind (arrays.ContainsKey >> not) with
+        | Some name -> fail file $"missing array {name}"
+        | None -> ()
         // What the layer list asks for is compared with what the arrays hold before the
         // template below allocates it: a tiny file listing huge layers is refused here.
         let asked = layers |> List.sumBy (function Layer.Affine(i, o) -> int64 i * int64 o + int64 o | _ -> 0L)
         let held = arrays |> Map.fold (fun sum name a -> if name = "meta" then sum else sum + int64 a.Data.Length / 4L) 0L
         if asked > held then fail file $"the layer list asks for %d{asked} parameters, the arrays hold at most %d{held}"
-        let names = Network.parameterNames layers @ Network.stateNames layers
         let descr =
             match names |> List.tryPick arrays.TryFind with
             | Some a -> a.Descr
