@@ -70,36 +70,63 @@ module Npz =
         write data
         out.ToArray()
 
+    /// The most dimensions an .npy array may have (numpy's own limit before 2.0).
+    let maxDims = 32
+
+    /// The largest element size a dtype may state, in bytes (a '<U' string counts 4 a character).
+    let private maxItemBytes = 1L <<< 20
+
     /// Parses .npy bytes; raises DataError naming file and entry when they are not an .npy array.
+    /// The header's shape is checked (every dimension a non-negative integer, at most maxDims of
+    /// them, their product in 64 bits) against the data's length before anything is allocated.
     let private parseNpy (file: string) (entry: string) (bytes: byte[]) : NpyArray =
         let bad what = fail file $"{entry}: {what}"
         if bytes.Length < 10 || bytes[0] <> 0x93uy || Encoding.ASCII.GetString(bytes, 1, 5) <> "NUMPY" then bad "not a .npy array"
         let headerLength, start =
             match bytes[6] with
-            | 1uy -> int (BitConverter.ToUInt16(bytes, 8)), 10
-            | 2uy | 3uy when bytes.Length >= 12 -> int (BitConverter.ToUInt32(bytes, 8)), 12
+            | 1uy -> int64 (BitConverter.ToUInt16(bytes, 8)), 10
+            | 2uy | 3uy when bytes.Length >= 12 -> int64 (BitConverter.ToUInt32(bytes, 8)), 12
             | v -> bad $"unsupported .npy version %d{v}"
-        if bytes.Length < start + headerLength then bad "truncated header"
+        if int64 bytes.Length < int64 start + headerLength then bad $"truncated header (%d{headerLength} bytes declared, %d{bytes.Length - start} present)"
+        let headerLength = int headerLength
         let header = Encoding.Latin1.GetString(bytes, start, headerLength)
         let field name pattern =
             let m = Regex.Match(header, $"'{name}'\\s*:\\s*{pattern}")
             if m.Success then m.Groups[1].Value else bad $"no '{name}' in the header"
         let descr = field "descr" "'([^']*)'"
         let fortran = field "fortran_order" "(True|False)" = "True"
+        let dims = (field "shape" "\\(([^)]*)\\)").Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+        if dims.Length > maxDims then bad $"%d{dims.Length} dimensions, more than the %d{maxDims} an array may have"
         let shape =
-            (field "shape" "\\(([^)]*)\\)").Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
-            |> Array.map int
-        let data = bytes[start + headerLength ..]
+            dims
+            |> Array.map (fun d ->
+                match Int64.TryParse(d, Globalization.NumberStyles.None, Globalization.CultureInfo.InvariantCulture) with
+                | true, n when n <= int64 Int32.MaxValue -> int n
+                | true, n -> bad $"dimension %d{n} in the shape, more than %d{Int32.MaxValue}"
+                | _ -> bad $"the shape ({String.Join(',', dims)}) is not a list of non-negative integers")
         // A dtype is a byte order ('<', '>', '|' or '='), a kind and a size in bytes ('<f8', '>i4',
         // '|u1'); a unicode string ('<U12') counts characters of 4 bytes. Objects ('|O') and
         // structured dtypes have no fixed size here and cannot be model arrays.
         let itemSize =
-            let m = Regex.Match(descr, "^[<>|=]([a-zA-Z])(\\d+)$")
+            let m = Regex.Match(descr, "^[<>|=]([a-zA-Z])(\\d{1,9})$")
             if not m.Success then bad $"dtype {descr} is not supported (a model holds float32 '<f4' or float64 '<f8' arrays)"
-            let size = int m.Groups[2].Value
-            if m.Groups[1].Value = "U" then 4 * size else size
-        let count = shape |> Array.fold (*) 1
-        if data.Length <> count * itemSize then bad $"%d{data.Length} data bytes for shape %A{shape} of {descr}"
+            let size = int64 m.Groups[2].Value
+            let size = if m.Groups[1].Value = "U" then 4L * size else size
+            if size > maxItemBytes then bad $"dtype {descr}: elements of %d{size} bytes, more than %d{maxItemBytes}"
+            size
+        // The product in 64 bits, stopping as soon as it passes what the data could hold.
+        let dataLength = int64 bytes.Length - int64 start - int64 headerLength
+        let count =
+            shape
+            |> Array.fold (fun (acc: int64) d -> if acc > dataLength + 1L then acc else acc * int64 d) 1L
+        if shape |> Array.contains 0 then
+            if dataLength <> 0L then bad $"%d{dataLength} data bytes for the empty shape {shapeText shape}"
+        elif count * itemSize <> dataLength then
+            let declared = if count > dataLength then "more elements than the data holds" else $"%d{count * itemSize} bytes"
+            bad $"%d{dataLength} data bytes for shape {shapeText shape} of {descr} ({declared})"
+        if fortran && shape.Length > 2 then bad $"Fortran order with %d{shape.Length} dimensions is not read (save in C order)"
+        let data = bytes[start + headerLength ..]
+        let itemSize = int itemSize
         // Fortran order (column-major) is turned into C order here, so the rest sees one layout.
         if fortran && shape.Length = 2 && itemSize > 1 then
             let rows, cols = shape[0], shape[1]
@@ -111,27 +138,62 @@ module Npz =
         else
             { Descr = descr; Shape = shape; Data = data }
 
+    /// The CRC-32 table of zip (ISO-HDLC, the reflected polynomial 0xEDB88320).
+    let private crcTable =
+        Array.init 256 (fun n ->
+            let mutable c = uint32 n
+            for _ in 1..8 do
+                c <- if c &&& 1u <> 0u then 0xEDB88320u ^^^ (c >>> 1) else c >>> 1
+            c)
+
+    /// The CRC-32 of bytes, as a zip archive records it for each entry.
+    let crc32 (bytes: byte[]) : uint32 =
+        let mutable c = 0xFFFFFFFFu
+        for b in bytes do
+            c <- crcTable[int ((c ^^^ uint32 b) &&& 0xFFu)] ^^^ (c >>> 8)
+        c ^^^ 0xFFFFFFFFu
+
+    /// The most entries an archive may list (a model of maxLayers layers needs far fewer).
+    let maxEntries = 50_000
+
+    /// The most layers a model file may list.
+    let maxLayers = 10_000
+
+    /// How many entries the zip's end-of-central-directory record (or its zip64 one) announces,
+    /// read from the last 64 KiB of a seekable stream; None when there is no such record (the
+    /// zip reader then says what is wrong).
+    let private declaredEntries (stream: Stream) : int64 option =
+        let length = stream.Length
+        let tailLength = int (min length (65_557L))
+        let tail = Array.zeroCreate tailLength
+        stream.Position <- length - int64 tailLength
+        stream.ReadExactly(tail, 0, tailLength)
+        stream.Position <- 0L
+        let at (k: int) = BitConverter.ToUInt32(tail, k)
+        let eocd = seq { tailLength - 22 .. -1 .. 0 } |> Seq.tryFind (fun k -> at k = 0x06054b50u)
+        match eocd with
+        | None -> None
+        | Some k ->
+            let count = int64 (BitConverter.ToUInt16(tail, k + 10))
+            if count <> 0xFFFFL then Some count
+            elif k >= 20 && at (k - 20) = 0x07064b50u then
+                // zip64: the locator gives the offset of the zip64 record, which holds the count
+                let offset = BitConverter.ToInt64(tail, k - 20 + 8)
+                if offset < 0L || offset + 56L > length then Some Int64.MaxValue
+                else
+                    let record = Array.zeroCreate 56
+                    stream.Position <- offset
+                    stream.ReadExactly(record, 0, 56)
+                    stream.Position <- 0L
+                    if BitConverter.ToUInt32(record, 0) <> 0x06064b50u then Some Int64.MaxValue
+                    else Some(let n = BitConverter.ToInt64(record, 32) in if n < 0L then Int64.MaxValue else n)
+            else Some count
+
     /// The largest .npz the reader accepts (declared, before inflating): 2 GiB in all.
     let maxBytes = 2L <<< 30
 
     /// The largest `meta` array the reader accepts: 1 MiB.
     let maxMetaBytes = 1L <<< 20
-
-    /// Writes the archive to a temporary file in the same folder and then renames it over path:
-    /// an interrupted save never leaves a half-written file, and an existing file is replaced
-    /// only by a complete new one.
-    let private writeAtomically (path: string) (write: Stream -> unit) =
-        let full = Path.GetFullPath path
-        let dir = Path.GetDirectoryName full
-        if not (Directory.Exists dir) then fail path "the folder does not exist"
-        let temp = Path.Combine(dir, $".{Path.GetFileName full}.{Guid.NewGuid():N}.tmp")
-        try
-            do
-                use file = new FileStream(temp, FileMode.CreateNew, FileAccess.Write)
-                write file
-            File.Move(temp, full, overwrite = true)
-        finally
-            if File.Exists temp then File.Delete temp
 
     let private bytesOf (values: 'T[]) =
         let bytes = Array.zeroCreate (Buffer.ByteLength values)
@@ -191,6 +253,17 @@ module Npz =
     let private descrOf<'T> () =
         if typeof<'T> = typeof<float32> then "<f4" elif typeof<'T> = typeof<float> then "<f8" else invalidArg "model" "only float32 and float64 models can be saved"
 
+    /// "W1 holds a NaN or infinite value (element 3)" for the first named array that does.
+    let private nonFinite (named: Named<'T>) : string option =
+        named
+        |> List.tryPick (fun (name, value) ->
+            let index =
+                match box (Value.toRowMajor value) with
+                | :? (float32[]) as v -> Array.tryFindIndex (Single.IsFinite >> not) v
+                | :? (float[]) as v -> Array.tryFindIndex (Double.IsFinite >> not) v
+                | _ -> None
+            index |> Option.map (fun k -> $"{name} holds a NaN or infinite value (element %d{k})"))
+
     /// Writes a model to a stream as an .npz archive: its named parameters and states, the
     /// extra named arrays (an optimizer's state; names must not clash with the model's), and
     /// `meta` (format 2, the layer list, the element type and the given metadata).
@@ -205,6 +278,9 @@ module Npz =
         let json = meta.ToJsonString()
         let utf32 = Encoding.UTF32.GetBytes json // numpy's '<U' dtype: UTF-32 little-endian
         let named = Network.parameters model @ Network.states model @ extras
+        match nonFinite named with
+        | Some problem -> invalidArg "model" $"not written: {problem}"
+        | None -> ()
         match named |> List.countBy fst |> List.tryFind (fun (_, n) -> n > 1) with
         | Some(name, _) -> invalidArg "extras" $"two arrays named {name}"
         | None -> ()
@@ -218,14 +294,23 @@ module Npz =
 
     /// Saves a model (and extra named arrays, such as an optimizer's state) to an .npz file,
     /// atomically: the file is either the previous one or the complete new one.
+    /// Written through SafeWrite.file: an output that cannot be written raises OutputError with
+    /// one line naming the file. A model holding a NaN or an infinity is refused (DataError
+    /// naming the file and the array) before anything is written.
     let saveWith (path: string) (model: Model<'T>) (extras: Named<'T>) (metadata: (string * JsonNode) list) =
-        writeAtomically path (fun s -> write s model extras metadata)
+        match nonFinite (Network.parameters model @ Network.states model @ extras) with
+        | Some problem -> fail path $"not saved: {problem}"
+        | None -> ()
+        SafeWrite.file path (fun s -> write s model extras metadata)
 
     /// Saves a model's parameters, states and metadata to an .npz file, atomically.
     let save (path: string) (model: Model<'T>) (metadata: (string * JsonNode) list) = saveWith path model [] metadata
 
-    /// Reads the arrays of an .npz archive by name (without .npy), checking each entry's
-    /// declared size before inflating it. The stream is read once.
+    /// Reads the arrays of an .npz archive by name (without .npy). Before inflating anything it
+    /// checks the number of entries (maxEntries) and each entry's declared size (maxBytes in all,
+    /// maxMetaBytes for meta); an entry is inflated into a buffer of its declared size and no
+    /// more (an entry that inflates to more is refused), and its CRC-32 is checked against the
+    /// one the archive records. The stream is read once.
     let private readArrays (file: string) (stream: Stream) : Map<string, NpyArray> =
         try
             // A zip is read from its end: a stream that cannot seek (a pipe) is copied first.
@@ -241,31 +326,59 @@ module Npz =
                         n <- stream.Read(buffer, 0, buffer.Length)
                     m.Position <- 0L
                     m :> Stream
+            match declaredEntries seekable with
+            | Some n when n > int64 maxEntries -> fail file $"the archive announces %d{n} entries, more than the %d{maxEntries} a model file may hold"
+            | _ -> ()
             use zip = new ZipArchive(seekable, ZipArchiveMode.Read, leaveOpen = true)
+            if zip.Entries.Count > maxEntries then fail file $"%d{zip.Entries.Count} entries, more than the %d{maxEntries} a model file may hold"
             let entries = zip.Entries |> Seq.filter (fun e -> e.FullName.EndsWith ".npy") |> List.ofSeq
+            match entries |> List.countBy (fun e -> e.FullName) |> List.tryFind (fun (_, n) -> n > 1) with
+            | Some(name, n) -> fail file $"the archive holds %d{n} entries named {name}: which one is meant cannot be told"
+            | None -> ()
             let total = entries |> List.sumBy (fun e -> e.Length)
             if total > maxBytes then fail file $"its arrays declare %d{total} bytes, more than the %d{maxBytes >>> 30} GiB a model file may hold"
             entries
             |> List.map (fun e ->
                 let name = e.FullName[.. e.FullName.Length - 5]
                 if name = "meta" && e.Length > maxMetaBytes then fail file $"meta: %d{e.Length} bytes, more than the %d{maxMetaBytes} a model's metadata may be"
+                if e.Length > int64 Array.MaxLength then fail file $"{e.FullName}: %d{e.Length} bytes, more than one array may hold"
                 let bytes = Array.zeroCreate (int e.Length)
-                use s = e.Open()
-                let got = s.ReadAtLeast(Span bytes, bytes.Length, throwOnEndOfStream = false)
-                if got <> bytes.Length || s.ReadByte() <> -1 then fail file $"{e.FullName}: the archive declares %d{e.Length} bytes, it holds another length"
+                do
+                    use s = e.Open()
+                    let got = s.ReadAtLeast(Span bytes, bytes.Length, throwOnEndOfStream = false)
+                    if got <> bytes.Length || s.ReadByte() <> -1 then fail file $"{e.FullName}: the archive declares %d{e.Length} bytes, it holds another length"
+                let crc = crc32 bytes
+                if crc <> e.Crc32 then fail file $"{e.FullName}: CRC-32 mismatch (the archive records %08x{e.Crc32}, the data gives %08x{crc}): the file is damaged"
                 name, parseNpy file e.FullName bytes)
             |> Map.ofList
-        with :? InvalidDataException as e -> fail file $"not a valid .npz (zip) archive ({e.Message.TrimEnd('.')})"
+        with
+        | :? InvalidDataException as e -> fail file $"not a valid .npz (zip) archive ({e.Message.TrimEnd('.')})"
+        | :? EndOfStreamException -> fail file "not a valid .npz (zip) archive (truncated)"
+        // the zip reader's other complaints about a damaged directory (offsets past the end,
+        // before the start, compression methods it does not know)
+        | :? NotSupportedException as e -> fail file $"not a valid .npz (zip) archive ({e.Message.TrimEnd('.')})"
+        | :? ArgumentException as e -> fail file $"not a valid .npz (zip) archive ({e.Message.TrimEnd('.')})"
+        | :? IOException as e when not (e :? FileNotFoundException) -> fail file $"not a valid .npz (zip) archive ({e.Message.TrimEnd('.')})"
 
     /// The metadata held in an archive's `meta` array (empty when it has none).
     let private metadataOf (file: string) (arrays: Map<string, NpyArray>) : Map<string, JsonNode> =
         match arrays.TryFind "meta" with
+        | Some a when a.Descr.StartsWith "<U" && a.Shape.Length <> 0 -> fail file $"meta has shape {shapeText a.Shape}; one string (shape ()) expected"
         | Some a when a.Descr.StartsWith "<U" ->
             let json = Encoding.UTF32.GetString(a.Data).TrimEnd('\000')
-            let parsed = try JsonNode.Parse json with :? JsonException -> fail file "meta: not a JSON object"
-            match parsed with
-            | :? JsonObject as o -> o |> Seq.map (fun kv -> kv.Key, kv.Value) |> Map.ofSeq
-            | _ -> fail file "meta: not a JSON object"
+            let fields =
+                try
+                    match JsonNode.Parse json with
+                    | :? JsonObject as o -> o |> Seq.map (fun kv -> kv.Key, kv.Value) |> List.ofSeq
+                    | null -> fail file "meta: null, not a JSON object"
+                    | other -> fail file $"meta: a JSON {other.GetValueKind().ToString().ToLowerInvariant()}, not a JSON object"
+                with
+                | :? JsonException as e -> fail file $"meta: not a JSON object ({e.Message.Split('.')[0]})"
+                | :? ArgumentException as e -> fail file $"meta: not a usable JSON object ({e.Message.TrimEnd('.')})"
+                | :? InvalidOperationException as e -> fail file $"meta: not a usable JSON object ({e.Message.TrimEnd('.')})"
+            match fields |> List.countBy fst |> List.tryFind (fun (_, n) -> n > 1) with
+            | Some(key, _) -> fail file $"meta: the key \"{key}\" appears twice"
+            | None -> Map.ofList fields
         | Some a -> fail file $"meta has dtype {a.Descr}; a unicode string ('<U') expected"
         | None -> Map.empty
 
@@ -283,7 +396,8 @@ module Npz =
         if count = 0 then fail file "no W1 array: not a Backprop model"
         let ws = [ for i in 1 .. count -> arrays[$"W{i}"] ]
         for i, w in List.indexed ws do
-            if w.Shape.Length <> 2 then fail file $"W{i + 1} has shape %A{w.Shape}; a matrix expected"
+            if w.Shape.Length <> 2 then fail file $"W{i + 1} has shape {shapeText w.Shape}; a matrix expected"
+            if w.Shape |> Array.exists (fun d -> d <= 0) then fail file $"W{i + 1} has shape {shapeText w.Shape}; a layer needs at least one input and one output"
             if i > 0 && w.Shape[0] <> ws[i - 1].Shape[1] then
                 fail file $"W{i + 1} has %d{w.Shape[0]} rows but W{i} has %d{ws[i - 1].Shape[1]} columns: the layers do not connect"
         let sizes = ws[0].Shape[0] :: [ for w in ws -> w.Shape[1] ]
@@ -296,6 +410,7 @@ module Npz =
     /// The layers a version-2 file lists in meta.
     let private layersV2 (file: string) (meta: Map<string, JsonNode>) =
         match meta.TryFind "layers" with
+        | Some(:? JsonArray as a) when a.Count > maxLayers -> fail file $"meta: %d{a.Count} layers, more than the %d{maxLayers} a model may have"
         | Some(:? JsonArray as a) when a.Count > 0 ->
             a
             |> Seq.mapi (fun i node ->
@@ -320,6 +435,14 @@ module Npz =
             if i <> o then fail file $"layer list: Affine %d{k + 2} takes %d{i} inputs, Affine %d{k + 1} gives %d{o}"
         Network.mismatch layers |> Option.iter (fun problem -> fail file $"layer list: {problem}")
         let names = Network.parameterNames layers @ Network.stateNames layers
+        match names |> List.tryFind (arrays.ContainsKey >> not) with
+        | Some name -> fail file $"missing array {name}"
+        | None -> ()
+        // What the layer list asks for is compared with what the arrays hold before the
+        // template below allocates it: a tiny file listing huge layers is refused here.
+        let asked = layers |> List.sumBy (function Layer.Affine(i, o) -> int64 i * int64 o + int64 o | _ -> 0L)
+        let held = arrays |> Map.fold (fun sum name a -> if name = "meta" then sum else sum + int64 a.Data.Length / 4L) 0L
+        if asked > held then fail file $"the layer list asks for %d{asked} parameters, the arrays hold at most %d{held}"
         let descr =
             match names |> List.tryPick arrays.TryFind with
             | Some a -> a.Descr

@@ -437,36 +437,17 @@ module Onnx =
         |> List.filter (fun (key, _) -> key <> "format" && key <> "layers" && key <> "dtype")
         |> List.map (fun (key, value) -> key, Npz.text value)
 
-    /// Writes an encoded model to `path` atomically: a temporary file created exclusively in the
-    /// target's folder, then renamed over the target, so the target is either the previous file
-    /// or the complete new one. Raises DataError(path, problem) with one line when the folder
-    /// is missing or the file cannot be written. (A private copy of Npz's; a shared helper for
-    /// atomic writes is to replace both.)
-    let private writeAtomically (path: string) (bytes: byte[]) =
-        let fail problem = raise (DataError(path, problem))
-        let full = try Path.GetFullPath path with :? ArgumentException as e -> fail $"not a valid path ({e.Message})"
-        let dir = Path.GetDirectoryName full
-        if isNull dir || not (Directory.Exists dir) then fail "the folder does not exist"
-        if Directory.Exists full then fail "a folder of that name exists"
-        let temp = Path.Combine(dir, $".{Path.GetFileName full}.{Guid.NewGuid():N}.tmp")
-        let attempt (problem: string) action =
-            try action () with
-            | :? IOException as e -> fail $"{problem} ({e.Message.TrimEnd('.')})"
-            | :? UnauthorizedAccessException as e -> fail $"{problem} ({e.Message.TrimEnd('.')})"
-        try
-            attempt "cannot create a file in its folder" (fun () ->
-                use file = new FileStream(temp, FileMode.CreateNew, FileAccess.Write)
-                file.Write(bytes, 0, bytes.Length))
-            attempt "cannot replace it" (fun () -> File.Move(temp, full, overwrite = true))
-        finally
-            if File.Exists temp then File.Delete temp
+    /// Writes an encoded model to `path` through SafeWrite.file (a temporary file renamed over
+    /// the target once complete); raises OutputError with one line naming the file when it
+    /// cannot be written.
+    let private writeAtomically (path: string) (bytes: byte[]) = SafeWrite.bytes path bytes
 
     /// Writes the ONNX model of a network (see ofModel) to a stream.
     let write (stream: Stream) (model: Model<'T>) (metadata: (string * string) list) =
         let bytes = encode (ofModel model metadata)
         stream.Write(bytes, 0, bytes.Length)
 
-    /// Saves the ONNX model of a network (see ofModel) to a file, atomically; raises DataError
+    /// Saves the ONNX model of a network (see ofModel) to a file, atomically; raises OutputError
     /// naming the file when it cannot be written.
     let save (path: string) (model: Model<'T>) (metadata: (string * string) list) =
         writeAtomically path (encode (ofModel model metadata))

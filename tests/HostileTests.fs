@@ -20,6 +20,8 @@ type Content =
     | Fifo
     /// A character device node like /dev/zero (mknod c 1 5; the case is skipped where mknod is not allowed).
     | ZeroDevice
+    /// A character device node like /dev/null (mknod c 1 3), as an output path: it must stay a device.
+    | NullDevice
     /// An empty folder.
     | Folder
     /// A symbolic link to the given path (relative to the case's folder).
@@ -118,6 +120,67 @@ let train name files code fragment =
 let predictFile name (file: string) content code fragment =
     { Name = name; Files = [ file, content ]; Argv = [ "predict"; "--model"; "{model}"; $"{{dir}}/{file}" ]; Code = code; Fragment = fragment }
 
+/// A small valid model file (4 inputs, 3 hidden, 10 classes, float32), as Npz.save writes it.
+let validNpz = lazy (NpzPropertyTests.npzOf (Network.init 1 0.1 (Network.layers Activation.ReLU [ 4; 3; 10 ]): Model<float32>) [])
+
+/// The valid model file with its entries changed by f, stored (no compression).
+let npzVariant (f: (string * byte[]) list -> (string * byte[]) list) =
+    NpzPropertyTests.zipOf CompressionLevel.NoCompression (f (NpzPropertyTests.entriesOf validNpz.Value))
+
+/// The valid model file with one entry replaced.
+let npzWith (name: string) (bytes: byte[]) = npzVariant (List.map (fun (n, d) -> if n = name then n, bytes else n, d))
+
+/// The valid model file with another meta.
+let npzMeta (json: string) = npzWith "meta.npy" (NpzPropertyTests.metaNpy json)
+
+/// The valid model file with the uncompressed size of the entry `name` stated as `size` in
+/// both its local header and the central directory (a small size for bytes that inflate to
+/// more: a zip bomb's lie).
+let npzDeclaring (name: string) (size: uint32) =
+    let b = NpzPropertyTests.zipOf CompressionLevel.Optimal (NpzPropertyTests.entriesOf validNpz.Value)
+    let nameBytes = Encoding.ASCII.GetBytes name
+    let matches (k: int) (signature: uint32) (nameAt: int) =
+        k + nameAt + nameBytes.Length <= b.Length && BitConverter.ToUInt32(b, k) = signature && b.AsSpan(k + nameAt, nameBytes.Length).SequenceEqual(ReadOnlySpan nameBytes)
+    for k in 0 .. b.Length - 46 do
+        if matches k 0x04034b50u 30 then Array.blit (BitConverter.GetBytes size) 0 b (k + 22) 4
+        if matches k 0x02014b50u 46 then Array.blit (BitConverter.GetBytes size) 0 b (k + 24) 4
+    b
+
+/// The float32 bytes of the values.
+let f32 (values: float32[]) = Array.collect (fun (v: float32) -> BitConverter.GetBytes v) values
+
+/// An npz case: `command` (evaluate, predict, init-from or export) on {dir}/bad.npz made of bytes.
+let npzCase (command: string) name (bytes: byte[]) code fragment =
+    let model = "{dir}/bad.npz"
+    let argv =
+        match command with
+        | "evaluate" -> [ "evaluate"; "--model"; model; "--data"; "{dir}" ]
+        | "predict" -> [ "predict"; "--model"; model; "--index"; "0"; "--data"; "{dir}" ]
+        | "init-from" -> [ "train"; "--iters"; "1"; "--init-from"; model; "--data"; "{dir}" ]
+        | _ -> [ "export"; "--model"; model; "--onnx"; "{dir}/out.onnx" ]
+    { Name = $"npz ({command}): {name}"; Files = baseSet @ [ "bad.npz", Bytes bytes ]; Argv = argv; Code = code; Fragment = fragment }
+
+/// A case on a numeric option: `train --iters 1` on the base set (or `gradcheck` on it) with the
+/// option given value.
+let optionCase (command: string) (option: string) (value: string) code fragment =
+    let argv =
+        match command with
+        | "gradcheck" -> [ "gradcheck"; "--data"; "{dir}"; option; value ]
+        | _ when option = "--iters" || option = "--epochs" -> [ "train"; "--data"; "{dir}"; option; value ]
+        | _ -> [ "train"; "--iters"; "1"; "--data"; "{dir}"; option; value ]
+    { Name = $"{command} {option} {value}"; Files = baseSet; Argv = argv; Code = code; Fragment = fragment }
+
+/// Cases the CLI does not yet pass: Commands.fs lacks the check (they are listed as pending,
+/// not run; each is to be taken out of this list when Commands.fs is fixed).
+let expectedToFix: Set<string> =
+    set
+        [ "train --hidden 2000000000" // no cap on --hidden: the layer is allocated (out of memory or exit 70)
+          "train --batch 2000000000" // no cap on --batch
+          "gradcheck --hidden 2000000000"
+          "gradcheck --count 2000000000" // no cap on --count
+          "output: --metrics on a device node" // writeMetrics renames a temporary over the device (not SafeWrite)
+          "output: --plot on a device node" ] // Plot.write likewise
+
 /// The corpus.
 let cases: Case list =
     let images = "train-images-idx3-ubyte"
@@ -190,6 +253,81 @@ let cases: Case list =
       predictFile "image: a FIFO" "pipe.png" Fifo 1 "pipe.png: is a named pipe (FIFO), not a regular file"
       predictFile "image: a character device like /dev/zero" "zero-device.png" ZeroDevice 1 "zero-device.png: is a character device, not a regular file"
       { Name = "image: missing"; Files = []; Argv = [ "predict"; "--model"; "{model}"; "{dir}/none.png" ]; Code = 1; Fragment = "{dir}/none.png: image file not found" }
+      // .npz model files: controls first, then every way an archive can lie
+      npzCase "export" "the valid file (the control)" validNpz.Value 0 "export: model"
+      npzCase "export" "a Fortran-order W1 is read (the control)" (npzWith "W1.npy" (NpzPropertyTests.npy "'<f4'" "True" "(4, 3)" (f32 (Array.init 12 float32)))) 0 "export: model"
+      npzCase "evaluate" "a text file" (Encoding.ASCII.GetBytes "this is not a zip archive\n") 1 "not a valid .npz (zip) archive"
+      npzCase "predict" "an empty file" [||] 1 "not a valid .npz (zip) archive"
+      npzCase "init-from" "cut in half" (validNpz.Value[.. validNpz.Value.Length / 2]) 1 "not a valid .npz (zip) archive"
+      npzCase "export" "a zip without arrays" (NpzPropertyTests.zipOf CompressionLevel.Optimal [ "readme.txt", Encoding.ASCII.GetBytes "hello" ]) 1 "no W1 array: not a Backprop model"
+      npzCase "evaluate" "meta but no parameter arrays" (npzVariant (List.filter (fun (n, _) -> n = "meta.npy"))) 1 "missing array W1"
+      npzCase "init-from" "W1 of int32" (npzWith "W1.npy" (NpzPropertyTests.npy "'<i4'" "False" "(4, 3)" (Array.zeroCreate 48))) 1 "W1 has dtype <i4; float32 ('<f4') or float64 ('<f8') expected"
+      npzCase "evaluate" "W1 big-endian" (npzWith "W1.npy" (NpzPropertyTests.npy "'>f4'" "False" "(4, 3)" (Array.zeroCreate 48))) 1 "W1 has dtype >f4"
+      npzCase "predict" "W1 of Python objects (pickles)" (npzWith "W1.npy" (NpzPropertyTests.npy "'|O'" "False" "(4, 3)" (Array.zeroCreate 96))) 1 "W1.npy: dtype |O is not supported"
+      npzCase "export" "W1 of float64 beside float32 arrays" (npzWith "W1.npy" (NpzPropertyTests.npy "'<f8'" "False" "(4, 3)" (Array.zeroCreate 96))) 1 "one precision for all arrays"
+      npzCase "evaluate" "W1 of the wrong shape" (npzWith "W1.npy" (NpzPropertyTests.npy "'<f4'" "False" "(3, 4)" (Array.zeroCreate 48))) 1 "W1 has shape (3, 4); (4, 3) expected"
+      npzCase "init-from" "a 3-d array in Fortran order" (npzWith "W1.npy" (NpzPropertyTests.npy "'<f4'" "True" "(2, 2, 3)" (Array.zeroCreate 48))) 1 "Fortran order with 3 dimensions is not read"
+      npzCase "evaluate" "a NaN in W1" (npzWith "W1.npy" (NpzPropertyTests.npy "'<f4'" "False" "(4, 3)" (f32 [| 0f; 1f; nanf; 0f; 0f; 0f; 0f; 0f; 0f; 0f; 0f; 0f |]))) 1 "W1 holds a NaN or infinite value (element 2)"
+      npzCase "predict" "an infinity in b2" (npzWith "b2.npy" (NpzPropertyTests.npy "'<f4'" "False" "(10,)" (f32 (Array.init 10 (fun i -> if i = 9 then infinityf else 0f))))) 1 "b2 holds a NaN or infinite value (element 9)"
+      npzCase "evaluate" "a damaged byte (CRC-32 mismatch)" (let b = npzVariant id in b[100] <- b[100] ^^^ 0x20uy; b) 1 "CRC-32 mismatch"
+      npzCase "predict" "100000x100000 declared in a tiny file" (npzWith "W1.npy" (NpzPropertyTests.npy "'<f4'" "False" "(100000, 100000)" (Array.zeroCreate 48))) 1 "W1.npy: 48 data bytes for shape (100000, 100000) of <f4 (more elements than the data holds)"
+      npzCase "init-from" "a shape whose product overflows 64 bits" (npzWith "W1.npy" (NpzPropertyTests.npy "'<f4'" "False" "(2147483647, 2147483647, 2147483647, 4)" (Array.zeroCreate 48))) 1 "more elements than the data holds"
+      npzCase "export" "a negative dimension" (npzWith "W1.npy" (NpzPropertyTests.npy "'<f4'" "False" "(-4, 3)" (Array.zeroCreate 48))) 1 "is not a list of non-negative integers"
+      npzCase "evaluate" "a dimension past 2^63" (npzWith "W1.npy" (NpzPropertyTests.npy "'<f4'" "False" "(99999999999999999999, 3)" (Array.zeroCreate 48))) 1 "is not a list of non-negative integers"
+      npzCase "predict" "33 dimensions" (npzWith "W1.npy" (NpzPropertyTests.npy "'<f4'" "False" ("(" + String.replicate 33 "1," + ")") (Array.zeroCreate 4))) 1 "33 dimensions, more than the 32"
+      npzCase "init-from" "a header longer than the entry" (npzWith "W1.npy" (Array.concat [ [| 0x93uy; byte 'N'; byte 'U'; byte 'M'; byte 'P'; byte 'Y'; 2uy; 0uy |]; BitConverter.GetBytes 0xFFFFFFF0u; Array.zeroCreate 20 ])) 1 "W1.npy: truncated header"
+      npzCase "export" "an element size of 10^11 bytes" (npzWith "W1.npy" (NpzPropertyTests.npy "'<f99999999999'" "False" "(4, 3)" (Array.zeroCreate 48))) 1 "dtype <f99999999999 is not supported"
+      npzCase "evaluate" "a null meta" (npzMeta "null") 1 "meta: null, not a JSON object"
+      npzCase "predict" "a meta that is a JSON array" (npzMeta "[1, 2]") 1 "meta: a JSON array, not a JSON object"
+      npzCase "init-from" "a meta that is not JSON" (npzMeta "{\"format\": ") 1 "meta: not a JSON object"
+      npzCase "export" "a meta of float64" (npzWith "meta.npy" (NpzPropertyTests.npy "'<f8'" "False" "()" (Array.zeroCreate 8))) 1 "meta has dtype <f8"
+      npzCase "evaluate" "a meta key given twice" (npzMeta "{\"format\": \"backprop-npz-2\", \"format\": \"x\"}") 1 "meta: "
+      npzCase "init-from" "12,000 layers in meta" (npzMeta ("{\"format\": \"backprop-npz-2\", \"layers\": [" + String.Join(",", Array.create 12_000 "{\"kind\":\"relu\"}") + "]}")) 1 "meta: 12000 layers, more than the 10000 a model may have"
+      npzCase "predict" "60,000 layers in meta (over the meta size cap)" (npzMeta ("{\"format\": \"backprop-npz-2\", \"layers\": [" + String.Join(",", Array.create 60_000 "{\"kind\":\"relu\"}") + "]}")) 1 "more than the 1048576 a model's metadata may be"
+      npzCase "export" "a 100000x100000 layer listed over tiny arrays" (npzMeta "{\"format\": \"backprop-npz-2\", \"layers\": [{\"kind\": \"affine\", \"inputs\": 100000, \"outputs\": 100000}]}") 1 "the layer list asks for 10000100000 parameters"
+      npzCase "evaluate" "an unknown layer kind" (npzMeta "{\"format\": \"backprop-npz-2\", \"layers\": [{\"kind\": \"teleport\"}]}") 1 "unknown layer kind 'teleport'"
+      npzCase "predict" "a zip bomb's lie: W1 declares 10 bytes and inflates to more" (npzDeclaring "W1.npy" 10u) 1 "W1.npy"
+      npzCase "init-from" "an entry declaring 3 GB" (npzDeclaring "W1.npy" 3_000_000_000u) 1 "GiB a model file may hold"
+      npzCase "export" "W1.npy twice" (npzVariant (fun es -> es @ [ List.head es ])) 1 "entries named W1.npy"
+      npzCase "evaluate" "65535 entries announced" (let b = npzVariant id in Array.blit (BitConverter.GetBytes 0xFFFFFFFFu) 0 b (b.Length - 22 + 8) 4; b) 1 "the archive announces 65535 entries, more than the 50000"
+      npzCase "predict" "version 1: W1 with no rows" (NpzPropertyTests.zipOf CompressionLevel.Optimal [ "W1.npy", NpzPropertyTests.npy "'<f4'" "False" "(0, 3)" [||]; "b1.npy", NpzPropertyTests.npy "'<f4'" "False" "(3,)" (Array.zeroCreate 12) ]) 1 "W1 has shape (0, 3); a layer needs at least one input and one output"
+      // numeric options: not a number, zero, negative, NaN, infinite, overflowing
+      for option, kind in [ "--lr", "float"; "--weight-init-std", "float"; "--batch", "int"; "--iters", "int"; "--epochs", "int"; "--hidden", "int"; "--eval-sample", "int"; "--seed", "seed" ] do
+          // --hidden takes a list: a value that is not an integer ends it and is left over
+          let parseError (value: string) = if option = "--hidden" then $"unrecognized argument: '{value}'" else option
+          optionCase "train" option "abc" 2 (parseError "abc")
+          optionCase "train" option "NaN" 2 (if kind = "float" then $"{option} must be a positive number" else parseError "NaN")
+          optionCase "train" option "1e999" 2 (if kind = "float" then $"{option} must be a positive number" else parseError "1e999")
+          if kind <> "float" then optionCase "train" option "99999999999" 2 (parseError "99999999999")
+          if kind <> "seed" then
+              optionCase "train" option "0" 2 (if kind = "float" then $"{option} must be a positive number" else $"{option} must be a positive integer, got 0")
+              optionCase "train" option "-3" 2 (if kind = "float" then $"{option} must be a positive number" else $"{option} must be a positive integer, got -3")
+          else
+              optionCase "train" option "0" 0 "done: iterations 1"
+              optionCase "train" option "-3" 0 "done: iterations 1"
+      optionCase "train" "--hidden" "2000000000" 2 "--hidden"
+      optionCase "train" "--batch" "2000000000" 2 "--batch"
+      for option in [ "--count"; "--hidden" ] do
+          let parseError (value: string) = if option = "--hidden" then $"unrecognized argument: '{value}'" else option
+          optionCase "gradcheck" option "abc" 2 (parseError "abc")
+          optionCase "gradcheck" option "0" 2 $"{option} must be a positive integer, got 0"
+          optionCase "gradcheck" option "-3" 2 $"{option} must be a positive integer, got -3"
+          optionCase "gradcheck" option "NaN" 2 (parseError "NaN")
+          optionCase "gradcheck" option "99999999999" 2 (parseError "99999999999")
+          optionCase "gradcheck" option "2000000000" 2 option
+      // output paths
+      { Name = "output: export --onnx in a missing folder"; Files = [ "m.npz", Bytes validNpz.Value ]; Argv = [ "export"; "--model"; "{dir}/m.npz"; "--onnx"; "{dir}/no/such/m.onnx" ]; Code = 1; Fragment = "the folder {dir}/no/such does not exist" }
+      { Name = "output: export --onnx on a folder"; Files = [ "m.npz", Bytes validNpz.Value; "out.onnx", Folder ]; Argv = [ "export"; "--model"; "{dir}/m.npz"; "--onnx"; "{dir}/out.onnx" ]; Code = 1; Fragment = "{dir}/out.onnx: that is a folder; give a file name" }
+      { Name = "output: export --onnx with a 300-byte name"; Files = [ "m.npz", Bytes validNpz.Value ]; Argv = [ "export"; "--model"; "{dir}/m.npz"; "--onnx"; "{dir}/" + String('x', 295) + ".onnx" ]; Code = 1; Fragment = "file name too long (300 bytes; at most 255)" }
+      { Name = "output: export --onnx on a device node"; Files = [ "m.npz", Bytes validNpz.Value; "null", NullDevice ]; Argv = [ "export"; "--model"; "{dir}/m.npz"; "--onnx"; "{dir}/null" ]; Code = 1; Fragment = "{dir}/null: is a character device, not a regular file: it is left as it is" }
+      { Name = "output: --save in a missing folder"; Files = baseSet; Argv = [ "train"; "--iters"; "1"; "--data"; "{dir}"; "--save"; "{dir}/no/m.npz" ]; Code = 2; Fragment = "the folder does not exist" }
+      { Name = "output: --save on a folder"; Files = baseSet @ [ "m.npz", Folder ]; Argv = [ "train"; "--iters"; "1"; "--data"; "{dir}"; "--save"; "{dir}/m.npz" ]; Code = 2; Fragment = "that is a folder; give a file name" }
+      { Name = "output: --save with a 300-byte name"; Files = baseSet; Argv = [ "train"; "--iters"; "1"; "--data"; "{dir}"; "--save"; "{dir}/" + String('m', 296) + ".npz" ]; Code = 1; Fragment = "file name too long (300 bytes; at most 255)" }
+      { Name = "output: --save on a device node"; Files = baseSet @ [ "null", NullDevice ]; Argv = [ "train"; "--iters"; "1"; "--data"; "{dir}"; "--save"; "{dir}/null" ]; Code = 1; Fragment = "{dir}/null: is a character device, not a regular file: it is left as it is" }
+      { Name = "output: --metrics on a device node"; Files = baseSet @ [ "null.csv", NullDevice ]; Argv = [ "train"; "--iters"; "1"; "--data"; "{dir}"; "--metrics"; "{dir}/null.csv" ]; Code = 1; Fragment = "is a character device" }
+      { Name = "output: --plot on a device node"; Files = baseSet @ [ "null.png", NullDevice ]; Argv = [ "train"; "--iters"; "1"; "--data"; "{dir}"; "--plot"; "{dir}/null.png" ]; Code = 1; Fragment = "is a character device" }
+      { Name = "output: --metrics in a missing folder"; Files = baseSet; Argv = [ "train"; "--iters"; "1"; "--data"; "{dir}"; "--metrics"; "{dir}/no/m.csv" ]; Code = 2; Fragment = "the folder does not exist" }
+      { Name = "output: --plot on a folder"; Files = baseSet @ [ "p.png", Folder ]; Argv = [ "train"; "--iters"; "1"; "--data"; "{dir}"; "--plot"; "{dir}/p.png" ]; Code = 2; Fragment = "that is a folder; give a file name" }
       { Name = "--verbose is accepted anywhere (and changes nothing on success)"; Files = []; Argv = [ "demo"; "--verbose" ]; Code = 0; Fragment = "price: 715" } ]
 
 /// The path of the CLI built next to the tests (an apphost: `Backprop.Cli`, `.exe` on Windows).
@@ -197,24 +335,45 @@ let cliPath =
     let name = if OperatingSystem.IsWindows() then "Backprop.Cli.exe" else "Backprop.Cli"
     Path.Combine(AppContext.BaseDirectory, name)
 
-/// Runs the CLI as its own process with a 30-second limit: (exit code, stdout, stderr, seconds).
-/// A run that is still going after 30 s is killed and fails the test.
-let runCli (argv: string list) =
+/// The peak resident memory (VmHWM) of a running process in bytes, 0 when it cannot be read.
+let peakMemory (pid: int) =
+    try
+        File.ReadAllLines $"/proc/{pid}/status"
+        |> Array.tryPick (fun l -> if l.StartsWith "VmHWM:" then Some(int64 (l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024L) else None)
+        |> Option.defaultValue 0L
+    with _ -> 0L
+
+/// Starts the CLI as its own process (stdout and stderr redirected, no progress bar).
+let startCli (argv: string list) =
     let info = ProcessStartInfo(cliPath, argv, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
     info.Environment["BACKPROP_PROGRESS"] <- "0"
     info.Environment.Remove "BACKPROP_DEBUG" |> ignore
     // loops jitted quickly first (the CLI asks for optimized code at once, for long training
     // runs): a third less start-up time for these short runs, the same behaviour
     info.Environment["DOTNET_TC_QuickJitForLoops"] <- "1"
+    Process.Start info
+
+/// Runs the CLI as its own process with a 30-second limit: (exit code, stdout, stderr, seconds,
+/// peak resident memory in bytes as polled from /proc every 10 ms). A run that is still going
+/// after 30 s is killed and fails the test.
+let runCliMeasured (argv: string list) =
     let clock = Stopwatch.StartNew()
-    use p = Process.Start info
+    use p = startCli argv
     let out = p.StandardOutput.ReadToEndAsync()
     let err = p.StandardError.ReadToEndAsync()
-    if not (p.WaitForExit 30_000) then
+    let mutable peak = 0L
+    while not (p.WaitForExit 10) && clock.Elapsed.TotalSeconds < 30.0 do
+        peak <- max peak (peakMemory p.Id)
+    if not p.HasExited then
         p.Kill true
         failtest $"still running after 30 s: backprop %A{argv}"
     p.WaitForExit()
-    p.ExitCode, out.Result, err.Result, clock.Elapsed.TotalSeconds
+    p.ExitCode, out.Result, err.Result, clock.Elapsed.TotalSeconds, peak
+
+/// Runs the CLI as its own process with a 30-second limit: (exit code, stdout, stderr, seconds).
+let runCli (argv: string list) =
+    let code, out, err, seconds, _ = runCliMeasured argv
+    code, out, err, seconds
 
 /// A small model for the commands that need one: trained by the CLI itself (one step, 5 hidden).
 let model =
@@ -241,17 +400,33 @@ let make (dir: string) (files: (string * Content) list) =
         | Link target -> File.CreateSymbolicLink(path, Path.Combine(dir, target)) |> ignore; true
         | Absent -> true
         | Fifo -> tool "mkfifo" [ path ]
-        | ZeroDevice -> tool "mknod" [ path; "c"; "1"; "5" ])
+        | ZeroDevice -> tool "mknod" [ path; "c"; "1"; "5" ]
+        | NullDevice -> tool "mknod" [ path; "c"; "1"; "3" ])
 
-/// The test of one case.
+/// The temporary files left anywhere under dir (SafeWrite's ".NAME.<pid>.<hex>.tmp" and any
+/// other "*.tmp*").
+let tempFiles (dir: string) =
+    Directory.GetFiles(dir, "*.tmp*", SearchOption.AllDirectories) |> Array.map Path.GetFileName
+
+/// The test of one case: exit code, one line on stderr with the fragment, no stack trace, an
+/// answer within 30 s, a peak resident memory under 1.5 GB, no temporary file left, and every
+/// device or FIFO made for the case still what it was. A case named in expectedToFix is
+/// pending (listed, not run).
 let caseTest (c: Case) =
-    test c.Name {
+    let body () =
         let dir = Directory.CreateTempSubdirectory("backprop-hostile-").FullName
         if not (make dir c.Files) then skiptest "mknod or mkfifo is not allowed here (CI runs as root)"
         let fill (s: string) = s.Replace("{dir}", dir).Replace("{model}", if s.Contains "{model}" then model.Force() else "")
-        let code, out, err, seconds = runCli (List.map fill c.Argv)
+        let code, out, err, seconds, peak = runCliMeasured (List.map fill c.Argv)
         let fragment = fill c.Fragment
         Expect.isLessThan seconds 30.0 "answered within 30 s"
+        Expect.isLessThan peak (1_500L * 1024L * 1024L) $"peak memory under 1.5 GB (was {peak >>> 20} MiB)"
+        Expect.isEmpty (tempFiles dir) "no temporary file left"
+        for name, content in c.Files do
+            match content with
+            | ZeroDevice | NullDevice -> Expect.equal (FileKind.ofLink (Path.Combine(dir, name))) FileKind.CharDevice $"{name} is still a device"
+            | Fifo -> Expect.equal (FileKind.ofLink (Path.Combine(dir, name))) FileKind.Fifo $"{name} is still a FIFO"
+            | _ -> ()
         Expect.isFalse (err.Contains "   at ") $"no stack trace on stderr: {err}"
         Expect.isFalse (out.Contains "   at ") "no stack trace on stdout"
         if c.Code = 0 then
@@ -264,7 +439,82 @@ let caseTest (c: Case) =
             Expect.stringStarts lines[0] "backprop: " "the line names the program"
             Expect.stringContains lines[0] fragment "the line says what is wrong"
             Expect.isFalse (out.Contains "predicted") "no prediction made from a bad input"
-    }
+    if expectedToFix.Contains c.Name then ptest $"{c.Name} (expected to fix: Commands.fs)" { body () }
+    else test c.Name { body () }
+
+/// A small training run that saves: 300 iterations of a 20-unit network on the shipped MNIST.
+let private saveRun (target: string) (seed: int) = [ "train"; "--iters"; "300"; "--hidden"; "20"; "--seed"; string seed; "--save"; target ]
+
+/// Whether the file is a model that loads.
+let private loads (path: string) = try Npz.load path |> ignore; true with DataError _ -> false
+
+/// Sends a signal to a process with kill(1).
+let private signal (name: string) (pid: int) =
+    use k = Process.Start(ProcessStartInfo("kill", [ "-" + name; string pid ], UseShellExecute = false))
+    k.WaitForExit()
+
+/// Interrupted and concurrent saves, with the real CLI process.
+let saveTests =
+    testSequenced <| testList "interrupted and concurrent saves (the real CLI process)" [
+        test "SIGKILL at random moments of train --save: the old file intact or a complete new one; stale temporaries cleaned by the next run" {
+            let dir = Directory.CreateTempSubdirectory("backprop-kill-").FullName
+            let target = Path.Combine(dir, "m.npz")
+            let code, _, err, length = runCli (saveRun target 1)
+            Expect.equal code 0 $"the first run saves (stderr: {err})"
+            let rng = Random 20261202
+            let mutable previous = File.ReadAllBytes target
+            let mutable replaced, kept, stale = 0, 0, 0
+            for run in 1..24 do
+                // half the kills anywhere in the run, half near its end, where the save is
+                let delay = if run % 2 = 0 then rng.NextDouble() * length else length * (0.75 + 0.35 * rng.NextDouble())
+                use p = startCli (saveRun target (run + 1))
+                p.StandardOutput.ReadToEndAsync() |> ignore
+                p.StandardError.ReadToEndAsync() |> ignore
+                Threading.Thread.Sleep(TimeSpan.FromSeconds delay)
+                if not p.HasExited then p.Kill()
+                p.WaitForExit()
+                let now = File.ReadAllBytes target
+                if now = previous then kept <- kept + 1
+                else
+                    Expect.isTrue (loads target) $"run {run}: the new file is complete and loads"
+                    replaced <- replaced + 1
+                    previous <- now
+                stale <- stale + (tempFiles dir).Length
+            let code, _, err, _ = runCli (saveRun target 99)
+            Expect.equal code 0 $"the next run saves (stderr: {err})"
+            Expect.isEmpty (tempFiles dir) "no temporary file left after the next run (those of killed runs cleaned as stale)"
+            Expect.isTrue (loads target) "the file loads"
+            printfn $"SIGKILL test: {kept} kills left the old file, {replaced} found a complete new one, {stale} temporaries of killed runs seen before cleaning"
+        }
+        test "two concurrent train --save to the same file both succeed and leave a complete file" {
+            let dir = Directory.CreateTempSubdirectory("backprop-concurrent-").FullName
+            let target = Path.Combine(dir, "same.npz")
+            let runs = [ 1; 2 ] |> List.map (fun seed -> Threading.Tasks.Task.Run(fun () -> runCli (saveRun target seed)))
+            for r in runs do
+                let code, _, err, _ = r.Result
+                Expect.equal code 0 $"each run exits 0 (stderr: {err})"
+            Expect.isTrue (loads target) "the file is a complete model"
+            Expect.isEmpty (tempFiles dir) "no temporary file left"
+        }
+        test "SIGINT during train --save: no temporary file left, the file the old one or a complete new one" {
+            let dir = Directory.CreateTempSubdirectory("backprop-sigint-").FullName
+            let target = Path.Combine(dir, "m.npz")
+            let code, _, _, length = runCli (saveRun target 1)
+            Expect.equal code 0 "the first run saves"
+            let rng = Random 7
+            for run in 1..4 do
+                let previous = File.ReadAllBytes target
+                use p = startCli (saveRun target (run + 1))
+                p.StandardOutput.ReadToEndAsync() |> ignore
+                let err = p.StandardError.ReadToEndAsync()
+                Threading.Thread.Sleep(TimeSpan.FromSeconds(length * (0.3 + 0.8 * rng.NextDouble())))
+                if not p.HasExited then signal "INT" p.Id
+                Expect.isTrue (p.WaitForExit 30_000) "the run ends after SIGINT"
+                Expect.isFalse (err.Result.Contains "   at ") $"no stack trace: {err.Result}"
+                Expect.isEmpty (tempFiles dir) $"run {run}: no temporary file left"
+                Expect.isTrue (File.ReadAllBytes target = previous || loads target) $"run {run}: the old file or a complete new one"
+        }
+    ]
 
 /// Runs body with stderr (and stdout) captured: (its result, stdout, stderr).
 let captured (body: unit -> int) =
@@ -283,8 +533,10 @@ let captured (body: unit -> int) =
 let tests =
     testList "hostile" [
         testList "corpus (the real CLI process)" (List.map caseTest cases)
+        saveTests
         test "the corpus is large and its names distinct" {
-            Expect.isGreaterThanOrEqual cases.Length 30 "30 cases or more"
+            Expect.isGreaterThanOrEqual (cases |> List.filter (fun c -> not (expectedToFix.Contains c.Name))).Length 80 "80 cases or more that run"
+            Expect.isEmpty (expectedToFix - set [ for c in cases -> c.Name ]) "every case expected to fix is in the corpus"
             Expect.equal (cases |> List.distinctBy (fun c -> c.Name)).Length cases.Length "distinct names"
         }
         // The last line of defence, in-process (Console is process-wide: sequenced with the CLI tests).

@@ -338,8 +338,8 @@ let tests =
                 let missing = Path.Combine(dir, "missing.npz")
                 let cases =
                     [ [ "--model"; missing; "--onnx"; Path.Combine(dir, "a.onnx") ], 1, $"backprop: {missing}: model file not found"
-                      [ "--model"; npz; "--onnx"; Path.Combine(dir, "no", "a.onnx") ], 1, $"""backprop: {Path.Combine(dir, "no", "a.onnx")}: the folder does not exist"""
-                      [ "--model"; npz; "--onnx"; dir ], 1, $"backprop: {dir}: a folder of that name exists"
+                      [ "--model"; npz; "--onnx"; Path.Combine(dir, "no", "a.onnx") ], 1, $"""backprop: {Path.Combine(dir, "no", "a.onnx")}: the folder {Path.Combine(dir, "no")} does not exist"""
+                      [ "--model"; npz; "--onnx"; dir ], 1, $"backprop: {dir}: that is a folder; give a file name"
                       [ "--model"; npz ], 2, "backprop: missing argument '--onnx'." ]
                 for args, expectedCode, expected in cases do
                     let code, out, err = CliTests.run ("export" :: args)
