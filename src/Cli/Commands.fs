@@ -17,6 +17,15 @@ exception UsageError of string
 let private usage message = raise (UsageError message)
 
 /// Checks that an option's value is positive, naming the option when it is not.
+/// The most units a layer may have (--hidden): a 784 x 100,000 float64 layer is 630 MB.
+let maxUnits = 100_000
+
+/// The most images a mini-batch may hold (--batch).
+let maxBatch = 100_000
+
+/// The most images a gradient check may use (gradcheck --count).
+let maxGradcheckCount = 1_000
+
 let private positive (option: string) value =
     if value <= 0 then usage $"{option} must be a positive integer, got %d{value}"
     value
@@ -93,6 +102,7 @@ let hiddenSizes (hidden: string list option) : int list =
         sizes
         |> List.map (fun s ->
             match Int32.TryParse s with
+            | true, n when n > maxUnits -> usage $"--hidden %d{n}: at most %d{maxUnits} units a layer"
             | true, n -> positive "--hidden" n
             | _ when s = "none" -> usage "--hidden none stands alone (no hidden layer); give either sizes or none"
             | _ -> usage $"--hidden must be positive integers or none, got '{s}'")
@@ -222,6 +232,7 @@ let train (args: ParseResults<TrainArgs>) =
     let std = args.GetResult(Weight_Init_Std, defaultValue = Training.bookWeightInitStd)
     if not (std > 0.0 && Double.IsFinite std) then usage $"--weight-init-std must be a positive number, got %g{std}"
     let batch = args.GetResult(Batch, defaultValue = Training.bookRecipe.BatchSize) |> positive "--batch"
+    if batch > maxBatch then usage $"--batch %d{batch}: at most %d{maxBatch} images a batch"
     if args.Contains Iters && args.Contains Epochs then usage "give --iters or --epochs, not both"
     let iters = args.TryGetResult Iters |> Option.map (positive "--iters")
     let epochs = args.TryGetResult Epochs |> Option.map (positive "--epochs")
@@ -536,6 +547,7 @@ let gradcheckTolerance = 1e-7
 /// In a terminal a status line on stderr counts the entries of the parameter being checked.
 let gradcheck (args: ParseResults<GradcheckArgs>) =
     let count = args.GetResult(Count, defaultValue = 3) |> positive "--count"
+    if count > maxGradcheckCount then usage $"--count %d{count}: at most %d{maxGradcheckCount} images (the numerical gradient runs two forward passes per parameter)"
     let sizes = sizesOf (args.TryGetResult GradcheckArgs.Hidden) 784
     let dataDir = findData (args.TryGetResult GradcheckArgs.Data)
     Linalg.using (selectBackend (args.TryGetResult GradcheckArgs.Backend) (args.TryGetResult GradcheckArgs.Input_Storage)) <| fun () ->
