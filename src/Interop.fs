@@ -18,9 +18,17 @@ module private Rows =
         let out = Array.zeroCreate (count * classes)
         for start in 0 .. Evaluate.blockSize .. count - 1 do
             let rows = min count (start + Evaluate.blockSize) - start
-            let x = Matrix< ^T>.Build.DenseOfRowMajor(rows, inputs, values[start * inputs .. (start + rows) * inputs - 1])
-            let p = (Functions.softmax (Network.predict model x)).ToRowMajorArray()
-            Array.blit p 0 out (start * classes) p.Length
+            // The block's rows into a column-major array by hand: slicing and DenseOfRowMajor
+            // (through IEnumerable) cost more than the product itself.
+            let a = Array.zeroCreate (rows * inputs)
+            for i in 0 .. rows - 1 do
+                let from = (start + i) * inputs
+                for j in 0 .. inputs - 1 do
+                    a[j * rows + i] <- values[from + j]
+            let p = (Functions.softmax (Network.predict model (Matrix< ^T>.Build.Dense(rows, inputs, a)))).ToColumnMajorArray()
+            for i in 0 .. rows - 1 do
+                for j in 0 .. classes - 1 do
+                    out[(start + i) * classes + j] <- p[j * rows + i]
         out
 
 open Rows
