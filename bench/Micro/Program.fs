@@ -36,6 +36,7 @@ type GflopsColumn() =
             match summary[case] with
             | null -> "-"
             | report when isNull report.ResultStatistics -> "-"
+            | _ when not (case.Descriptor.WorkloadMethod.Name.StartsWith "Forward" || case.Descriptor.WorkloadMethod.Name.StartsWith "Backward") -> "-" // PredictBench
             | report -> sprintf "%.1f" (flops case.Descriptor.WorkloadMethod.Name / report.ResultStatistics.Mean)
 
 /// The Affine layer on each backend and precision.
@@ -107,6 +108,34 @@ type AffineBench() =
     [<Benchmark>]
     member _.BackwardDouble() = Linalg.using settings (fun () -> Affine.backward cache64 dout64)
 
+/// Predicting the 10,000 MNIST test images through the C# facade (the book's 784-50-10 network,
+/// float32, the default backend): one Predict call per image against one batch Predict call
+/// (blocks of 100 rows, as an evaluation). ShippingTests checks that both give the same numbers.
+[<MemoryDiagnoser>]
+type PredictBench() =
+    let mutable network = Unchecked.defaultof<Backprop.NeuralNetwork>
+    let mutable images: float32[][] = null
+    let mutable flat: float32[] = null
+
+    [<GlobalSetup>]
+    member _.Setup() =
+        let mnist = Backprop.Mnist.Load()
+        network <- Backprop.Network.Create(784).Affine(50).ReLU().Affine(10).SoftmaxWithLoss().Build()
+        images <- Array.init mnist.Test.Count mnist.Test.GetImage
+        flat <- Array.concat images
+
+    /// 10,000 calls of Predict(image).
+    [<Benchmark(Baseline = true)>]
+    member _.PredictOneByOne() =
+        let mutable sum = 0.0f
+        for image in images do
+            sum <- sum + (network.Predict(ReadOnlySpan image))[0]
+        sum
+
+    /// One call of Predict(images, 10000).
+    [<Benchmark>]
+    member _.PredictBatch() = network.Predict(ReadOnlySpan flat, images.Length)
+
 [<EntryPoint>]
 let main argv =
     let config =
@@ -116,5 +145,5 @@ let main argv =
             .WithOptions(ConfigOptions.DisableOptimizationsValidator)
     // No arguments: run every benchmark (the switcher would ask which, interactively).
     let argv = if argv.Length = 0 then [| "--filter"; "*" |] else argv
-    BenchmarkSwitcher.FromTypes([| typeof<AffineBench> |]).Run(argv, config) |> ignore
+    BenchmarkSwitcher.FromTypes([| typeof<AffineBench>; typeof<PredictBench> |]).Run(argv, config) |> ignore
     0

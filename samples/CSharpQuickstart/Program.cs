@@ -16,7 +16,9 @@ var trainer = Trainer.Create()
     .WithBatchSize(100)
     .WithIterations(iterations);
 
-var progress = new Progress<EpochReport>(r =>
+// SynchronousProgress reports on the training thread, before Train returns (Progress<T> would
+// post each report to the thread pool, to be printed later, perhaps after "done").
+var progress = new SynchronousProgress<EpochReport>(r =>
     Console.WriteLine($"epoch {r.Epoch}  iter {r.Iteration}  train acc {r.TrainAccuracy:F4}  test acc {r.TestAccuracy:F4}  loss {r.MeanLoss:F4}"));
 
 var result = trainer.Train(network, mnist.Train, mnist.Test, progress);

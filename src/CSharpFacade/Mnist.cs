@@ -1,10 +1,16 @@
 using Backprop.Core;
 using System;
+using System.Collections.Generic;
 using System.IO;
+using System.Linq;
 
 namespace Backprop;
 
-/// <summary>A set of labelled grey-scale images, kept as bytes (one per pixel).</summary>
+/// <summary>
+/// A set of labelled grey-scale images, kept as bytes (one per pixel, 0-255; a pixel's value for
+/// the network is the byte / 255). Load MNIST with <see cref="Mnist.Load()"/>, or make one from
+/// your own arrays with <see cref="FromArrays(ReadOnlySpan{byte}, ReadOnlySpan{int}, int, int)"/>.
+/// </summary>
 public sealed class ImageSet
 {
     internal Dataset Data { get; }
@@ -34,7 +40,7 @@ public sealed class ImageSet
         return image;
     }
 
-    /// <summary>The class (0-9) of image <paramref name="index"/>.</summary>
+    /// <summary>The class (0-9 for MNIST) of image <paramref name="index"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="index"/> is outside 0 .. Count - 1.</exception>
     public int GetLabel(int index)
     {
@@ -49,6 +55,103 @@ public sealed class ImageSet
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(count);
         return new ImageSet(DatasetModule.take(count, Data));
+    }
+
+    /// <summary>All but the first <paramref name="count"/> images (none if there are fewer): <c>Take(n)</c> and <c>Skip(n)</c> split a set in two.</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is negative.</exception>
+    public ImageSet Skip(int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        var n = Math.Min(count, Count);
+        return Subset(Enumerable.Range(n, Count - n));
+    }
+
+    /// <summary>
+    /// Splits the set in two at random: the first part holds round(<paramref name="fraction"/> × Count)
+    /// images, the second the rest, each in a random order drawn from <paramref name="seed"/> (the same
+    /// seed gives the same split). For a split in the set's own order use <see cref="Take"/> and <see cref="Skip"/>.
+    /// </summary>
+    /// <example><code>var (train, validation) = set.Split(0.8, seed: 1);</code></example>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="fraction"/> is not in [0, 1].</exception>
+    public (ImageSet First, ImageSet Second) Split(double fraction, int seed = 42)
+    {
+        if (!(fraction >= 0 && fraction <= 1))
+            throw new ArgumentOutOfRangeException(nameof(fraction), fraction, "The fraction must be in [0, 1].");
+        var order = Enumerable.Range(0, Count).ToArray();
+        new Random(seed).Shuffle(order);
+        var first = (int)Math.Round(fraction * Count);
+        return (Subset(order.Take(first)), Subset(order.Skip(first)));
+    }
+
+    /// <summary>The images at the given indices, in that order.</summary>
+    private ImageSet Subset(IEnumerable<int> indices)
+    {
+        var ix = indices.ToArray();
+        var size = PixelCount;
+        var pixels = new byte[ix.Length * size];
+        var labels = new byte[ix.Length];
+        for (var k = 0; k < ix.Length; k++)
+        {
+            Array.Copy(Data.Pixels, (long)ix[k] * size, pixels, (long)k * size, size);
+            labels[k] = Data.Labels[ix[k]];
+        }
+        return new ImageSet(new Dataset(pixels, labels, ix.Length, Rows, Columns));
+    }
+
+    /// <summary>
+    /// Makes a set from your own images: <paramref name="pixels"/> holds the images one after the
+    /// other, each <paramref name="rows"/> × <paramref name="columns"/> bytes row by row (0 black to
+    /// 255 white for the network's [0, 1]); <paramref name="labels"/> holds one class (0-255) per image.
+    /// The arrays are copied.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="rows"/> or <paramref name="columns"/> is not positive, or a label is outside 0-255 (the message names its index).</exception>
+    /// <exception cref="ArgumentException"><paramref name="pixels"/> does not hold labels × rows × columns values.</exception>
+    public static ImageSet FromArrays(ReadOnlySpan<byte> pixels, ReadOnlySpan<int> labels, int rows, int columns)
+    {
+        var labelBytes = CheckShape(pixels.Length, labels, rows, columns);
+        return new ImageSet(new Dataset(pixels.ToArray(), labelBytes, labels.Length, rows, columns));
+    }
+
+    /// <summary>
+    /// Makes a set from your own images with pixels in [0, 1] (0 black, 1 white), one image after the
+    /// other, each <paramref name="rows"/> × <paramref name="columns"/> values row by row, and one class
+    /// (0-255) per image. A set keeps its pixels as bytes, so each value is stored as round(value × 255)
+    /// (MNIST's own resolution): <see cref="GetImage"/> gives back the value to within 1/510.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="rows"/> or <paramref name="columns"/> is not positive, a pixel is outside [0, 1] or NaN, or a label is outside 0-255 (the message names its index).</exception>
+    /// <exception cref="ArgumentException"><paramref name="pixels"/> does not hold labels × rows × columns values.</exception>
+    public static ImageSet FromArrays(ReadOnlySpan<float> pixels, ReadOnlySpan<int> labels, int rows, int columns)
+    {
+        var labelBytes = CheckShape(pixels.Length, labels, rows, columns);
+        var bytes = new byte[pixels.Length];
+        for (var i = 0; i < pixels.Length; i++)
+        {
+            var v = pixels[i];
+            if (!(v >= 0f && v <= 1f))
+                throw new ArgumentOutOfRangeException(nameof(pixels), v, $"pixels[{i}] (image {i / (rows * columns)}, pixel {i % (rows * columns)}) is {v}; pixels must be in [0, 1].");
+            bytes[i] = (byte)MathF.Round(v * 255f);
+        }
+        return new ImageSet(new Dataset(bytes, labelBytes, labels.Length, rows, columns));
+    }
+
+    /// <summary>Checks the sizes and labels of <see cref="FromArrays(ReadOnlySpan{byte}, ReadOnlySpan{int}, int, int)"/>; the labels as bytes.</summary>
+    private static byte[] CheckShape(int pixelCount, ReadOnlySpan<int> labels, int rows, int columns)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(columns);
+        var size = (long)rows * columns;
+        if (size > int.MaxValue)
+            throw new ArgumentOutOfRangeException(nameof(columns), columns, $"An image of {rows} × {columns} pixels is too large.");
+        if (pixelCount != size * labels.Length)
+            throw new ArgumentException($"{labels.Length} labels of {rows} × {columns} images need {size * labels.Length} pixels; there are {pixelCount}.", "pixels");
+        var bytes = new byte[labels.Length];
+        for (var i = 0; i < labels.Length; i++)
+        {
+            if (labels[i] is < 0 or > 255)
+                throw new ArgumentOutOfRangeException(nameof(labels), labels[i], $"labels[{i}] is {labels[i]}; a class must be in 0-255.");
+            bytes[i] = (byte)labels[i];
+        }
+        return bytes;
     }
 }
 

@@ -11,7 +11,7 @@ public enum Precision
 {
     /// <summary>32-bit floating point (float), the default: faster, and enough for training.</summary>
     Single,
-    /// <summary>64-bit floating point (double): for gradient checks and exact comparisons.</summary>
+    /// <summary>64-bit floating point (double): slower; for results that must agree with a double-precision reference (e.g. to 1e-12), and for <see cref="NeuralNetwork.Predict(System.ReadOnlySpan{double})"/> without rounding to float.</summary>
     Double,
 }
 

@@ -1,6 +1,7 @@
 using Backprop.Core;
 using System;
 using System.Collections.Generic;
+using System.IO;
 using System.Linq;
 using Backprop.Core.Interop;
 
@@ -35,6 +36,23 @@ public sealed class NeuralNetwork
     /// <summary>The layers in the book's names, e.g. "Affine(784, 50)", "ReLU", ..., "SoftmaxWithLoss".</summary>
     public IReadOnlyList<string> Layers => Api.LayerNames(CoreLayers).Append("SoftmaxWithLoss").ToArray();
 
+    /// <summary>
+    /// A copy of every parameter, by the book's names in layer order (W1, b1, W2, b2, ...): each
+    /// with its shape (W: inputs × outputs, b: outputs) and its values, row-major. Changing the
+    /// copies changes nothing in the network.
+    /// </summary>
+    public IReadOnlyDictionary<string, Parameter> GetParameters()
+    {
+        var parameters = new Dictionary<string, Parameter>();
+        if (Single is not null)
+            foreach (var (name, shape, values) in Api.Parameters(Single)) parameters.Add(name, new Parameter(name, shape, values, null));
+        else
+            foreach (var (name, shape, values) in Api.Parameters(Double!)) parameters.Add(name, new Parameter(name, shape, null, values));
+        return parameters;
+    }
+
+    // ─── Prediction ─────────────────────────────────────────────────────────────────────────────
+
     /// <summary>The class probabilities (softmax of the scores) for one sample.</summary>
     /// <param name="image">The sample's <see cref="Inputs"/> values, e.g. 784 pixels in [0, 1].</param>
     /// <exception cref="ArgumentException"><paramref name="image"/> does not have <see cref="Inputs"/> values.</exception>
@@ -43,27 +61,279 @@ public sealed class NeuralNetwork
         if (image.Length != Inputs)
             throw new ArgumentException($"The network takes {Inputs} values, the image has {image.Length}.", nameof(image));
         if (Single is not null) return Api.Probabilities(Single, image.ToArray());
-        var values = new double[image.Length];
-        for (var i = 0; i < values.Length; i++) values[i] = image[i];
-        return Array.ConvertAll(Api.Probabilities(Double!, values), p => (float)p);
+        return Array.ConvertAll(Api.Probabilities(Double!, Widen(image)), p => (float)p);
+    }
+
+    /// <summary>
+    /// The class probabilities for one sample in double precision: a <see cref="Precision.Double"/>
+    /// network computes in double throughout (a Single one computes in float and widens the result).
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="image"/> does not have <see cref="Inputs"/> values.</exception>
+    public double[] Predict(ReadOnlySpan<double> image)
+    {
+        if (image.Length != Inputs)
+            throw new ArgumentException($"The network takes {Inputs} values, the image has {image.Length}.", nameof(image));
+        if (Double is not null) return Api.Probabilities(Double, image.ToArray());
+        return Array.ConvertAll(Api.Probabilities(Single!, Narrow(image)), p => (double)p);
+    }
+
+    /// <summary>
+    /// The class probabilities for <paramref name="count"/> samples at once, computed in blocks of
+    /// 100 rows (as an evaluation is), many times faster than <see cref="Predict(ReadOnlySpan{float})"/>
+    /// on each sample and with the same numbers up to rounding: a 100-row product sums in another
+    /// order than a 1-row one (the tests find them within 1e-5 relative in float, 1e-12 in double,
+    /// and the same classes on the 10,000 MNIST test images).
+    /// </summary>
+    /// <param name="images">The samples one after the other: <paramref name="count"/> × <see cref="Inputs"/> values.</param>
+    /// <param name="count">The number of samples.</param>
+    /// <returns><paramref name="count"/> × <see cref="Classes"/> probabilities, sample by sample.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is negative.</exception>
+    /// <exception cref="ArgumentException"><paramref name="images"/> does not have <paramref name="count"/> × <see cref="Inputs"/> values.</exception>
+    public float[] Predict(ReadOnlySpan<float> images, int count)
+    {
+        CheckRows(images.Length, count);
+        if (Single is not null) return Api.ProbabilitiesOfRows(Single, images.ToArray(), count);
+        return Array.ConvertAll(Api.ProbabilitiesOfRows(Double!, Widen(images), count), p => (float)p);
+    }
+
+    /// <summary>The class probabilities for <paramref name="count"/> samples at once, in double precision (see <see cref="Predict(ReadOnlySpan{double})"/>).</summary>
+    /// <param name="images">The samples one after the other: <paramref name="count"/> × <see cref="Inputs"/> values.</param>
+    /// <param name="count">The number of samples.</param>
+    /// <returns><paramref name="count"/> × <see cref="Classes"/> probabilities, sample by sample.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is negative.</exception>
+    /// <exception cref="ArgumentException"><paramref name="images"/> does not have <paramref name="count"/> × <see cref="Inputs"/> values.</exception>
+    public double[] Predict(ReadOnlySpan<double> images, int count)
+    {
+        CheckRows(images.Length, count);
+        if (Double is not null) return Api.ProbabilitiesOfRows(Double, images.ToArray(), count);
+        return Array.ConvertAll(Api.ProbabilitiesOfRows(Single!, Narrow(images), count), p => (double)p);
+    }
+
+    /// <summary>The class probabilities for each sample, computed in blocks of 100 (see <see cref="Predict(ReadOnlySpan{float}, int)"/>).</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="images"/> or one of its samples is null.</exception>
+    /// <exception cref="ArgumentException">A sample does not have <see cref="Inputs"/> values (the message names its index).</exception>
+    public float[][] Predict(float[][] images)
+    {
+        var flat = Flatten(images);
+        var p = Predict(flat, images.Length);
+        return Enumerable.Range(0, images.Length).Select(i => p.AsSpan(i * Classes, Classes).ToArray()).ToArray();
     }
 
     /// <summary>The most probable class for one sample.</summary>
     /// <exception cref="ArgumentException"><paramref name="image"/> does not have <see cref="Inputs"/> values.</exception>
-    public int Classify(ReadOnlySpan<float> image)
+    public int Classify(ReadOnlySpan<float> image) => ArgMax(Predict(image));
+
+    /// <summary>The most probable class of each of <paramref name="count"/> samples (see <see cref="Predict(ReadOnlySpan{float}, int)"/>).</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is negative.</exception>
+    /// <exception cref="ArgumentException"><paramref name="images"/> does not have <paramref name="count"/> × <see cref="Inputs"/> values.</exception>
+    public int[] Classify(ReadOnlySpan<float> images, int count)
     {
-        var p = Predict(image);
-        return Array.IndexOf(p, p.Max());
+        var p = Predict(images, count);
+        var classes = new int[count];
+        for (var i = 0; i < count; i++) classes[i] = ArgMax(p.AsSpan(i * Classes, Classes));
+        return classes;
     }
 
-    /// <summary>The fraction of <paramref name="data"/>'s images whose predicted class is their label.</summary>
+    /// <summary>The most probable class of each sample (see <see cref="Predict(float[][])"/>).</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="images"/> or one of its samples is null.</exception>
+    /// <exception cref="ArgumentException">A sample does not have <see cref="Inputs"/> values (the message names its index).</exception>
+    public int[] Classify(float[][] images) => Classify(Flatten(images), images.Length);
+
+    /// <summary>The first index of the largest value (as Array.IndexOf(p, p.Max())).</summary>
+    private static int ArgMax(ReadOnlySpan<float> p)
+    {
+        var best = 0;
+        for (var j = 1; j < p.Length; j++) if (p[j] > p[best]) best = j;
+        return best;
+    }
+
+    private void CheckRows(int length, int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        if (length != (long)count * Inputs)
+            throw new ArgumentException($"{count} samples of {Inputs} values are {(long)count * Inputs} values; there are {length}.", "images");
+    }
+
+    private float[] Flatten(float[][] images)
+    {
+        ArgumentNullException.ThrowIfNull(images);
+        var flat = new float[(long)images.Length * Inputs];
+        for (var i = 0; i < images.Length; i++)
+        {
+            if (images[i] is null) throw new ArgumentNullException(nameof(images), $"images[{i}] is null.");
+            if (images[i].Length != Inputs)
+                throw new ArgumentException($"The network takes {Inputs} values, images[{i}] has {images[i].Length}.", nameof(images));
+            images[i].CopyTo(flat, (long)i * Inputs);
+        }
+        return flat;
+    }
+
+    private static double[] Widen(ReadOnlySpan<float> values)
+    {
+        var wide = new double[values.Length];
+        for (var i = 0; i < wide.Length; i++) wide[i] = values[i];
+        return wide;
+    }
+
+    private static float[] Narrow(ReadOnlySpan<double> values)
+    {
+        var narrow = new float[values.Length];
+        for (var i = 0; i < narrow.Length; i++) narrow[i] = (float)values[i];
+        return narrow;
+    }
+
+    // ─── Evaluation ─────────────────────────────────────────────────────────────────────────────
+
+    /// <summary>The fraction of <paramref name="data"/>'s images whose predicted class is their label (NaN for an empty set).</summary>
     /// <exception cref="ArgumentNullException"><paramref name="data"/> is null.</exception>
     /// <exception cref="ArgumentException">The images do not have <see cref="Inputs"/> pixels.</exception>
-    public double Evaluate(ImageSet data)
+    public double Accuracy(ImageSet data)
+    {
+        CheckInputs(data);
+        return Single is not null ? Api.Accuracy(Single, data.Data) : Api.Accuracy(Double!, data.Data);
+    }
+
+    /// <summary>
+    /// Evaluates the network on every image of <paramref name="data"/>: accuracy, per-class precision
+    /// and recall, and the confusion matrix (the numbers the CLI's <c>evaluate</c> prints).
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="data"/> is null.</exception>
+    /// <exception cref="ArgumentException">The images do not have <see cref="Inputs"/> pixels, or a label is not below <see cref="Classes"/>.</exception>
+    public MulticlassClassificationMetrics Evaluate(ImageSet data)
+    {
+        CheckInputs(data);
+        CheckLabels(data, Classes, nameof(data));
+        var confusion = Single is not null ? Api.Confusion(Single, data.Data, Classes) : Api.Confusion(Double!, data.Data, Classes);
+        return new MulticlassClassificationMetrics(confusion);
+    }
+
+    private void CheckInputs(ImageSet data)
     {
         ArgumentNullException.ThrowIfNull(data);
         if (data.PixelCount != Inputs)
             throw new ArgumentException($"The network takes {Inputs} values, the images have {data.PixelCount}.", nameof(data));
-        return Single is not null ? Api.Accuracy(Single, data.Data) : Api.Accuracy(Double!, data.Data);
     }
+
+    /// <summary>Throws when a label of <paramref name="data"/> is not a class of a network with <paramref name="classes"/> outputs.</summary>
+    internal static void CheckLabels(ImageSet data, int classes, string name)
+    {
+        var labels = data.Data.Labels;
+        for (var i = 0; i < data.Count; i++)
+            if (labels[i] >= classes)
+                throw new ArgumentException($"The labels of {name} go up to {labels.Take(data.Count).Max()}; the network has {classes} outputs (classes 0 to {classes - 1}).", name);
+    }
+
+    // ─── Files ──────────────────────────────────────────────────────────────────────────────────
+
+    /// <summary>
+    /// Saves the network to an .npz file (NumPy archive: W1, b1, ... and the layer list), the format
+    /// of the CLI's <c>train --save</c>: <c>backprop evaluate --model</c> reads it, <see cref="Load(string)"/>
+    /// reads the CLI's. The precision is kept. Atomic: the file is either the previous one or the whole new one.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="path"/> is null or empty.</exception>
+    /// <exception cref="IOException">The file cannot be written (its folder is missing, it is a folder or a device, ...); the message names it.</exception>
+    public void Save(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        try
+        {
+            if (Single is not null) Api.Save(path, Single);
+            else Api.Save(path, Double!);
+        }
+        catch (OutputError e)
+        {
+            throw new IOException(e.Message, e);
+        }
+    }
+
+    /// <summary>Writes the network as an .npz archive to a stream, at its position (see <see cref="Save(string)"/>); the stream stays open.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="stream"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="stream"/> cannot be written to.</exception>
+    public void Save(Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        if (!stream.CanWrite) throw new ArgumentException("The stream cannot be written to.", nameof(stream));
+        if (Single is not null) Api.Write(stream, Single);
+        else Api.Write(stream, Double!);
+    }
+
+    /// <summary>
+    /// Loads a network from an .npz file written by <see cref="Save(string)"/>, by the CLI's
+    /// <c>train --save</c>, or by numpy (<c>numpy.savez(path, W1=..., b1=..., ...)</c>), in the precision it was saved in.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="path"/> is null or empty.</exception>
+    /// <exception cref="FileNotFoundException">There is no file at <paramref name="path"/>.</exception>
+    /// <exception cref="InvalidDataException">The file is not a model file, or an array is missing, misshapen or not finite; the message names the file and the fault.</exception>
+    public static NeuralNetwork Load(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: file not found", path);
+        using var stream = File.OpenRead(path);
+        return Read(path, stream);
+    }
+
+    /// <summary>Loads a network from an .npz archive in a stream (read from its position to its end; see <see cref="Load(string)"/>).</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="stream"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="stream"/> cannot be read.</exception>
+    /// <exception cref="InvalidDataException">The archive is not a model file (the message says what is wrong, naming the file "stream").</exception>
+    public static NeuralNetwork Load(Stream stream)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        if (!stream.CanRead) throw new ArgumentException("The stream cannot be read.", nameof(stream));
+        return Read("stream", stream);
+    }
+
+    private static NeuralNetwork Read(string name, Stream stream)
+    {
+        try
+        {
+            return Npz.readFrom(name, stream).Model switch
+            {
+                SavedModel.Single s => new NeuralNetwork(s.Item),
+                SavedModel.Double d => new NeuralNetwork(d.Item),
+                _ => throw new InvalidDataException($"{name}: unknown precision"),
+            };
+        }
+        catch (DataError e)
+        {
+            throw new InvalidDataException(e.Message, e);
+        }
+    }
+}
+
+/// <summary>One named parameter of a network (W1, b1, ...), copied out by <see cref="NeuralNetwork.GetParameters"/>.</summary>
+public sealed class Parameter
+{
+    private readonly float[]? single;
+    private readonly double[]? @double;
+    private readonly int[] shape;
+
+    internal Parameter(string name, int[] shape, float[]? single, double[]? @double)
+    {
+        Name = name;
+        this.shape = shape;
+        this.single = single;
+        this.@double = @double;
+    }
+
+    /// <summary>The book's name: W1, b1, W2, b2, ... (W for an Affine layer's weights, b for its bias).</summary>
+    public string Name { get; }
+
+    /// <summary>The shape: [inputs, outputs] for a W, [outputs] for a b.</summary>
+    public IReadOnlyList<int> Shape => shape;
+
+    /// <summary>The number of values (the product of <see cref="Shape"/>).</summary>
+    public int Length => single?.Length ?? @double!.Length;
+
+    /// <summary>The precision the network holds the values in.</summary>
+    public Precision Precision => single is not null ? Precision.Single : Precision.Double;
+
+    /// <summary>A new array of the values, row-major (W[i, j] at i × outputs + j), as float (narrowed for a Double network).</summary>
+    public float[] ToSingleArray() => single is not null ? (float[])single.Clone() : Array.ConvertAll(@double!, v => (float)v);
+
+    /// <summary>A new array of the values, row-major, as double (exact for either precision).</summary>
+    public double[] ToDoubleArray() => @double is not null ? (double[])@double.Clone() : Array.ConvertAll(single!, v => (double)v);
+
+    /// <summary>The name and shape, e.g. "W1 [784, 50]".</summary>
+    public override string ToString() => $"{Name} [{string.Join(", ", shape)}]";
 }

@@ -74,8 +74,8 @@ public sealed class FacadeTests : IClassFixture<MnistFixture>
         Assert.True(result.History[1].MeanLoss < result.History[0].MeanLoss);
         // training returned a new model and left the old one as it was
         Assert.NotSame(network, result.Model);
-        Assert.True(network.Evaluate(mnist.Test) < 0.2, "the untrained network guesses");
-        Assert.Equal(result.History[^1].TestAccuracy, result.Model.Evaluate(mnist.Test), 12);
+        Assert.True(network.Accuracy(mnist.Test) < 0.2, "the untrained network guesses");
+        Assert.Equal(result.History[^1].TestAccuracy, result.Model.Accuracy(mnist.Test), 12);
     }
 
     [Fact]
@@ -171,7 +171,7 @@ public sealed class FacadeTests : IClassFixture<MnistFixture>
         // every step that ran is in the history, the last epoch as far as it got
         Assert.Equal(last.Iteration, result.History.Sum(r => r.Losses.Count));
         Assert.Equal(result.History.Count - 1, result.History.Take(result.History.Count - 1).Count(r => r.Losses.Count == 60));
-        Assert.Equal(last.TestAccuracy, result.Model.Evaluate(mnist.Test.Take(200)), 12);
+        Assert.Equal(last.TestAccuracy, result.Model.Accuracy(mnist.Test.Take(200)), 12);
     }
 
     [Fact]

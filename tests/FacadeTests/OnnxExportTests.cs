@@ -58,7 +58,7 @@ public sealed class OnnxExportTests : IClassFixture<MnistFixture>
             if (ArgMax(row) == mnist.Test.GetLabel(i)) correct++;
         }
         Assert.InRange(maxDiff, 0.0, 1e-5);
-        Assert.Equal(network.Evaluate(mnist.Test), (double)correct / n);
+        Assert.Equal(network.Accuracy(mnist.Test), (double)correct / n);
     }
 
     [Fact]
