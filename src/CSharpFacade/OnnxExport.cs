@@ -39,6 +39,10 @@ public static class OnnxExport
         {
             throw new IOException(e.Message);
         }
+        catch (OutputError e)
+        {
+            throw new IOException(e.Message, e);
+        }
     }
 
     /// <summary>Writes the network's ONNX model to a stream (at its position; the stream stays open).</summary>
