@@ -10,7 +10,8 @@ namespace Backprop;
 /// Runtime and other ONNX tools run: input <c>x</c> [N, <see cref="NeuralNetwork.Inputs"/>] in the
 /// network's precision (float or double), outputs <c>probabilities</c> (the softmax of the scores)
 /// and <c>scores</c>, both [N, <see cref="NeuralNetwork.Classes"/>]; N is any batch size.
-/// Affine layers become Gemm, ReLU Relu, Sigmoid Sigmoid, and Softmax ends the graph.
+/// Affine layers become Gemm, ReLU Relu, Sigmoid Sigmoid, Tanh Tanh, Dropout a Mul by 1 − ratio,
+/// BatchNorm BatchNormalization with its running statistics, and Softmax ends the graph.
 /// </summary>
 /// <example><code>
 /// network.ExportOnnx("model.onnx");
