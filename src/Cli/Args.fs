@@ -163,6 +163,7 @@ type Command =
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Evaluate of ParseResults<EvaluateArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Demo of ParseResults<DemoArgs>
+    | [<SubCommand; CliPrefix(CliPrefix.None)>] Graph of ParseResults<GraphCommand.GraphArgs>
 
     interface IArgParserTemplate with
         member c.Usage =
@@ -172,3 +173,4 @@ type Command =
             | Evaluate _ -> "a saved model's test accuracy, per-class precision and recall, and confusion matrix."
             | Predict _ -> "a saved model's prediction for test images (--index) or image files, with the top probabilities."
             | Demo _ -> "the book's shopping example: forward and backward through multiply and add nodes."
+            | Graph _ -> "a computational graph with its forward values and gradients, as Graphviz DOT, SVG or PNG."

@@ -17,6 +17,7 @@ let main argv =
         | Evaluate args -> evaluate args
         | Predict args -> predict args
         | Demo _ -> demo ()
+        | Graph args -> GraphCommand.run args
     with
     | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText -> printfn $"{e.Message}"; 0
     | :? ArguParseException as e ->
