@@ -80,18 +80,19 @@ module Dot =
     let private shapeText (shape: int[]) =
         if shape.Length = 2 && shape[0] = 1 then string shape[1] else shape |> Array.map string |> String.concat "×"
 
-    /// A tensor as the drawing shows it: every number when it has at most `small` of them, else
-    /// its norm, minimum, maximum and mean.
+    /// A tensor as the drawing shows it, as HTML-label text: every number (five to a line) when it
+    /// has at most `small` of them, else its norm and mean, then its minimum and maximum.
     let private tensor (small: int) (m: MathNet.Numerics.LinearAlgebra.Matrix<float>) =
         let s = Trace.summarize m
         if m.RowCount * m.ColumnCount <= small then
-            "[" + (m.ToRowMajorArray() |> Array.map number |> String.concat ", ") + "]"
-        else $"norm {number s.Norm}, min {number s.Min}, max {number s.Max}, mean {number s.Mean}"
+            let lines = m.ToRowMajorArray() |> Array.map number |> Array.chunkBySize 5 |> Array.map (String.concat ", ")
+            "[" + String.concat ",<br/>" lines + "]"
+        else $"norm {number s.Norm}, mean {number s.Mean}<br/>min {number s.Min}, max {number s.Max}"
 
     /// The DOT text of a traced network: each layer an operation box with its parameters' shapes
-    /// and the norms of their gradients, each tensor between layers a record (name and shape |
-    /// value | grad) with every number when there are at most 10 of them and a summary (norm,
-    /// min, max, mean) otherwise; then softmax-with-loss and the loss.
+    /// and the norms of their gradients, each tensor between layers a record (name and shape,
+    /// value, grad, one above the other) with every number when there are at most 10 of them and a
+    /// summary (norm, mean, min, max) otherwise; then softmax-with-loss and the loss.
     [<CompiledName("OfTrace")>]
     let ofTrace (title: string) (trace: NetworkTrace) : string =
         let sb = StringBuilder()
@@ -101,8 +102,8 @@ module Dot =
             let label =
                 table true
                     [ $"<b>{html name}</b> {shapeText [| value.RowCount; value.ColumnCount |]}", ""
-                      "value " + html (tensor small value), valueColour
-                      "grad " + html (tensor small grad), gradColour ]
+                      "value " + tensor small value, valueColour
+                      "grad " + tensor small grad, gradColour ]
             sb.Append($"  {id} [shape=plaintext, label={label}];\n") |> ignore
         match trace.Layers with
         | [] -> ()
@@ -129,7 +130,7 @@ module Dot =
             | Labels.OneHot _ -> "t one-hot"
         sb.Append($"  loss_op [shape=box, style=rounded, label=<<b>SoftmaxWithLoss</b><br/>{labels}>];\n") |> ignore
         if trace.Layers.Length > 0 then sb.Append($"  {last} -> loss_op;\n") |> ignore
-        let y = table true [ "<b>y</b> softmax", ""; "value " + html (tensor small trace.Probabilities), valueColour ]
+        let y = table true [ "<b>y</b> softmax", ""; "value " + tensor small trace.Probabilities, valueColour ]
         sb.Append($"  y [shape=plaintext, label={y}];\n") |> ignore
         sb.Append("  loss_op -> y;\n") |> ignore
         let loss = table true [ "<b>L</b>", ""; $"value {number trace.Loss}", valueColour; "grad 1", gradColour ]

@@ -167,8 +167,9 @@ let tests =
             for part in [ "<b>Affine1</b>"; "W1 784×20"; "b1 20"; "<b>Relu1</b>"; "<b>Affine2</b>"; "W2 20×10"; "<b>x</b> 784"; "<b>scores</b> 10"; "<b>SoftmaxWithLoss</b>"; "rankdir=LR" ] do
                 Expect.stringContains text part part
             let s = Trace.summarize trace.Layers.Head.Input
-            Expect.stringContains text $"value norm {Dot.number s.Norm}, min 0, max 1, mean {Dot.number s.Mean}" "the input summarized (784 numbers)"
-            Expect.stringContains text ("value [" + (trace.Scores.Row(0).ToArray() |> Array.map Dot.number |> String.concat ", ") + "]") "the 10 scores in full"
+            Expect.stringContains text $"value norm {Dot.number s.Norm}, mean {Dot.number s.Mean}<br/>min 0, max 1" "the input summarized (784 numbers)"
+            let scores = trace.Scores.Row(0).ToArray() |> Array.map Dot.number
+            Expect.stringContains text ("value [" + String.concat ", " scores[..4] + ",<br/>" + String.concat ", " scores[5..] + "]") "the 10 scores in full, five to a line"
             Expect.stringContains text $"value {Dot.number trace.Loss}" "the loss"
         }
         test "Dot.number: invariant culture, 4 significant digits, no -0" {

@@ -164,6 +164,7 @@ type Command =
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Demo of ParseResults<DemoArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Graph of ParseResults<GraphCommand.GraphArgs>
+    | [<SubCommand; CliPrefix(CliPrefix.None)>] Serve of ParseResults<Serve.ServeArgs>
 
     interface IArgParserTemplate with
         member c.Usage =
@@ -174,3 +175,4 @@ type Command =
             | Predict _ -> "a saved model's prediction for test images (--index) or image files, with the top probabilities."
             | Demo _ -> "the book's shopping example: forward and backward through multiply and add nodes."
             | Graph _ -> "a computational graph with its forward values and gradients, as Graphviz DOT, SVG or PNG."
+            | Serve _ -> "a page on 127.0.0.1 to draw a digit and watch the network (probabilities, activations, input gradient)."

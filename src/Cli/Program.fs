@@ -18,6 +18,7 @@ let main argv =
         | Predict args -> predict args
         | Demo _ -> demo ()
         | Graph args -> GraphCommand.run args
+        | Serve args -> Serve.run args
     with
     | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText -> printfn $"{e.Message}"; 0
     | :? ArguParseException as e ->
