@@ -216,5 +216,16 @@ let tests =
                 let code, _, err = CliTests.run [ "graph"; "network"; "--model"; "/no/such.npz" ]
                 Expect.equal (code, err.Trim()) (1, "backprop: /no/such.npz: model file not found") "missing model"
             }
+            test "the README's pictures are current: docs/pictures/*.dot is what graph writes now" {
+                // (scripts/make-pictures.sh regenerates them; the PNGs are drawn from this text)
+                let pictures = Path.Combine(repoRoot, "docs", "pictures")
+                let model = Path.Combine(repoRoot, "tests", "fixtures", "book-3000.npz")
+                for name, args in [ "apple-orange", [ "graph"; "apple-orange" ]; "network", [ "graph"; "network"; "--model"; model; "--index"; "0"; "--data"; mnistDir ] ] do
+                    let code, out, err = CliTests.run args
+                    Expect.equal (code, err) (0, "") name
+                    Expect.equal out (File.ReadAllText(Path.Combine(pictures, $"{name}.dot"))) $"docs/pictures/{name}.dot: run scripts/make-pictures.sh and commit"
+                    Expect.isTrue (File.Exists(Path.Combine(pictures, $"{name}.png"))) $"{name}.png"
+                Expect.isTrue (File.Exists(Path.Combine(pictures, "page.png"))) "page.png"
+            }
         ]
     ]
