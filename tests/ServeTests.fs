@@ -149,6 +149,18 @@ let tests =
                     Expect.stringContains (response.Content.ReadAsStringAsync().GetAwaiter().GetResult()) part path
                     Expect.isFalse (response.Content.ReadAsStringAsync().GetAwaiter().GetResult().Contains "http") $"{path}: nothing fetched from elsewhere (offline)")
         }
+        testSequencedGroup Common.processWide <| test "serve: a bad port, a missing model, a port taken: one line each" {
+            let model = TraceTests.bookModelFile
+            let code, _, err = CliTests.run [ "serve"; "--model"; model; "--port"; "70000" ]
+            Expect.equal code 2 "usage"
+            Expect.stringContains err "--port must be between 0 and 65535, got 70000" "port"
+            let code, _, err = CliTests.run [ "serve"; "--model"; "/no/such.npz" ]
+            Expect.equal (code, err.Trim()) (1, "backprop: /no/such.npz: model file not found") "missing model"
+            withServer (fun url ->
+                let port = Uri(url).Port
+                let code, _, err = CliTests.run [ "serve"; "--model"; model; "--port"; string port; "--data"; mnistDir ]
+                Expect.equal (code, err.Trim()) (1, $"backprop: Failed to bind to address http://127.0.0.1:%d{port}: address already in use.") "port taken")
+        }
         testSequencedGroup "browser" <| testList "page in headless Chromium" [
             let withPage (f: PuppeteerSharp.IPage -> unit) =
                 let chromium = GraphTests.requireProgram "/usr/bin/chromium" "chromium"

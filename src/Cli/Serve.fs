@@ -181,6 +181,8 @@ let buildApp (model: Model<float>) (test: Dataset) (port: int) : WebApplication 
     let classes = List.last sizes
     let builder = WebApplication.CreateSlimBuilder()
     builder.Logging.SetMinimumLevel(LogLevel.Warning) |> ignore
+    // a failure to start (the port taken) reaches the caller as an exception: no stack trace logged too
+    builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.None) |> ignore
     builder.WebHost.UseKestrel(fun options ->
         options.Listen(IPAddress.Loopback, port)
         options.Limits.MaxRequestBodySize <- Nullable maxBodyBytes)
