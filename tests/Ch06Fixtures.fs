@@ -60,4 +60,4 @@ let normRelative (a: float[]) (b: float[]) =
     norm (Array.map2 (-) a b) / max (max (norm a) (norm b)) 1e-300
 
 /// Prints a measured error, for the record (the run's output lists them).
-let measured (what: string) (error: float) = printfn $"[measured] %s{what}: %.3g{error}"
+let measured (what: string) (error: float) = Common.note $"[measured] %s{what}: %.3g{error}"

@@ -57,3 +57,11 @@ let mnist = lazy (Mnist.load mnistDir)
 /// The sequenced group of the tests that redirect the process's console (the CLI run in-process):
 /// Expecto runs no two of them at the same time.
 let console = "the process's console"
+
+/// The process's own standard output, not Console.Out: the CLI tests redirect Console.Out while
+/// they run the command in-process, and a figure another test prints meanwhile must not land in
+/// their captured output.
+let private rawOut = lazy (new StreamWriter(Console.OpenStandardOutput(), AutoFlush = true))
+
+/// Prints a line (a measured figure) to the process's standard output, whatever Console.Out is.
+let note (line: string) = lock rawOut (fun () -> rawOut.Value.WriteLine line)

@@ -477,7 +477,7 @@ let saveTests =
             Expect.equal code 0 $"the next run saves (stderr: {err})"
             Expect.isEmpty (tempFiles dir) "no temporary file left after the next run (those of killed runs cleaned as stale)"
             Expect.isTrue (loads target) "the file loads"
-            printfn $"SIGKILL test: {kept} kills left the old file, {replaced} found a complete new one, {stale} temporaries of killed runs seen before cleaning"
+            Common.note $"SIGKILL test: {kept} kills left the old file, {replaced} found a complete new one, {stale} temporaries of killed runs seen before cleaning"
         }
         test "two concurrent train --save to the same file both succeed and leave a complete file" {
             let dir = Directory.CreateTempSubdirectory("backprop-concurrent-").FullName

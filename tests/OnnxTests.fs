@@ -15,7 +15,7 @@ open Common
 /// captured at that moment by a CLI test running in parallel (CliTests.run), which must not see it.
 let private report =
     let stdout = new StreamWriter(Console.OpenStandardOutput(), AutoFlush = true)
-    fun (line: string) -> lock stdout (fun () -> stdout.WriteLine line)
+    fun (line: string) -> Common.note line
 
 /// A fresh scratch folder.
 let private scratch () = Directory.CreateTempSubdirectory("backprop-onnx-").FullName
