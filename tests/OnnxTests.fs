@@ -13,9 +13,7 @@ open Common
 
 /// Writes a line of measurements to the process's real standard output: Console.Out may be
 /// captured at that moment by a CLI test running in parallel (CliTests.run), which must not see it.
-let private report =
-    let stdout = new StreamWriter(Console.OpenStandardOutput(), AutoFlush = true)
-    fun (line: string) -> Common.note line
+let private report (line: string) = Common.note line
 
 /// A fresh scratch folder.
 let private scratch () = Directory.CreateTempSubdirectory("backprop-onnx-").FullName
