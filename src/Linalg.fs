@@ -199,21 +199,21 @@ let rec private product transA transB (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'
         | true, true -> a.TransposeThisAndMultiply(b.Transpose())
 
 /// A · B
-let mul (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product false false a b
+let times (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product false false a b
 
 /// A · B + r, with the vector r added to every row (the Affine layer's x · W + b): the product
 /// accumulates onto a matrix whose rows already hold r.
-let rec mulAddRow (a: Matrix<'T>) (b: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
+let rec affine (a: Matrix<'T>) (b: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
     if r.Count <> b.ColumnCount then invalidArg "r" $"a row of %d{r.Count} values added to a product with %d{b.ColumnCount} columns"
     let backend = (current ()).Backend
     let m, n = a.RowCount, b.ColumnCount
     match box a, box b, box r with
     | (:? Single.SparseMatrix as a), (:? Single.DenseMatrix as b), (:? Single.DenseVector as r) when backend <> ProductBackend.MathNet && a.ColumnCount = b.RowCount ->
         if onSparseKernels a n then box (Single.DenseMatrix(m, n, sparseAffine a b.Values r.Values n)) :?> Matrix<'T>
-        else mulAddRow (densify (box a :?> Matrix<'T>)) (box b :?> Matrix<'T>) (box r :?> Vector<'T>)
+        else affine (densify (box a :?> Matrix<'T>)) (box b :?> Matrix<'T>) (box r :?> Vector<'T>)
     | (:? Double.SparseMatrix as a), (:? Double.DenseMatrix as b), (:? Double.DenseVector as r) when backend <> ProductBackend.MathNet && a.ColumnCount = b.RowCount ->
         if onSparseKernels a n then box (Double.DenseMatrix(m, n, sparseAffine a b.Values r.Values n)) :?> Matrix<'T>
-        else mulAddRow (densify (box a :?> Matrix<'T>)) (box b :?> Matrix<'T>) (box r :?> Vector<'T>)
+        else affine (densify (box a :?> Matrix<'T>)) (box b :?> Matrix<'T>) (box r :?> Vector<'T>)
     | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b), (:? Single.DenseVector as r) when backend <> ProductBackend.MathNet && a.ColumnCount = b.RowCount ->
         let c = GC.AllocateUninitializedArray (m * n) // filled with the bias below
         for j in 0 .. n - 1 do Array.Fill(c, r.Values[j], j * m, m)
@@ -259,10 +259,10 @@ let addScaled (y: Matrix<'T>) (alpha: 'T) (x: Matrix<'T>) : Matrix<'T> =
     | _ -> y + x.Multiply alpha
 
 /// Aᵀ · B (used for the weight gradient xᵀ · dout).
-let mulTN (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product true false a b
+let transposeTimes (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product true false a b
 
 /// A · Bᵀ (used for the input gradient dout · Wᵀ).
-let mulNT (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product false true a b
+let timesTranspose (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product false true a b
 
 // ─── Elementwise kernels ────────────────────────────────────────────────────────────────────────
 

@@ -114,13 +114,13 @@ let tests =
             Expect.isFalse x.Storage.IsDense "MNIST images are gathered sparse"
             let dense = Matrix<float>.Build.DenseOfMatrix x
             let w, b, dout = Common.random 5 784 50, Vector<float>.Build.Dense(50, fun j -> float j / 10.0), Common.random 6 100 50
-            Expect.isLessThan (Common.maxAbsDiff (Linalg.mulAddRow x w b) (Linalg.mulAddRow dense w b)) 1e-12 "x·W + b"
-            Expect.isLessThan (Common.maxAbsDiff (Linalg.mul x w) (Linalg.mul dense w)) 1e-12 "x·W"
-            Expect.isLessThan (Common.maxAbsDiff (Linalg.mulTN x dout) (Linalg.mulTN dense dout)) 1e-12 "xᵀ·dout"
-            Expect.isLessThan (Common.maxAbsDiff (Linalg.mulNT x (Common.random 7 50 784)) (Linalg.mulNT dense (Common.random 7 50 784))) 1e-12 "x·Bᵀ (MathNet's sparse product)"
+            Expect.isLessThan (Common.maxAbsDiff (Linalg.affine x w b) (Linalg.affine dense w b)) 1e-12 "x·W + b"
+            Expect.isLessThan (Common.maxAbsDiff (Linalg.times x w) (Linalg.times dense w)) 1e-12 "x·W"
+            Expect.isLessThan (Common.maxAbsDiff (Linalg.transposeTimes x dout) (Linalg.transposeTimes dense dout)) 1e-12 "xᵀ·dout"
+            Expect.isLessThan (Common.maxAbsDiff (Linalg.timesTranspose x (Common.random 7 50 784)) (Linalg.timesTranspose dense (Common.random 7 50 784))) 1e-12 "x·Bᵀ (MathNet's sparse product)"
             let x32: Matrix<float32> = Dataset.images train [| 0 .. 99 |]
             let w32, b32 = w.Map float32, b.Map float32
-            let got, want = Linalg.mulAddRow x32 w32 b32, Linalg.mulAddRow (Matrix<float32>.Build.DenseOfMatrix x32) w32 b32
+            let got, want = Linalg.affine x32 w32 b32, Linalg.affine (Matrix<float32>.Build.DenseOfMatrix x32) w32 b32
             Expect.isLessThan ((got - want).Enumerate() |> Seq.map abs |> Seq.max) 1e-4f "float32 x·W + b (sums of about 150 products near 1)"
         }
         test "a training step on sparse images equals the step on the same images dense" {
@@ -199,9 +199,9 @@ let tests =
             let nnz = (x64.Storage :?> Storage.SparseCompressedRowMatrixStorage<float>).RowPointers[100]
             for n in widths do
                 let w, b, dout = Common.random n 784 n, Vector<float>.Build.Dense(n, fun j -> float j / 10.0), Common.random (n + 1) 100 n
-                let dense = under Linalg.InputStorage.Dense (fun () -> Linalg.mulAddRow d64 w b), under Linalg.InputStorage.Dense (fun () -> Linalg.mulTN d64 dout)
-                let sparse = under Linalg.InputStorage.Sparse (fun () -> Linalg.mulAddRow x64 w b), under Linalg.InputStorage.Sparse (fun () -> Linalg.mulTN x64 dout)
-                let auto = under Linalg.InputStorage.Auto (fun () -> Linalg.mulAddRow x64 w b), under Linalg.InputStorage.Auto (fun () -> Linalg.mulTN x64 dout)
+                let dense = under Linalg.InputStorage.Dense (fun () -> Linalg.affine d64 w b), under Linalg.InputStorage.Dense (fun () -> Linalg.transposeTimes d64 dout)
+                let sparse = under Linalg.InputStorage.Sparse (fun () -> Linalg.affine x64 w b), under Linalg.InputStorage.Sparse (fun () -> Linalg.transposeTimes x64 dout)
+                let auto = under Linalg.InputStorage.Auto (fun () -> Linalg.affine x64 w b), under Linalg.InputStorage.Auto (fun () -> Linalg.transposeTimes x64 dout)
                 Expect.isLessThan (Common.maxAbsDiff (fst sparse) (fst dense)) 1e-12 $"float64 x·W + b, sparse kernels, width %d{n}"
                 Expect.isLessThan (Common.maxAbsDiff (snd sparse) (snd dense)) 1e-12 $"float64 xᵀ·dout, sparse kernels, width %d{n}"
                 // Auto runs either the sparse kernels or the dense product on a dense copy: the
@@ -215,9 +215,9 @@ let tests =
                 let w32, b32, dout32 = w.Map float32, b.Map float32, dout.Map float32
                 let relative (got: Matrix<float32>) (want: Matrix<float32>) =
                     Seq.zip (got.Enumerate()) (want.Enumerate()) |> Seq.map (fun (u, v) -> float (abs (u - v)) / (1.0 + float (abs v))) |> Seq.max
-                let want = under Linalg.InputStorage.Dense (fun () -> Linalg.mulAddRow d32 w32 b32), under Linalg.InputStorage.Dense (fun () -> Linalg.mulTN d32 dout32)
+                let want = under Linalg.InputStorage.Dense (fun () -> Linalg.affine d32 w32 b32), under Linalg.InputStorage.Dense (fun () -> Linalg.transposeTimes d32 dout32)
                 for storage in [ Linalg.InputStorage.Sparse; Linalg.InputStorage.Auto ] do
-                    let got = under storage (fun () -> Linalg.mulAddRow x32 w32 b32), under storage (fun () -> Linalg.mulTN x32 dout32)
+                    let got = under storage (fun () -> Linalg.affine x32 w32 b32), under storage (fun () -> Linalg.transposeTimes x32 dout32)
                     Expect.isLessThan (relative (fst got) (fst want)) 1e-5 $"float32 x·W + b, {storage}, width %d{n}"
                     Expect.isLessThan (relative (snd got) (snd want)) 1e-5 $"float32 xᵀ·dout, {storage}, width %d{n}"
         }
