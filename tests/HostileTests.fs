@@ -180,7 +180,7 @@ let npzCase (command: string) name (bytes: byte[]) code fragment =
         match command with
         | "evaluate" -> [ "evaluate"; "--model"; model; "--data"; "{dir}" ]
         | "predict" -> [ "predict"; "--model"; model; "--index"; "0"; "--data"; "{dir}" ]
-        | "init-from" -> [ "train"; "--iters"; "1"; "--init-from"; model; "--data"; "{dir}" ]
+        | "init-from" -> [ "train"; "--iters"; "1"; "--batch"; "2"; "--init-from"; model; "--data"; "{dir}" ]
         | _ -> [ "export"; "--model"; model; "--onnx"; "{dir}/out.onnx" ]
     { Name = $"npz ({command}): {name}"; Files = baseSet @ [ "bad.npz", Bytes bytes ]; Argv = argv; Code = code; Fragment = fragment }
 
