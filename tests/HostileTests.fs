@@ -523,11 +523,18 @@ let saveTests =
             let run seed =
                 [ "train"; "--iters"; "200"; "--hidden"; "20"; "--seed"; string seed
                   "--save"; file "same.npz"; "--metrics"; file "same.csv"; "--plot"; file "same.png" ]
-            // two real processes at once, started together
-            let runs = [ 1; 2 ] |> List.map (fun seed -> Threading.Tasks.Task.Run(fun () -> runCli (run seed)))
+            // two real processes at once, started together; each run's span on one clock
+            let clock = Stopwatch.StartNew()
+            let timed seed () =
+                let started = clock.Elapsed.TotalSeconds
+                let result = runCli (run seed)
+                started, clock.Elapsed.TotalSeconds, result
+            let runs = [ 1; 2 ] |> List.map (fun seed -> Threading.Tasks.Task.Run(timed seed))
             for r in runs do
-                let code, _, err, _ = r.Result
+                let _, _, (code, _, err, _) = r.Result
                 Expect.equal code 0 $"each run exits 0 (stderr: {err})"
+            let (start1, end1, _), (start2, end2, _) = runs[0].Result, runs[1].Result
+            Expect.isTrue (start1 < end2 && start2 < end1) $"the two runs overlapped in time ({start1:F1}-{end1:F1} s and {start2:F1}-{end2:F1} s)"
             match Npz.load (file "same.npz") with
             | SavedModel.Single m -> Expect.equal (Network.sizes m.Layers) [ 784; 20; 10 ] "the model loads, 784-20-10"
             | SavedModel.Double m -> Expect.equal (Network.sizes m.Layers) [ 784; 20; 10 ] "the model loads, 784-20-10"
