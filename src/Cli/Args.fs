@@ -163,7 +163,7 @@ type GradcheckArgs =
             | Batchnorm -> "Batch Normalization after each hidden Affine layer, checked in train mode (batch statistics: --count 4 or more)."
             | Dropout _ -> "Dropout of RATIO after each hidden activation, checked with the fixed mask of the model's key."
             | Weight_Decay _ -> "weight decay lambda >= 0: lambda*W in backpropagation's gradient, 0.5*lambda*sum(W^2) in the loss differentiated."
-            | Weight_Init _ -> "initial weights: a standard deviation, xavier, sigmoid, he or relu (default: 0.01; he with --batchnorm)."
+            | Weight_Init _ -> "initial weights: a standard deviation, xavier, sigmoid, he or relu (default: 0.01; 1 with --batchnorm, where the scale is divided out)."
             | Count _ -> "how many of the first training images to check on (default: 3, as the book; 4 with --batchnorm)."
             | Seed _ -> "seed for the initial weights (default: 42)."
             | Data _ -> "directory with the MNIST-layout IDX files (default: the shipped data/mnist)."
