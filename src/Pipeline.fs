@@ -9,6 +9,8 @@ namespace Backprop.Core
 //   - each epoch's model is evaluated on the helper while the next epoch trains.
 // Models and datasets are immutable values, so work on the other core cannot race with the
 // training: a batch's buffer is reused only two steps after its step is done.
+// epochsWatchedBy and epochsWatchedFromWith do the same for any step (any optimizer), continuing
+// a saved run's batches where it stopped.
 
 open System.Threading.Tasks
 open MathNet.Numerics.LinearAlgebra

@@ -207,7 +207,7 @@ let cliTests =
                     match relative, norms with
                     | Some r, _ ->
                         Expect.isLessThan r 1e-7 $"%A{args}: {name}'s relative error"
-                        Common.note $"[measured] gradcheck %A{args}: {name} relative error %.3g{r}"
+                        Common.note $"""[measured] gradcheck {String.Join(" ", args)}: {name} relative error %.3g{r}"""
                     | None, Some(a, b) ->
                         Expect.isTrue (batchNorm && name.StartsWith "b") $"%A{args}: {name}: only a bias before BatchNorm has zero gradient"
                         Expect.isLessThan (max a b) 1e-9 $"%A{args}: {name}'s gradients are zero"
