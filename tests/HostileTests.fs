@@ -496,12 +496,23 @@ let saveTests =
             let mutable previous = File.ReadAllBytes target
             let mutable replaced, kept, stale = 0, 0, 0
             for run in 1..24 do
-                // half the kills anywhere in the run, half near its end, where the save is
-                let delay = if run % 2 = 0 then rng.NextDouble() * length else length * (0.75 + 0.35 * rng.NextDouble())
                 use p = startCli (saveRun target (run + 1))
-                p.StandardOutput.ReadToEndAsync() |> ignore
                 p.StandardError.ReadToEndAsync() |> ignore
-                Threading.Thread.Sleep(TimeSpan.FromSeconds delay)
+                if run % 2 = 0 then
+                    // half the kills anywhere in the run (a time drawn from the first run's length)
+                    p.StandardOutput.ReadToEndAsync() |> ignore
+                    Threading.Thread.Sleep(TimeSpan.FromSeconds(rng.NextDouble() * length))
+                else
+                    // half in the save: 0-80 ms after the epoch line of the last step (the run
+                    // evaluates, prints that line, then saves), whatever the machine's load
+                    let rec untilEpochLine () =
+                        match p.StandardOutput.ReadLine() with
+                        | null -> ()
+                        | line when line.StartsWith "epoch" -> ()
+                        | _ -> untilEpochLine ()
+                    untilEpochLine ()
+                    p.StandardOutput.ReadToEndAsync() |> ignore
+                    Threading.Thread.Sleep(rng.Next 80)
                 if not p.HasExited then p.Kill()
                 p.WaitForExit()
                 let now = File.ReadAllBytes target
