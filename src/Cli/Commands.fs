@@ -87,7 +87,7 @@ let private resolveData (data: string option) (dataset: DatasetArg option) (fall
     | None, _, _ -> findData None, "mnist"
 
 /// The name of class c in a data set ("7" for MNIST, "Sneaker" for Fashion-MNIST).
-let private className (dataset: string) (c: int) = if dataset = "fashion" then $"{c} {fashionClasses[c]}" else string c
+let private className (dataset: string) (c: int) = if dataset = "fashion" && c < fashionClasses.Length then $"{c} {fashionClasses[c]}" else string c
 
 let private activationOf =
     function
@@ -442,6 +442,11 @@ let train (args: ParseResults<TrainArgs>) =
         match initFrom with
         | Some(file, _) -> raise (DataError(file, $"the model takes %d{sizes.Head} inputs, the images of {dataDir} have %d{trainSet.PixelCount} pixels"))
         | None -> ()
+    match initFrom with
+    | Some(file, saved) ->
+        Contracts.outputsCoverLabels file saved.Model.Layers $"the training labels of {dataDir}" trainSet
+        Contracts.outputsCoverLabels file saved.Model.Layers $"the test labels of {dataDir}" testSet
+    | None -> ()
     if batch > trainSet.Count then
         match config0.Sampling with
         | Backprop.Core.Sampling.Shuffle
@@ -704,25 +709,27 @@ let evaluate (args: ParseResults<EvaluateArgs>) =
     let dataDir, datasetName = resolveData (args.TryGetResult EvaluateArgs.Data) (args.TryGetResult EvaluateArgs.Dataset) ((Npz.metadata file).TryFind "dataset")
     Linalg.using (selectBackend None None) <| fun () ->
     let test = loadTest dataDir
-    let sizes = match saved with SavedModel.Single m -> Network.sizes m.Layers | SavedModel.Double m -> Network.sizes m.Layers
-    if sizes.Head <> test.PixelCount then raise (DataError(file, $"the model takes %d{sizes.Head} inputs, the images of {dataDir} have %d{test.PixelCount} pixels"))
+    Contracts.inputsMatchPixels file saved.Layers $"the images of {dataDir}" test.PixelCount
+    Contracts.notEmpty file test
+    Contracts.outputsCoverLabels file saved.Layers $"the test labels of {dataDir}" test
+    // one row and column for each class the model can predict (10 for MNIST)
+    let classes = Contracts.outputsOf saved.Layers
     let accuracy, confusion =
         match saved with
-        | SavedModel.Single m -> Evaluate.accuracy m test, Evaluate.confusion 10 m test
-        | SavedModel.Double m -> Evaluate.accuracy m test, Evaluate.confusion 10 m test
-    let layers = match saved with SavedModel.Single m -> m.Layers | SavedModel.Double m -> m.Layers
-    printfn $"""evaluate: model {Path.GetFullPath file} ({describeLayers layers}), {test.Count} test images of {Path.GetFullPath dataDir}"""
+        | SavedModel.Single m -> Evaluate.accuracy m test, Evaluate.confusion classes m test
+        | SavedModel.Double m -> Evaluate.accuracy m test, Evaluate.confusion classes m test
+    printfn $"""evaluate: model {Path.GetFullPath file} ({describeLayers saved.Layers}), {test.Count} test images of {Path.GetFullPath dataDir}"""
     printfn $"test acc %.4f{accuracy}"
     printfn "class          precision  recall  count"
-    for c in 0 .. 9 do
-        let column = Seq.sum (seq { for t in 0 .. 9 -> confusion[t, c] })
-        let row = Seq.sum (seq { for p in 0 .. 9 -> confusion[c, p] })
+    for c in 0 .. classes - 1 do
+        let column = Seq.sum (seq { for t in 0 .. classes - 1 -> confusion[t, c] })
+        let row = Seq.sum (seq { for p in 0 .. classes - 1 -> confusion[c, p] })
         let ratio a b = if b = 0 then nan else float a / float b
         printfn $"%-13s{className datasetName c}  %9.4f{ratio confusion[c, c] column}  %6.4f{ratio confusion[c, c] row}  %5d{row}"
     printfn "confusion matrix (rows: true class, columns: predicted class)"
-    printfn "%s" ("      " + String.Join("", [ for p in 0 .. 9 -> $"%6d{p}" ]))
-    for t in 0 .. 9 do
-        printfn "%s" ($"%6d{t}" + String.Join("", [ for p in 0 .. 9 -> $"%6d{confusion[t, p]}" ]))
+    printfn "%s" ("      " + String.Join("", [ for p in 0 .. classes - 1 -> $"%6d{p}" ]))
+    for t in 0 .. classes - 1 do
+        printfn "%s" ($"%6d{t}" + String.Join("", [ for p in 0 .. classes - 1 -> $"%6d{confusion[t, p]}" ]))
     0
 
 /// The tolerance of `gradcheck`: the largest mean absolute difference between backpropagation's
@@ -881,8 +888,8 @@ let predict (args: ParseResults<PredictArgs>) =
         [ match args.TryGetResult Index with
           | Some n ->
               let test = loadTest (fst (resolveData (args.TryGetResult PredictArgs.Data) (args.TryGetResult PredictArgs.Dataset) datasetOfModel))
+              Contracts.inputsMatchPixels file saved.Layers "the test images" test.PixelCount
               if n < 0 || n >= test.Count then usage $"--index must be between 0 and %d{test.Count - 1}, got %d{n}"
-              if test.PixelCount <> inputs then raise (DataError(file, $"the model takes %d{inputs} inputs, the test images have %d{test.PixelCount} pixels"))
               let image = Array.init test.PixelCount (fun j -> float test.Pixels[n * test.PixelCount + j] / 255.0)
               let label = int test.Labels[n]
               yield $"test image %d{n} (label {className datasetName label})", Some label, image
