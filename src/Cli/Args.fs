@@ -178,6 +178,8 @@ type Command =
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Export of ParseResults<Export.ExportArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Demo of ParseResults<DemoArgs>
+    | [<SubCommand; CliPrefix(CliPrefix.None)>] Graph of ParseResults<GraphCommand.GraphArgs>
+    | [<SubCommand; CliPrefix(CliPrefix.None)>] Serve of ParseResults<Serve.ServeArgs>
 
     interface IArgParserTemplate with
         member c.Usage =
@@ -188,6 +190,8 @@ type Command =
             | Predict _ -> "a saved model's prediction for test images (--index) or image files, with the top probabilities."
             | Export _ -> "a saved model as an ONNX file (input x, outputs probabilities and scores), for ONNX Runtime and other tools."
             | Demo _ -> "the book's shopping example: forward and backward through multiply and add nodes."
+            | Graph _ -> "a computational graph with its forward values and gradients, as Graphviz DOT, SVG or PNG."
+            | Serve _ -> "a page on 127.0.0.1 to draw a digit and watch the network (probabilities, activations, input gradient)."
 
 /// The version of `backprop`: the assembly's informational version without its commit suffix.
 let version =
