@@ -12,6 +12,9 @@ namespace Backprop.Core
 // - For one image: the input gradient for a class, the activations, the probabilities.
 // - MNIST-style preprocessing of any grey-scale image (crop, fit into 20 × 20, centre of mass at
 //   the centre of 28 × 28).
+// - The lens on training (`train --inspect`): each activation layer's histogram on a fixed set of
+//   images (the book's weight_init_activation_histogram.py), each parameter's gradient norm and
+//   the size of its last update relative to it.
 //
 // Everything here is pure (no I/O); Dot.fs turns the graphs and traces into Graphviz text.
 
@@ -494,3 +497,142 @@ module Preprocess =
     [<CompiledName("ToInput")>]
     let toInput (width: int, height: int, pixels: byte[]) : float[] =
         mnist (width, height, pixels) |> Array.map (fun v -> float v / 255.0)
+
+/// One activation layer's outputs on a set of images, at one point of training: the histogram of
+/// the book's weight_init_activation_histogram.py and the figures that tell a dead ReLU or a
+/// saturated sigmoid.
+type ActivationStats =
+    { /// The layer as Trace.layerNames names it ("Relu1", "Sigmoid3").
+      Layer: string
+      /// The histogram's range [Lo, Hi] (Sigmoid [0, 1], Tanh [-1, 1], ReLU [0, max(1, largest output)]).
+      Lo: float
+      /// The upper end of the range (the last bin includes it).
+      Hi: float
+      /// The number of outputs in each of the equal bins between Lo and Hi.
+      Counts: int[]
+      /// The mean of all outputs.
+      Mean: float
+      /// The standard deviation of all outputs (population).
+      Std: float
+      /// The fraction of outputs that are exactly 0 (a ReLU that is off).
+      ZeroFraction: float
+      /// The units whose output is 0 for every image: dead ReLUs (no gradient reaches their weights).
+      DeadUnits: int
+      /// The number of units of the layer.
+      Units: int
+      /// The fraction of outputs within 0.01 of the ends of a Sigmoid's (0, 1) or a Tanh's (-1, 1)
+      /// range, where its gradient vanishes (0 for ReLU).
+      SaturatedFraction: float }
+
+/// One parameter (W1, b1, ...) at one point of training.
+type ParameterStats =
+    { /// The parameter's name (Network.parameterNames).
+      Name: string
+      /// The norm (square root of the sum of squares) of the gradient of the loss on the images.
+      GradientNorm: float
+      /// The norm of the parameter.
+      WeightNorm: float
+      /// The norm of the last update (the parameter after the step minus before it).
+      UpdateNorm: float
+      /// UpdateNorm / the norm of the parameter before the step (NaN when that is 0: a bias at 0).
+      UpdateRatio: float }
+
+/// The lens at one point of training: every activation layer and every parameter.
+type LensSnapshot =
+    { /// The epoch just ended (0: the initial network, with the first step's update).
+      Epoch: int
+      /// The optimizer step the network was measured after (0 for the initial network).
+      Step: int
+      /// The activation layers (ReLU, Sigmoid, Tanh) in order.
+      Activations: ActivationStats list
+      /// The parameters in order.
+      Parameters: ParameterStats list }
+
+/// The lens on training: activation histograms, gradient norms and update-to-weight ratios,
+/// computed from models and a fixed batch of images (pure, float64).
+[<RequireQualifiedAccess>]
+module Lens =
+    /// The number of histogram bins (the book's 30).
+    let bins = 30
+
+    /// How many values fall in each of `count` equal bins between lo and hi, as numpy.histogram
+    /// counts them: bin k holds lo + k·w <= v < lo + (k + 1)·w, the last bin includes hi; values
+    /// outside [lo, hi] and NaN are not counted.
+    [<CompiledName("Histogram")>]
+    let histogram (count: int) (lo: float) (hi: float) (values: float[]) : int[] =
+        if count < 1 then invalidArg "count" $"a histogram needs at least one bin, got %d{count}"
+        if not (hi > lo) then invalidArg "hi" $"the range must be [lo, hi] with lo < hi, got [%g{lo}, %g{hi}]"
+        let counts = Array.zeroCreate count
+        let width = (hi - lo) / float count
+        for v in values do
+            if v >= lo && v <= hi then
+                let k = min (count - 1) (int ((v - lo) / width))
+                counts[k] <- counts[k] + 1
+        counts
+
+    /// The statistics of an activation layer's outputs (one row per image, one column per unit).
+    [<CompiledName("ActivationStatsOf")>]
+    let activationStats (name: string) (layer: Layer) (out: Matrix<float>) : ActivationStats =
+        let values = out.ToColumnMajorArray()
+        let n = float (max 1 values.Length)
+        let mean = Array.sum values / n
+        let std = sqrt (Array.sumBy (fun v -> (v - mean) * (v - mean)) values / n)
+        let largest = if values.Length = 0 then 1.0 else Array.max values
+        let lo, hi, saturated =
+            match layer with
+            | Layer.Sigmoid -> 0.0, 1.0, (fun v -> v < 0.01 || v > 0.99)
+            | Layer.Tanh -> -1.0, 1.0, (fun v -> abs v > 0.99)
+            | _ -> 0.0, max 1.0 largest, (fun _ -> false)
+        // a unit's outputs are one column: values[j·rows .. (j + 1)·rows - 1] (column-major)
+        let rows = out.RowCount
+        let dead = [ for j in 0 .. out.ColumnCount - 1 do if Array.forall (fun v -> v = 0.0) values[j * rows .. (j + 1) * rows - 1] then yield j ]
+        { Layer = name
+          Lo = lo
+          Hi = hi
+          Counts = histogram bins lo hi values
+          Mean = mean
+          Std = std
+          ZeroFraction = float (values |> Array.filter (fun v -> v = 0.0) |> Array.length) / n
+          DeadUnits = (if out.RowCount = 0 then 0 else dead.Length)
+          Units = out.ColumnCount
+          SaturatedFraction = float (values |> Array.filter saturated |> Array.length) / n }
+
+    /// Each activation layer's (ReLU, Sigmoid, Tanh) outputs for x in inference mode, named as
+    /// Trace.layerNames names them.
+    [<CompiledName("ActivationOutputs")>]
+    let activationOutputs (model: Model<float>) (x: Matrix<float>) : (string * Layer * Matrix<float>) list =
+        List.zip3 model.Layers model.Params model.States
+        |> List.zip (Trace.layerNames model.Layers)
+        |> List.mapFold
+            (fun x (name, (layer, p, s)) ->
+                let out, _, _ = Layer.forward Mode.Inference layer p s x
+                (name, layer, out), out)
+            x
+        |> fst
+        |> List.filter (fun (_, layer, _) -> match layer with Layer.Relu | Layer.Sigmoid | Layer.Tanh -> true | _ -> false)
+
+    /// The norm of a named array: the square root of the sum of its squares.
+    let private norm (v: Value<float>) = sqrt (Value.sumOfSquares v)
+
+    /// The lens of `measured` on images x with labels t: its activation layers' statistics and
+    /// its gradients' norms (Network.gradient on x, t), with the update of one step, from the
+    /// parameters `before` to `after`, against the parameters before it.
+    [<CompiledName("Snapshot")>]
+    let snapshot (epoch: int) (step: int) (measured: Model<float>) (before: Model<float>) (after: Model<float>) (x: Matrix<float>) (t: Labels<float>) : LensSnapshot =
+        let _, grads, _ = Network.gradient measured x t
+        let parameters =
+            List.zip3 (Network.parameters measured) (Network.parameters before) (Network.parameters after)
+            |> List.map2
+                (fun (_, g) ((name, p), (_, b), (_, a)) ->
+                    let update = norm (Value.map2 (-) a b)
+                    let weight = norm b
+                    { Name = name
+                      GradientNorm = norm g
+                      WeightNorm = norm p
+                      UpdateNorm = update
+                      UpdateRatio = (if weight > 0.0 then update / weight else nan) })
+                grads
+        { Epoch = epoch
+          Step = step
+          Activations = activationOutputs measured x |> List.map (fun (name, layer, out) -> activationStats name layer out)
+          Parameters = parameters }

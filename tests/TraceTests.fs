@@ -131,4 +131,22 @@ let tests =
             // corner all but the 7: 9, 5, 4, 1) and none of the five as shipped.
             Expect.isGreaterThanOrEqual resizeMisses.Length 1 $"resizing alone misses some: %A{List.rev resizeMisses}"
         }
+        testSequencedGroup Common.console <| test "predict preprocesses image files as the page does: the moved and enlarged digits are read right" {
+            // the same 20 variants as above, written as PGM files and given to `backprop predict`
+            let dir = Directory.CreateTempSubdirectory("backprop-predict-").FullName
+            let files =
+                [ for label, name, image in samples () do
+                      for tag, (w, h, p) in
+                          [ "shipped", image
+                            "moved", transform image 56 56 1.0 5.0 5.0
+                            "enlarged", transform image 56 56 1.5 -14.0 -14.0
+                            "corner", transform image 112 112 1.5 5.0 5.0 ] do
+                          let file = Path.Combine(dir, $"{Path.GetFileNameWithoutExtension name}-{tag}.pgm")
+                          File.WriteAllBytes(file, Array.append (Text.Encoding.ASCII.GetBytes $"P5\n{w} {h}\n255\n") p)
+                          yield label, file ]
+            let code, out, err = CliTests.run ([ "predict"; "--model"; bookModelFile; "--no-render" ] @ List.map snd files)
+            Expect.equal (code, err) (0, "") "predict"
+            for label, file in files do
+                Expect.stringContains out $"{file}: predicted {label}" (Path.GetFileName file)
+        }
     ]

@@ -78,6 +78,7 @@ type TrainArgs =
     | Weight_Init_Std of std: float
     | Data of dir: string
     | Verbose
+    | Inspect of dir: string
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -102,6 +103,7 @@ type TrainArgs =
             | Weight_Init_Std _ -> "standard deviation of the initial weights (default: 0.01)."
             | Data _ -> "directory with the four MNIST-layout IDX files, .gz or raw (default: the shipped data/mnist)."
             | Verbose -> "also print the garbage collector's figures at the end."
+            | Inspect _ -> "the lens: per layer and epoch the activation histogram, gradient norm and update-to-weight ratio on 1000 training images, as CSV and PNG files in DIR."
 
 /// Options of `gradcheck`.
 [<HelpFlags("--help", "-h")>]
@@ -277,7 +279,9 @@ let private subcommandNames () =
       "gradcheck", namesOf<GradcheckArgs> ()
       "evaluate", namesOf<EvaluateArgs> ()
       "predict", namesOf<PredictArgs> ()
-      "demo", namesOf<DemoArgs> () ]
+      "demo", namesOf<DemoArgs> ()
+      "graph", namesOf<GraphCommand.GraphArgs> ()
+      "serve", namesOf<Serve.ServeArgs> () ]
 
 /// "did you mean '--iters'?" for the first line of an Argu error about `argv`: an unrecognized
 /// subcommand or option (compared with the names it could have been, given the subcommand
