@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Makes the pictures of the README's "See backprop" section with the program itself, into
 # docs/pictures: the shopping graph and a network trace (the DOT text `backprop graph` writes, and
-# the PNG Graphviz draws from it), and a screenshot of `backprop serve`'s page (headless Chromium).
+# the PNG Graphviz draws from it), a screenshot of `backprop serve`'s page (headless Chromium),
+# and the lens of `train --inspect` on the book's five-sigmoid-layer net (std 0.01 and 0.1).
 #
 #   scripts/make-pictures.sh          regenerate everything (needs Debian's graphviz and chromium)
 #   scripts/make-pictures.sh --check  regenerate the DOT text only and fail if it differs from the
 #                                     committed .dot files (PNG bytes depend on the Graphviz build,
-#                                     so the text is what is compared)
+#                                     so the text is what is compared), or if a PNG is missing (the
+#                                     page's and the lens's pixels depend on the browser and on
+#                                     float32 training's last bits: only their presence is checked)
 #
 # The network is tests/fixtures/book-3000.npz (the book's network after 3000 iterations of its
 # recipe) on MNIST test image 0.
@@ -38,7 +41,10 @@ if $check; then
       status=1
     fi
   done
-  [ $status = 0 ] && echo "pictures: the DOT text of $pictures is current"
+  for name in apple-orange network page lens-std0.01-activations lens-std0.01-gradients lens-std0.1-activations; do
+    [ -s "$pictures/$name.png" ] || { echo "$pictures/$name.png is missing: run scripts/make-pictures.sh and commit"; status=1; }
+  done
+  [ $status = 0 ] && echo "pictures: the DOT text of $pictures is current, every PNG is there"
   exit $status
 fi
 
@@ -48,6 +54,17 @@ for name in apple-orange network; do
   dot -Tpng "$pictures/$name.dot" -o "$pictures/$name.png"
   echo "$pictures/$name.png"
 done
+
+# The lens: the book's weight-initialisation experiment (five sigmoid layers of 100) trained for
+# two epochs with the weights' std 0.01 and 0.1 (the README's commands).
+for std in 0.01 0.1; do
+  "$cli" train --activation sigmoid --hidden 100 100 100 100 100 --weight-init-std $std --epochs 2 \
+    --eval-sample 1000 --inspect "$work/lens-$std" >/dev/null
+  cp "$work/lens-$std/activations.png" "$pictures/lens-std$std-activations.png"
+  echo "$pictures/lens-std$std-activations.png"
+done
+cp "$work/lens-0.01/gradients.png" "$pictures/lens-std0.01-gradients.png"
+echo "$pictures/lens-std0.01-gradients.png"
 
 # The page, with test image 0 opened (/#test=0), on a free port of 127.0.0.1.
 "$cli" serve --model "$model" --port 0 >"$work/serve.log" 2>&1 &

@@ -224,7 +224,8 @@ let tests =
                     Expect.equal (code, err) (0, "") name
                     Expect.equal out (File.ReadAllText(Path.Combine(pictures, $"{name}.dot"))) $"docs/pictures/{name}.dot: run scripts/make-pictures.sh and commit"
                     Expect.isTrue (File.Exists(Path.Combine(pictures, $"{name}.png"))) $"{name}.png"
-                Expect.isTrue (File.Exists(Path.Combine(pictures, "page.png"))) "page.png"
+                for name in [ "page"; "lens-std0.01-activations"; "lens-std0.01-gradients"; "lens-std0.1-activations" ] do
+                    Expect.isTrue (File.Exists(Path.Combine(pictures, $"{name}.png"))) $"{name}.png (made by scripts/make-pictures.sh)"
             }
         ]
     ]

@@ -71,8 +71,8 @@ let tests =
         test "the book's figure 6-11 (std 0.01, sigmoid): every layer's outputs near 0.5, no spread" {
             let acts = atInit (Network.init 1 0.01 (bookLayers Activation.Sigmoid))
             for a in acts do
-                let middle = a.Counts[13] + a.Counts[14] + a.Counts[15] + a.Counts[16] // [0.433, 0.567)
-                Expect.equal middle 100000 $"{a.Layer}: all 100,000 outputs in the four bins around 0.5"
+                let middle = Array.sum a.Counts[12..17] // [0.4, 0.6), as the book's figure
+                Expect.isGreaterThanOrEqual middle 99_990 $"{a.Layer}: (almost) all 100,000 outputs in [0.4, 0.6)"
                 Expect.isLessThan a.Std 0.03 $"{a.Layer}: std"
                 Expect.equal a.SaturatedFraction 0.0 $"{a.Layer}: nothing saturated"
         }
@@ -80,7 +80,7 @@ let tests =
             let acts = atInit (Network.initWith WeightInit.Xavier 1 (bookLayers Activation.Sigmoid))
             for a in acts do
                 Expect.isGreaterThan a.Std 0.1 $"{a.Layer}: std above the std-0.01 net's"
-                Expect.isGreaterThanOrEqual (a.Counts |> Array.filter (fun c -> c > 1000) |> Array.length) 10 $"{a.Layer}: at least 10 of 30 bins hold 1% of the outputs"
+                Expect.isGreaterThanOrEqual (a.Counts |> Array.filter (fun c -> c > 1000) |> Array.length) 10 $"{a.Layer}: at least 10 of 30 bins hold a hundredth of the outputs"
                 Expect.isLessThan a.SaturatedFraction 0.05 $"{a.Layer}: hardly saturated"
         }
         test "a dead ReLU layer: every unit off for every image, no gradient reaches its weights" {
@@ -113,7 +113,8 @@ let tests =
             Expect.equal ps.Length (1 + 2 * 4) "W1, b1, W2, b2 at epochs 0 and 1"
             Expect.stringStarts ps[1] "0,0,W1," "W1 first"
             for png in [ "activations.png"; "gradients.png"; "updates.png" ] do
-                Expect.equal (File.ReadAllBytes(Path.Combine(dir, png)))[1..3] "PNG"B png
+                let bytes = File.ReadAllBytes(Path.Combine(dir, png))
+                Expect.equal bytes[1..3] "PNG"B png
             let file = Path.Combine(dir, "activations.csv")
             let code, _, err = CliTests.run [ "train"; "--iters"; "1"; "--inspect"; file ]
             Expect.equal (code, err.Trim()) (2, $"backprop: --inspect {file}: that is a file; give a folder (created if missing)") "a file"
