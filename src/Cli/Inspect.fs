@@ -74,6 +74,12 @@ let histogramEpochs (snapshots: LensSnapshot list) : LensSnapshot list =
 /// for ReLU, its dead units, for Sigmoid/Tanh its saturated fraction.
 let activationsPng (title: string) (snapshots: LensSnapshot list) : byte[] =
     let shown = histogramEpochs snapshots
+    // one y scale for every panel, so that the layers and epochs compare at a glance
+    let top =
+        shown
+        |> List.collect (fun s -> s.Activations |> List.map (fun a -> float (Array.max a.Counts) / float (max 1 (Array.sum a.Counts))))
+        |> List.fold max 0.05
+        |> fun m -> min 1.0 (m * 1.15)
     let rows =
         [ for s in shown ->
               [ for a in s.Activations ->
@@ -91,7 +97,7 @@ let activationsPng (title: string) (snapshots: LensSnapshot list) : byte[] =
                     plot.Title($"{a.Layer}, epoch %d{s.Epoch}")
                     plot.Axes.Title.Label.FontSize <- 13.0f
                     plot.Axes.SetLimitsX(a.Lo, a.Hi)
-                    plot.Axes.SetLimitsY(0.0, 1.0)
+                    plot.Axes.SetLimitsY(0.0, top)
                     plot.Axes.Left.Label.Text <- "fraction"
                     plot.Axes.Left.Label.FontSize <- 12.0f
                     plot.Axes.Bottom.Label.Text <- $"output: std %.3f{a.Std}{extra}"
@@ -143,8 +149,8 @@ let private perParameter (title: string) (label: string) (value: ParameterStats 
     plot.Axes.Bottom.Label.Text <- "epoch (0: the initial network)"
     plot.Title title
     plot.Axes.Title.Label.FontSize <- 13.0f
-    plot.ShowLegend(Alignment.UpperRight) |> ignore
-    grid 900 500 [ [ plot ] ]
+    plot.ShowLegend(Edge.Right) |> ignore
+    grid 1000 500 [ [ plot ] ]
 
 /// gradients.png: each parameter's gradient norm over the epochs.
 let gradientsPng (title: string) (snapshots: LensSnapshot list) : byte[] =
