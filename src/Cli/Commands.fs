@@ -491,7 +491,9 @@ let train (args: ParseResults<TrainArgs>) =
             | Completed -> ""
         Plot.write file { Title = title + note; Losses = losses; Epochs = [ for r in rows -> r.Iteration, r.TrainAcc, r.TestAcc ]; Sampled = sampled }
         printfn $"wrote: {Path.GetFullPath file}")
-    Option.map2 (fun (l: Backprop.Cli.Inspect.Recorder) dir -> for file in l.Write(dir, title) do printfn $"wrote: {file}") lens inspect |> ignore
+    match lens, inspect with
+    | Some l, Some dir -> for file in l.Write(dir, title) do printfn $"wrote: {file}"
+    | _ -> ()
     if verbose then
         printfn
             $"garbage collections %d{GC.CollectionCount 0}/%d{GC.CollectionCount 1}/%d{GC.CollectionCount 2} (gen0/1/2), paused %.2f{GC.GetTotalPauseDuration().TotalSeconds}s, peak working set %d{Process.GetCurrentProcess().PeakWorkingSet64 / 1048576L} MB"
