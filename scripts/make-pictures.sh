@@ -2,7 +2,7 @@
 # Makes the pictures of the README's "See backprop" section with the program itself, into
 # docs/pictures: the shopping graph and a network trace (the DOT text `backprop graph` writes, and
 # the PNG Graphviz draws from it), a screenshot of `backprop serve`'s page (headless Chromium),
-# and the lens of `train --inspect` on the book's five-sigmoid-layer net (std 0.01 and 0.1).
+# and the lens of `train --inspect` on the book's five-sigmoid-layer net (std 0.01 and Xavier).
 #
 #   scripts/make-pictures.sh          regenerate everything (needs Debian's graphviz and chromium)
 #   scripts/make-pictures.sh --check  regenerate the DOT text only and fail if it differs from the
@@ -41,7 +41,7 @@ if $check; then
       status=1
     fi
   done
-  for name in apple-orange network page lens-std0.01-activations lens-std0.01-gradients lens-std0.1-activations; do
+  for name in apple-orange network page lens-std0.01-activations lens-std0.01-gradients lens-xavier-activations; do
     [ -s "$pictures/$name.png" ] || { echo "$pictures/$name.png is missing: run scripts/make-pictures.sh and commit"; status=1; }
   done
   [ $status = 0 ] && echo "pictures: the DOT text of $pictures is current, every PNG is there"
@@ -56,13 +56,15 @@ for name in apple-orange network; do
 done
 
 # The lens: the book's weight-initialisation experiment (five sigmoid layers of 100) trained for
-# two epochs with the weights' std 0.01 and 0.1 (the README's commands).
-for std in 0.01 0.1; do
-  "$cli" train --activation sigmoid --hidden 100 100 100 100 100 --weight-init-std $std --epochs 2 \
-    --eval-sample 1000 --inspect "$work/lens-$std" >/dev/null
-  cp "$work/lens-$std/activations.png" "$pictures/lens-std$std-activations.png"
-  echo "$pictures/lens-std$std-activations.png"
+# two epochs with the weights' std 0.01 and Xavier's (the README's commands).
+for init in 0.01 xavier; do
+  "$cli" train --activation sigmoid --hidden 100 100 100 100 100 --weight-init $init --epochs 2 \
+    --eval-sample 1000 --inspect "$work/lens-$init" >/dev/null
 done
+cp "$work/lens-0.01/activations.png" "$pictures/lens-std0.01-activations.png"
+cp "$work/lens-xavier/activations.png" "$pictures/lens-xavier-activations.png"
+echo "$pictures/lens-std0.01-activations.png"
+echo "$pictures/lens-xavier-activations.png"
 cp "$work/lens-0.01/gradients.png" "$pictures/lens-std0.01-gradients.png"
 echo "$pictures/lens-std0.01-gradients.png"
 

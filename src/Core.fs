@@ -255,17 +255,17 @@ type Tensor<'T> =
 module Affine =
     /// out = x · W + b for a batch x with one sample per row.
     let inline forward (p: AffineParams< ^T >) (x: Matrix< ^T >) =
-        let out = Linalg.mulAddRow x p.W p.b // x · W, then b added to each row
+        let out = Linalg.affine x p.W p.b // x · W, then b added to each row
         out, { x = x; xShape = [| x.RowCount; x.ColumnCount |]; W = p.W }
 
     /// The parameters' gradients alone: dW = xᵀ · dout, db = the column sums of dout (b was
     /// added to every row, so its gradient gathers every row's).
     let inline gradients (cache: AffineCache< ^T >) (dout: Matrix< ^T >) =
-        { dW = Linalg.mulTN cache.x dout; db = Linalg.columnSums dout }
+        { dW = Linalg.transposeTimes cache.x dout; db = Linalg.columnSums dout }
 
     /// dx = dout · Wᵀ, and the gradients dW, db.
     let inline backward (cache: AffineCache< ^T >) (dout: Matrix< ^T >) =
-        Linalg.mulNT dout cache.W, gradients cache dout
+        Linalg.timesTranspose dout cache.W, gradients cache dout
 
     /// forward for an input of any shape: each sample is flattened to one row first.
     let inline forwardTensor (p: AffineParams< ^T >) (x: Tensor< ^T >) =

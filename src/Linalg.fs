@@ -91,6 +91,64 @@ let private sgemm backend transA transB m n k alpha a lda b ldb beta c ldc =
 let private dgemm backend transA transB m n k alpha a lda b ldb beta c ldc =
     gemmInHalves (if backend = ProductBackend.OpenBlas then OpenBlas.dgemmAt else Gemm.dgemmAt) transA transB m n k alpha a lda b ldb beta c ldc
 
+/// The sparse kernels' cost per nonzero and per vector of output columns, against the dense
+/// product's cost per multiply-add and per vector, a ratio measured at batch 100 (see
+/// docs/PERFORMANCE.md, "Speed that holds as the work grows"): the sparse kernels do each
+/// nonzero's vector FMAs against a tile of W in L1 with the output row in registers, about
+/// `sparseOverDense` times what OpenBLAS spends on a multiply-add vector of a dense product
+/// (its register blocking loads each W vector once for several rows).
+let private sparseOverDense = 3.0
+
+/// Whether the sparse kernels (Backend/Sparse.fs) are expected to beat the dense product for an
+/// m × k compressed-row A with `nonzeros` entries against n columns, the cost model of
+/// `InputStorage.Auto`: sparse costs nonzeros × ⌈n / w⌉ vector FMAs (w the vector width: a
+/// column past the last whole vector costs a whole one), each `sparseOverDense` times a dense
+/// vector multiply-add; dense costs m × k × n / w of those, plus writing the m × k dense copy.
+/// Under Auto the products run dense (on a dense copy of A) where this says no; under
+/// InputStorage.Sparse or Dense, a sparse A always runs on the sparse kernels.
+let sparsePays (m: int) (k: int) (nonzeros: int) (n: int) (vectorWidth: int) =
+    let w = float (max vectorWidth 1)
+    let sparse = float nonzeros * ceil (float n / w) * sparseOverDense
+    let dense = float m * float k * (float n / w) + float m * float k / w
+    sparse <= dense
+
+/// A thread's scratch for a dense copy of a sparse matrix (the product runs on it before the
+/// thread's next product): reused, so that densifying a batch allocates nothing.
+[<AbstractClass; Sealed>]
+type private DenseCopy<'T> =
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private buffer: 'T[]
+    /// An array of exactly `length` elements, all 0, for this thread.
+    static member Zeroed(length: int) : 'T[] =
+        let mutable b = DenseCopy<'T>.buffer
+        if isNull b || b.Length <> length then
+            b <- Array.zeroCreate length
+            DenseCopy<'T>.buffer <- b
+        else
+            Array.Clear b
+        b
+
+/// The sparse matrix a as a dense one, in this thread's scratch (valid until its next dense copy).
+let private densify<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable>
+    (a: Matrix<'T>) : Matrix<'T> =
+    let s = a.Storage :?> Storage.SparseCompressedRowMatrixStorage<'T>
+    let m = a.RowCount
+    let c = DenseCopy<'T>.Zeroed(m * a.ColumnCount)
+    for i in 0 .. m - 1 do
+        for e in s.RowPointers[i] .. s.RowPointers[i + 1] - 1 do
+            c[s.ColumnIndices[e] * m + i] <- s.Values[e]
+    Matrix<'T>.Build.Dense(m, a.ColumnCount, c)
+
+/// Whether the product of the sparse a with n columns runs on the sparse kernels: always under
+/// InputStorage.Sparse or Dense (the storage was chosen), by `sparsePays` under Auto.
+let private onSparseKernels<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable>
+    (a: Matrix<'T>) (n: int) =
+    match (current ()).InputStorage with
+    | InputStorage.Auto ->
+        let s = a.Storage :?> Storage.SparseCompressedRowMatrixStorage<'T>
+        sparsePays a.RowCount a.ColumnCount s.RowPointers[a.RowCount] n (System.Numerics.Vector<'T>.Count)
+    | _ -> true
+
 /// A·B + r (r added to every row; empty for none) for a sparse A and a dense B with n columns,
 /// as a new column-major array.
 let private sparseAffine<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable>
@@ -112,7 +170,7 @@ let private sparseProduct<'T when 'T: unmanaged and 'T: struct and 'T: (new: uni
         sparseAffine a b Array.empty n
 
 /// C = op(A)·op(B) on the backend in effect, op(X) = Xᵀ when transX.
-let private product transA transB (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> =
+let rec private product transA transB (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> =
     let backend = (current ()).Backend
     let m, k = if transA then a.ColumnCount, a.RowCount else a.RowCount, a.ColumnCount
     let k', n = if transB then b.ColumnCount, b.RowCount else b.RowCount, b.ColumnCount
@@ -120,9 +178,11 @@ let private product transA transB (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> =
         invalidArg "b" $"matrix product of op(A) %d{m}x%d{k} by op(B) %d{k'}x%d{n}: the inner sizes differ"
     match box a, box b with
     | (:? Single.SparseMatrix as a), (:? Single.DenseMatrix as b) when backend <> ProductBackend.MathNet && not transB ->
-        box (Single.DenseMatrix(m, n, sparseProduct transA a b.Values n)) :?> Matrix<'T>
+        if onSparseKernels a n then box (Single.DenseMatrix(m, n, sparseProduct transA a b.Values n)) :?> Matrix<'T>
+        else product transA transB (densify (box a :?> Matrix<'T>)) (box b :?> Matrix<'T>)
     | (:? Double.SparseMatrix as a), (:? Double.DenseMatrix as b) when backend <> ProductBackend.MathNet && not transB ->
-        box (Double.DenseMatrix(m, n, sparseProduct transA a b.Values n)) :?> Matrix<'T>
+        if onSparseKernels a n then box (Double.DenseMatrix(m, n, sparseProduct transA a b.Values n)) :?> Matrix<'T>
+        else product transA transB (densify (box a :?> Matrix<'T>)) (box b :?> Matrix<'T>)
     | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b) when backend <> ProductBackend.MathNet ->
         let c = GC.AllocateUninitializedArray (m * n) // beta = 0: every element is written
         sgemm backend transA transB m n k 1.0f a.Values a.RowCount b.Values b.RowCount 0.0f c (max m 1)
@@ -139,19 +199,21 @@ let private product transA transB (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> =
         | true, true -> a.TransposeThisAndMultiply(b.Transpose())
 
 /// A · B
-let mul (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product false false a b
+let times (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product false false a b
 
 /// A · B + r, with the vector r added to every row (the Affine layer's x · W + b): the product
 /// accumulates onto a matrix whose rows already hold r.
-let mulAddRow (a: Matrix<'T>) (b: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
+let rec affine (a: Matrix<'T>) (b: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
     if r.Count <> b.ColumnCount then invalidArg "r" $"a row of %d{r.Count} values added to a product with %d{b.ColumnCount} columns"
     let backend = (current ()).Backend
     let m, n = a.RowCount, b.ColumnCount
     match box a, box b, box r with
     | (:? Single.SparseMatrix as a), (:? Single.DenseMatrix as b), (:? Single.DenseVector as r) when backend <> ProductBackend.MathNet && a.ColumnCount = b.RowCount ->
-        box (Single.DenseMatrix(m, n, sparseAffine a b.Values r.Values n)) :?> Matrix<'T>
+        if onSparseKernels a n then box (Single.DenseMatrix(m, n, sparseAffine a b.Values r.Values n)) :?> Matrix<'T>
+        else affine (densify (box a :?> Matrix<'T>)) (box b :?> Matrix<'T>) (box r :?> Vector<'T>)
     | (:? Double.SparseMatrix as a), (:? Double.DenseMatrix as b), (:? Double.DenseVector as r) when backend <> ProductBackend.MathNet && a.ColumnCount = b.RowCount ->
-        box (Double.DenseMatrix(m, n, sparseAffine a b.Values r.Values n)) :?> Matrix<'T>
+        if onSparseKernels a n then box (Double.DenseMatrix(m, n, sparseAffine a b.Values r.Values n)) :?> Matrix<'T>
+        else affine (densify (box a :?> Matrix<'T>)) (box b :?> Matrix<'T>) (box r :?> Vector<'T>)
     | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b), (:? Single.DenseVector as r) when backend <> ProductBackend.MathNet && a.ColumnCount = b.RowCount ->
         let c = GC.AllocateUninitializedArray (m * n) // filled with the bias below
         for j in 0 .. n - 1 do Array.Fill(c, r.Values[j], j * m, m)
@@ -197,10 +259,10 @@ let addScaled (y: Matrix<'T>) (alpha: 'T) (x: Matrix<'T>) : Matrix<'T> =
     | _ -> y + x.Multiply alpha
 
 /// Aᵀ · B (used for the weight gradient xᵀ · dout).
-let mulTN (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product true false a b
+let transposeTimes (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product true false a b
 
 /// A · Bᵀ (used for the input gradient dout · Wᵀ).
-let mulNT (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product false true a b
+let timesTranspose (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product false true a b
 
 // ─── Elementwise kernels ────────────────────────────────────────────────────────────────────────
 

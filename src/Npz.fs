@@ -76,20 +76,77 @@ module Npz =
     /// The largest element size a dtype may state, in bytes (a '<U' string counts 4 a character).
     let private maxItemBytes = 1L <<< 20
 
-    /// Parses .npy bytes; raises DataError naming file and entry when they are not an .npy array.
-    /// The header's shape is checked (every dimension a non-negative integer, at most maxDims of
-    /// them, their product in 64 bits) against the data's length before anything is allocated.
-    let private parseNpy (file: string) (entry: string) (bytes: byte[]) : NpyArray =
-        let bad what = fail file $"{entry}: {what}"
-        if bytes.Length < 10 || bytes[0] <> 0x93uy || Encoding.ASCII.GetString(bytes, 1, 5) <> "NUMPY" then bad "not a .npy array"
+    /// The CRC-32 table of zip (ISO-HDLC, the reflected polynomial 0xEDB88320).
+    let private crcTable =
+        Array.init 256 (fun n ->
+            let mutable c = uint32 n
+            for _ in 1..8 do
+                c <- if c &&& 1u <> 0u then 0xEDB88320u ^^^ (c >>> 1) else c >>> 1
+            c)
+
+    /// A running CRC-32 (start from 0xFFFFFFFF, finish with xor 0xFFFFFFFF) continued over
+    /// count bytes of buffer from offset.
+    let private crcStep (crc: uint32) (buffer: byte[]) (offset: int) (count: int) =
+        let mutable c = crc
+        for k in offset .. offset + count - 1 do
+            c <- crcTable[int ((c ^^^ uint32 buffer[k]) &&& 0xFFu)] ^^^ (c >>> 8)
+        c
+
+    /// The CRC-32 of bytes, as a zip archive records it for each entry.
+    let crc32 (bytes: byte[]) : uint32 = crcStep 0xFFFFFFFFu bytes 0 bytes.Length ^^^ 0xFFFFFFFFu
+
+    /// The longest .npy header read (numpy writes a few hundred bytes; numpy itself refuses
+    /// more than 10,000 from a file it does not trust).
+    let maxHeaderBytes = 65_536L
+
+    /// Reads one archive entry as an .npy array, bounded: its header is read and checked first
+    /// (magic, header length, dtype, shape: every dimension a non-negative integer, at most
+    /// maxDims of them, their product in 64 bits times the element size equal to the data
+    /// length the entry declares), and only then its data, into a buffer that grows as the data
+    /// arrives and never past the declared length, so a small archive that declares a large
+    /// entry never makes the process take that memory. The entry must hold exactly its
+    /// declared length and match its CRC-32; when it does not, that damage is what is
+    /// reported, whatever else is wrong. Raises DataError naming file and entry.
+    let private readEntry (file: string) (entryName: string) (declared: int64) (expectedCrc: uint32) (s: Stream) : NpyArray =
+        let mutable crc = 0xFFFFFFFFu
+        let mutable got = 0L
+        // Up to count bytes into buffer at offset: fewer only at the end of the entry.
+        let read (buffer: byte[]) (offset: int) (count: int) =
+            let n = s.ReadAtLeast(Span(buffer, offset, count), count, throwOnEndOfStream = false)
+            crc <- crcStep crc buffer offset n
+            got <- got + int64 n
+            n
+        // The rest of the entry read and counted, not kept (at most one byte past the declared
+        // length): the damage found, if any.
+        let damage () =
+            let scratch = Array.zeroCreate 65_536
+            let mutable more = true
+            while more && got <= declared do
+                more <- read scratch 0 (int (min 65_536L (declared + 1L - got))) > 0
+            if got <> declared then Some $"{entryName}: the archive declares %d{declared} bytes, it holds another length"
+            else
+                let actual = crc ^^^ 0xFFFFFFFFu
+                if actual <> expectedCrc then Some $"{entryName}: CRC-32 mismatch (the archive records %08x{expectedCrc}, the data gives %08x{actual}): the file is damaged"
+                else None
+        let bad what =
+            match damage () with
+            | Some d -> fail file d
+            | None -> fail file $"{entryName}: {what}"
+        let readExactly (count: int) =
+            let b = Array.zeroCreate count
+            if read b 0 count < count then bad "not a .npy array"
+            b
+        if declared < 10L then bad "not a .npy array"
+        let magic = readExactly 8
+        if magic[0] <> 0x93uy || Encoding.ASCII.GetString(magic, 1, 5) <> "NUMPY" then bad "not a .npy array"
         let headerLength, start =
-            match bytes[6] with
-            | 1uy -> int64 (BitConverter.ToUInt16(bytes, 8)), 10
-            | 2uy | 3uy when bytes.Length >= 12 -> int64 (BitConverter.ToUInt32(bytes, 8)), 12
+            match magic[6] with
+            | 1uy -> int64 (BitConverter.ToUInt16(readExactly 2, 0)), 10L
+            | 2uy | 3uy when declared >= 12L -> int64 (BitConverter.ToUInt32(readExactly 4, 0)), 12L
             | v -> bad $"unsupported .npy version %d{v}"
-        if int64 bytes.Length < int64 start + headerLength then bad $"truncated header (%d{headerLength} bytes declared, %d{bytes.Length - start} present)"
-        let headerLength = int headerLength
-        let header = Encoding.Latin1.GetString(bytes, start, headerLength)
+        if declared < start + headerLength then bad $"truncated header (%d{headerLength} bytes declared, %d{declared - start} present)"
+        if headerLength > maxHeaderBytes then bad $"a header of %d{headerLength} bytes, more than the %d{maxHeaderBytes} read"
+        let header = Encoding.Latin1.GetString(readExactly (int headerLength))
         let field name pattern =
             let m = Regex.Match(header, $"'{name}'\\s*:\\s*{pattern}")
             if m.Success then m.Groups[1].Value else bad $"no '{name}' in the header"
@@ -115,17 +172,33 @@ module Npz =
             if size > maxItemBytes then bad $"dtype {descr}: elements of %d{size} bytes, more than %d{maxItemBytes}"
             size
         // The product in 64 bits, stopping as soon as it passes what the data could hold.
-        let dataLength = int64 bytes.Length - int64 start - int64 headerLength
+        let dataLength = declared - start - headerLength
         let count =
             shape
             |> Array.fold (fun (acc: int64) d -> if acc > dataLength + 1L then acc else acc * int64 d) 1L
         if shape |> Array.contains 0 then
             if dataLength <> 0L then bad $"%d{dataLength} data bytes for the empty shape {shapeText shape}"
         elif count * itemSize <> dataLength then
-            let declared = if count > dataLength then "more elements than the data holds" else $"%d{count * itemSize} bytes"
-            bad $"%d{dataLength} data bytes for shape {shapeText shape} of {descr} ({declared})"
+            let stated = if count > dataLength then "more elements than the data holds" else $"%d{count * itemSize} bytes"
+            bad $"%d{dataLength} data bytes for shape {shapeText shape} of {descr} ({stated})"
         if fortran && shape.Length > 2 then bad $"Fortran order with %d{shape.Length} dimensions is not read (save in C order)"
-        let data = bytes[start + headerLength ..]
+        // The data, into a buffer that doubles as the bytes arrive (from 64 KiB, at most
+        // dataLength): an entry that ends early stops it with what it allocated so far.
+        let mutable data: byte[] = Array.zeroCreate (int (min dataLength 65_536L))
+        let mutable filled = 0
+        let mutable ended = false
+        while not ended && int64 filled < dataLength do
+            if filled = data.Length then
+                let bigger = Array.zeroCreate (int (min dataLength (2L * int64 data.Length)))
+                Buffer.BlockCopy(data, 0, bigger, 0, filled)
+                data <- bigger
+            let asked = data.Length - filled
+            let n = read data filled asked
+            filled <- filled + n
+            ended <- n < asked
+        match damage () with
+        | Some d -> fail file d
+        | None -> ()
         let itemSize = int itemSize
         // Fortran order (column-major) is turned into C order here, so the rest sees one layout.
         if fortran && shape.Length = 2 && itemSize > 1 then
@@ -137,21 +210,6 @@ module Npz =
             { Descr = descr; Shape = shape; Data = c }
         else
             { Descr = descr; Shape = shape; Data = data }
-
-    /// The CRC-32 table of zip (ISO-HDLC, the reflected polynomial 0xEDB88320).
-    let private crcTable =
-        Array.init 256 (fun n ->
-            let mutable c = uint32 n
-            for _ in 1..8 do
-                c <- if c &&& 1u <> 0u then 0xEDB88320u ^^^ (c >>> 1) else c >>> 1
-            c)
-
-    /// The CRC-32 of bytes, as a zip archive records it for each entry.
-    let crc32 (bytes: byte[]) : uint32 =
-        let mutable c = 0xFFFFFFFFu
-        for b in bytes do
-            c <- crcTable[int ((c ^^^ uint32 b) &&& 0xFFu)] ^^^ (c >>> 8)
-        c ^^^ 0xFFFFFFFFu
 
     /// The most entries an archive may list (a model of maxLayers layers needs far fewer).
     let maxEntries = 50_000
@@ -308,9 +366,10 @@ module Npz =
 
     /// Reads the arrays of an .npz archive by name (without .npy). Before inflating anything it
     /// checks the number of entries (maxEntries) and each entry's declared size (maxBytes in all,
-    /// maxMetaBytes for meta); an entry is inflated into a buffer of its declared size and no
-    /// more (an entry that inflates to more is refused), and its CRC-32 is checked against the
-    /// one the archive records. The stream is read once.
+    /// maxMetaBytes for meta); each entry's .npy header is checked against its declared size
+    /// before its data is read, the data is inflated into a buffer that grows as it arrives and
+    /// never past the declared size (an entry that inflates to more or less is refused), and its
+    /// CRC-32 is checked against the one the archive records (readEntry). The stream is read once.
     let private readArrays (file: string) (stream: Stream) : Map<string, NpyArray> =
         try
             // A zip is read from its end: a stream that cannot seek (a pipe) is copied first.
@@ -342,14 +401,8 @@ module Npz =
                 let name = e.FullName[.. e.FullName.Length - 5]
                 if name = "meta" && e.Length > maxMetaBytes then fail file $"meta: %d{e.Length} bytes, more than the %d{maxMetaBytes} a model's metadata may be"
                 if e.Length > int64 Array.MaxLength then fail file $"{e.FullName}: %d{e.Length} bytes, more than one array may hold"
-                let bytes = Array.zeroCreate (int e.Length)
-                do
-                    use s = e.Open()
-                    let got = s.ReadAtLeast(Span bytes, bytes.Length, throwOnEndOfStream = false)
-                    if got <> bytes.Length || s.ReadByte() <> -1 then fail file $"{e.FullName}: the archive declares %d{e.Length} bytes, it holds another length"
-                let crc = crc32 bytes
-                if crc <> e.Crc32 then fail file $"{e.FullName}: CRC-32 mismatch (the archive records %08x{e.Crc32}, the data gives %08x{crc}): the file is damaged"
-                name, parseNpy file e.FullName bytes)
+                use s = e.Open()
+                name, readEntry file e.FullName e.Length e.Crc32 s)
             |> Map.ofList
         with
         | :? InvalidDataException as e -> fail file $"not a valid .npz (zip) archive ({e.Message.TrimEnd('.')})"

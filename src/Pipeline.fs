@@ -9,6 +9,8 @@ namespace Backprop.Core
 //   - each epoch's model is evaluated on the helper while the next epoch trains.
 // Models and datasets are immutable values, so work on the other core cannot race with the
 // training: a batch's buffer is reused only two steps after its step is done.
+// epochsWatchedBy and epochsWatchedFromWith do the same for any step (any optimizer), continuing
+// a saved run's batches where it stopped.
 
 open System.Threading.Tasks
 open MathNet.Numerics.LinearAlgebra
@@ -26,14 +28,21 @@ module Pipeline =
     /// thread helps with the helper thread's products (Backend.Halves.await).
     let oneAhead (tasks: seq<Task<'a>>) : seq<'a> = oneAheadBy Backend.Halves.await tasks
 
-    /// The config's mini-batches, each offered to the helper thread to gather one step ahead.
-    let inline batches (config: TrainConfig) (train: Dataset) : seq<Matrix< ^T > * Labels< ^T >> =
+    /// The config's Iterations mini-batches that come after the first `skip` of its seed's
+    /// stream (the batches a run that has taken `skip` steps draws next), each offered to the
+    /// helper thread to gather one step ahead. The skipped batches' indices are drawn (so the
+    /// generator reaches the same position) but no image is gathered for them.
+    let inline batchesAfter (skip: int) (config: TrainConfig) (train: Dataset) : seq<Matrix< ^T > * Labels< ^T >> =
         Training.batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
+        |> Seq.skip skip
         |> Seq.truncate config.Iterations
         // Batch k + 1 is offered to the helper thread before batch k is taken, so the helper can
         // gather it while step k runs (or this thread gathers it, if the helper is busy).
         |> Dataset.batchesIn 3 (fun gather -> let batch = ref Unchecked.defaultof<_> in Backend.Halves.offer false (fun () -> batch.Value <- gather ()), batch) train
         |> oneAheadBy (fun (offer, batch) -> offer.Join(); batch.Value)
+
+    /// The config's mini-batches from the start of its seed's stream (batchesAfter 0).
+    let inline batches (config: TrainConfig) (train: Dataset) : seq<Matrix< ^T > * Labels< ^T >> = batchesAfter 0 config train
 
     /// The same reports as Run.epochsFrom, computed on two cores. Each report comes one epoch
     /// later than from Run.epochsFrom, with the same numbers.
@@ -85,3 +94,47 @@ module Pipeline =
                 onEvaluated evaluated
                 evaluated))
         |> oneAhead
+
+    /// The watched run (as epochsWatchedFrom: the same hooks, the same stop) of any step
+    /// function, continuing a run: from `initial`, which has taken initial.Step steps, it takes
+    /// config.Iterations more on the batches that come after the first initial.Step of the
+    /// config's stream (batchesAfter). So a run saved after N steps and resumed for M takes the
+    /// batches N + 1 .. N + M and ends where one run of N + M steps ends, bit for bit. The
+    /// reports count epochs from 1 and steps from initial.Step. `step` is one step of training
+    /// (Training.step lr, or Training.stepWith optimizer): (state, batch) -> (new state, loss).
+    let inline epochsWatchedBy
+        ([<InlineIfLambda>] step: TrainState< ^T > -> Matrix< ^T > * Labels< ^T > -> TrainState< ^T > * ^T)
+        (config: TrainConfig)
+        (train: Dataset)
+        (test: Dataset)
+        (initial: TrainState< ^T >)
+        (onStep: TrainState< ^T > -> float -> bool)
+        (onEvaluated: EpochReport< ^T > -> unit)
+        : seq<EpochReport< ^T >> =
+        batchesAfter initial.Step config train
+        |> Seq.scan (fun (state, _) batch -> step state batch) (initial, LanguagePrimitives.GenericZero)
+        |> Seq.skip 1
+        |> Seq.map (fun (state, loss) -> state, float loss)
+        |> watched onStep
+        |> Training.byEpoch (Training.iterationsPerEpoch config train.Count)
+        |> Seq.map (fun report ->
+            Backend.Halves.inBackground (fun () ->
+                let evaluated = Run.evaluated config train test report
+                onEvaluated evaluated
+                evaluated))
+        |> oneAhead
+
+    /// The watched run with any optimizer (Optimizer.adam, a chain with weight decay, ...):
+    /// epochsWatchedBy (Training.stepWith optimizer). From a state at step 0 its reports are
+    /// Run.epochsWith's, report for report; from a saved state it continues that run's batches.
+    /// config.LearningRate is unused: the optimizer holds its own.
+    let inline epochsWatchedFromWith
+        (optimizer: Optimizer< ^T >)
+        (config: TrainConfig)
+        (train: Dataset)
+        (test: Dataset)
+        (initial: TrainState< ^T >)
+        (onStep: TrainState< ^T > -> float -> bool)
+        (onEvaluated: EpochReport< ^T > -> unit)
+        : seq<EpochReport< ^T >> =
+        epochsWatchedBy (Training.stepWith optimizer) config train test initial onStep onEvaluated

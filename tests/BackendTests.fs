@@ -61,7 +61,7 @@ let tests =
                     let model: Model<float32> = Network.init 42 0.01 Training.bookNetwork
                     let stepped, loss = Training.sgdStep 0.1f model (Dataset.batch train [| 0 .. 99 |])
                     let w1 = match stepped.Params[0] with Params.Affine p -> p.W | _ -> failwith "W1"
-                    Linalg.mul x w, Linalg.mulTN x dout, Linalg.mulNT dout w, loss, w1)
+                    Linalg.times x w, Linalg.transposeTimes x dout, Linalg.timesTranspose dout w, loss, w1)
             let reference = results Linalg.Backend.MathNet
             let others = [ yield Linalg.Backend.Managed; if OpenBlas.isAvailable () then yield Linalg.Backend.OpenBlas ]
             for backend in others do
@@ -73,7 +73,7 @@ let tests =
                 Expect.isLessThan ((w1 - rw).Enumerate() |> Seq.map abs |> Seq.max) 1e-6f $"%A{backend} float32 W1 after a step"
         }
         test "a product of mismatched shapes names the sizes" {
-            let ex = Expect.throwsC (fun () -> Linalg.mul (Common.random 1 3 4) (Common.random 2 5 2) |> ignore) id
+            let ex = Expect.throwsC (fun () -> Linalg.times (Common.random 1 3 4) (Common.random 2 5 2) |> ignore) id
             Expect.stringContains ex.Message "op(A) 3x4 by op(B) 5x2" "message"
         }
     ]

@@ -224,7 +224,7 @@ let tests =
                     Expect.equal (code, err) (0, "") name
                     Expect.equal out (File.ReadAllText(Path.Combine(pictures, $"{name}.dot"))) $"docs/pictures/{name}.dot: run scripts/make-pictures.sh and commit"
                     Expect.isTrue (File.Exists(Path.Combine(pictures, $"{name}.png"))) $"{name}.png"
-                for name in [ "page"; "lens-std0.01-activations"; "lens-std0.01-gradients"; "lens-std0.1-activations" ] do
+                for name in [ "page"; "lens-std0.01-activations"; "lens-std0.01-gradients"; "lens-xavier-activations" ] do
                     Expect.isTrue (File.Exists(Path.Combine(pictures, $"{name}.png"))) $"{name}.png (made by scripts/make-pictures.sh)"
             }
         ]

@@ -9,6 +9,7 @@ open System.IO
 open System.IO.Compression
 open System.Text
 open Expecto
+open MathNet.Numerics.LinearAlgebra
 open Backprop.Core
 open Common
 
@@ -133,11 +134,14 @@ let npzWith (name: string) (bytes: byte[]) = npzVariant (List.map (fun (n, d) ->
 /// The valid model file with another meta.
 let npzMeta (json: string) = npzWith "meta.npy" (NpzPropertyTests.metaNpy json)
 
-/// The valid model file with the uncompressed size of the entry `name` stated as `size` in
-/// both its local header and the central directory (a small size for bytes that inflate to
-/// more: a zip bomb's lie).
-let npzDeclaring (name: string) (size: uint32) =
-    let b = NpzPropertyTests.zipOf CompressionLevel.Optimal (NpzPropertyTests.entriesOf validNpz.Value)
+/// The float32 bytes of the values.
+let f32 (values: float32[]) = Array.collect (fun (v: float32) -> BitConverter.GetBytes v) values
+
+/// A deflated zip of the entries with the uncompressed size of the entry `name` stated as
+/// `size` in both its local header and the central directory (a small size for bytes that
+/// inflate to more: a zip bomb's lie; a large one for a file that asks for memory).
+let npzDeclaringIn (entries: (string * byte[]) list) (name: string) (size: uint32) =
+    let b = NpzPropertyTests.zipOf CompressionLevel.Optimal entries
     let nameBytes = Encoding.ASCII.GetBytes name
     let matches (k: int) (signature: uint32) (nameAt: int) =
         k + nameAt + nameBytes.Length <= b.Length && BitConverter.ToUInt32(b, k) = signature && b.AsSpan(k + nameAt, nameBytes.Length).SequenceEqual(ReadOnlySpan nameBytes)
@@ -146,8 +150,28 @@ let npzDeclaring (name: string) (size: uint32) =
         if matches k 0x02014b50u 46 then Array.blit (BitConverter.GetBytes size) 0 b (k + 24) 4
     b
 
-/// The float32 bytes of the values.
-let f32 (values: float32[]) = Array.collect (fun (v: float32) -> BitConverter.GetBytes v) values
+/// The valid model file with the uncompressed size of the entry `name` stated as `size` (see
+/// npzDeclaringIn).
+let npzDeclaring (name: string) (size: uint32) = npzDeclaringIn (NpzPropertyTests.entriesOf validNpz.Value) name size
+
+/// The valid model file with W1 replaced by an .npy whose header states `count` float32 values
+/// (and holds 12), deflated, the entry's declared size stated as that header says: a small
+/// file that asks the reader for count * 4 bytes.
+let npzAsking (count: int64) =
+    let w1 = NpzPropertyTests.npy "'<f4'" "False" $"({count},)" (f32 (Array.init 12 float32))
+    let entries = NpzPropertyTests.entriesOf validNpz.Value |> List.map (fun (n, d) -> if n = "W1.npy" then n, w1 else n, d)
+    npzDeclaringIn entries "W1.npy" (uint32 (int64 w1.Length - 48L + 4L * count))
+
+/// A model file of ReLU layers of the given sizes (float32); with `favoured`, the last bias
+/// raises that output so far that it is every image's prediction.
+let modelNpz (sizes: int list) (favoured: int option) =
+    let m: Model<float32> = Network.init 1 0.1 (Network.layers Activation.ReLU sizes)
+    let last = $"b{sizes.Length - 1}"
+    let raised (name: string, v: Value<float32>) =
+        match favoured with
+        | Some k when name = last -> name, Value.Vector(Vector<float32>.Build.Dense(List.last sizes, fun i -> if i = k then 100f else 0f))
+        | _ -> name, v
+    NpzPropertyTests.npzOf (Network.withParameters m (Network.parameters m |> List.map raised)) []
 
 /// An npz case: `command` (evaluate, predict, init-from or export) on {dir}/bad.npz made of bytes.
 let npzCase (command: string) name (bytes: byte[]) code fragment =
@@ -156,7 +180,7 @@ let npzCase (command: string) name (bytes: byte[]) code fragment =
         match command with
         | "evaluate" -> [ "evaluate"; "--model"; model; "--data"; "{dir}" ]
         | "predict" -> [ "predict"; "--model"; model; "--index"; "0"; "--data"; "{dir}" ]
-        | "init-from" -> [ "train"; "--iters"; "1"; "--init-from"; model; "--data"; "{dir}" ]
+        | "init-from" -> [ "train"; "--iters"; "1"; "--batch"; "2"; "--init-from"; model; "--data"; "{dir}" ]
         | _ -> [ "export"; "--model"; model; "--onnx"; "{dir}/out.onnx" ]
     { Name = $"npz ({command}): {name}"; Files = baseSet @ [ "bad.npz", Bytes bytes ]; Argv = argv; Code = code; Fragment = fragment }
 
@@ -281,6 +305,20 @@ let cases: Case list =
       npzCase "evaluate" "an unknown layer kind" (npzMeta "{\"format\": \"backprop-npz-2\", \"layers\": [{\"kind\": \"teleport\"}]}") 1 "unknown layer kind 'teleport'"
       npzCase "predict" "a zip bomb's lie: W1 declares 10 bytes and inflates to more" (npzDeclaring "W1.npy" 10u) 1 "W1.npy"
       npzCase "init-from" "an entry declaring 3 GB" (npzDeclaring "W1.npy" 3_000_000_000u) 1 "GiB a model file may hold"
+      npzCase "export" "an entry declaring 1.4 GB for a shape of 12 values, in a small file" (npzDeclaring "W1.npy" 1_400_000_000u) 1 "W1.npy: the archive declares 1400000000 bytes, it holds another length"
+      npzCase "predict" "an entry declaring 1.4 GB, its header's shape as large, in a small file (memory taken only as data arrives)" (npzAsking 350_000_000L) 1 "W1.npy: the archive declares 1400000"
+      npzCase "evaluate" "an .npy header of 1 MiB declared" (npzWith "W1.npy" (Array.concat [ [| 0x93uy; byte 'N'; byte 'U'; byte 'M'; byte 'P'; byte 'Y'; 2uy; 0uy |]; BitConverter.GetBytes 1_048_576u; Array.zeroCreate 1_048_600 ])) 1 "W1.npy: a header of 1048576 bytes, more than the 65536 read"
+      // contracts between a model and the data it meets (the base set: 2x2 images, training
+      // labels 0-3, test labels 7 and 1)
+      npzCase "evaluate" "a model of 3 outputs on test labels up to 7" (modelNpz [ 4; 3; 3 ] None) 1 "bad.npz: the model has 3 outputs (classes 0-2), the test labels of {dir} go up to label 7"
+      npzCase "init-from" "a model of 3 outputs on training labels up to 3" (modelNpz [ 4; 3; 3 ] None) 1 "bad.npz: the model has 3 outputs (classes 0-2), the training labels of {dir} go up to label 3"
+      npzCase "init-from" "a model of 5 outputs: the training labels fit, the test labels (up to 7) do not" (modelNpz [ 4; 3; 5 ] None) 1 "bad.npz: the model has 5 outputs (classes 0-4), the test labels of {dir} go up to label 7"
+      npzCase "evaluate" "a model of 12 outputs predicting class 11 is evaluated (12 rows and columns)" (modelNpz [ 4; 3; 12 ] (Some 11)) 0 ("     7" + String.replicate 11 "     0" + "     1")
+      npzCase "init-from" "a model of 12 outputs trains on labels 0-9" (modelNpz [ 4; 3; 12 ] None) 0 "done: iterations 1"
+      npzCase "evaluate" "a model of 9 inputs on 2x2 images" (modelNpz [ 9; 3; 10 ] None) 1 "bad.npz: the model takes 9 inputs, the images of {dir} have 4 pixels"
+      npzCase "predict" "--index with a model of 9 inputs on 2x2 test images" (modelNpz [ 9; 3; 10 ] None) 1 "bad.npz: the model takes 9 inputs, the test images have 4 pixels"
+      npzCase "init-from" "a model of 9 inputs on 2x2 images" (modelNpz [ 9; 3; 10 ] None) 1 "bad.npz: the model takes 9 inputs, the images of {dir} have 4 pixels"
+      { Name = "evaluate: an empty test set (0 images, 0 labels)"; Files = baseSet @ [ testImages, Bytes(idxFile [ 0u; 2u; 2u ] [||]); testLabels, Bytes(idxFile [ 0u ] [||]); "m.npz", Bytes(modelNpz [ 4; 3; 10 ] None) ]; Argv = [ "evaluate"; "--model"; "{dir}/m.npz"; "--data"; "{dir}" ]; Code = 1; Fragment = "t10k-images-idx3-ubyte: the header announces 0 images" }
       npzCase "export" "W1.npy twice" (npzVariant (fun es -> es @ [ List.head es ])) 1 "entries named W1.npy"
       npzCase "evaluate" "65535 entries announced" (let b = npzVariant id in Array.blit (BitConverter.GetBytes 0xFFFFFFFFu) 0 b (b.Length - 22 + 8) 4; b) 1 "the archive announces 65535 entries, more than the 50000"
       npzCase "predict" "version 1: W1 with no rows" (NpzPropertyTests.zipOf CompressionLevel.Optimal [ "W1.npy", NpzPropertyTests.npy "'<f4'" "False" "(0, 3)" [||]; "b1.npy", NpzPropertyTests.npy "'<f4'" "False" "(3,)" (Array.zeroCreate 12) ]) 1 "W1 has shape (0, 3); a layer needs at least one input and one output"
@@ -479,17 +517,67 @@ let saveTests =
             Expect.isTrue (loads target) "the file loads"
             Common.note $"SIGKILL test: {kept} kills left the old file, {replaced} found a complete new one, {stale} temporaries of killed runs seen before cleaning"
         }
-        test "two concurrent train --save to the same file both succeed and leave a complete file" {
+        test "two concurrent train --save same.npz --metrics same.csv --plot same.png both exit 0 and leave complete files" {
             let dir = Directory.CreateTempSubdirectory("backprop-concurrent-").FullName
-            let target = Path.Combine(dir, "same.npz")
-            let runs = [ 1; 2 ] |> List.map (fun seed -> Threading.Tasks.Task.Run(fun () -> runCli (saveRun target seed)))
+            let file name = Path.Combine(dir, name)
+            let run seed =
+                [ "train"; "--iters"; "200"; "--hidden"; "20"; "--seed"; string seed
+                  "--save"; file "same.npz"; "--metrics"; file "same.csv"; "--plot"; file "same.png" ]
+            // two real processes at once, started together; each run's span on one clock
+            let clock = Stopwatch.StartNew()
+            let timed seed () =
+                let started = clock.Elapsed.TotalSeconds
+                let result = runCli (run seed)
+                started, clock.Elapsed.TotalSeconds, result
+            let runs = [ 1; 2 ] |> List.map (fun seed -> Threading.Tasks.Task.Run(timed seed))
             for r in runs do
-                let code, _, err, _ = r.Result
+                let _, _, (code, _, err, _) = r.Result
                 Expect.equal code 0 $"each run exits 0 (stderr: {err})"
-            Expect.isTrue (loads target) "the file is a complete model"
+            let (start1, end1, _), (start2, end2, _) = runs[0].Result, runs[1].Result
+            Expect.isTrue (start1 < end2 && start2 < end1) $"the two runs overlapped in time ({start1:F1}-{end1:F1} s and {start2:F1}-{end2:F1} s)"
+            match Npz.load (file "same.npz") with
+            | SavedModel.Single m -> Expect.equal (Network.sizes m.Layers) [ 784; 20; 10 ] "the model loads, 784-20-10"
+            | SavedModel.Double m -> Expect.equal (Network.sizes m.Layers) [ 784; 20; 10 ] "the model loads, 784-20-10"
+            // 200 iterations of 600 an epoch: one (partial) epoch, one row
+            let lines = File.ReadAllText(file "same.csv").Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            Expect.equal lines[0] (String.Join(",", Backprop.Cli.Commands.metricsColumns)) "the CSV's header"
+            Expect.equal lines.Length 2 "the header and one row"
+            let row = lines[1].Split ','
+            Expect.equal row.Length Backprop.Cli.Commands.metricsColumns.Length "a whole row"
+            Expect.equal (row[0], row[1]) ("1", "200") "epoch 1, iteration 200"
+            let accuracy = Double.Parse(row[3], Globalization.CultureInfo.InvariantCulture)
+            Expect.isTrue (accuracy > 0.1 && accuracy <= 1.0) $"a test accuracy that parses ({row[3]})"
+            let width, height, _ = Backprop.Cli.Images.readPng (file "same.png")
+            Expect.isTrue (width > 100 && height > 100) $"the plot decodes as a PNG ({width}x{height})"
+            Expect.isEmpty (tempFiles dir) "no temporary file left"
+            Expect.equal (Directory.GetFiles dir |> Array.map Path.GetFileName |> Array.sort) [| "same.csv"; "same.npz"; "same.png" |] "the three files and nothing else"
+        }
+        test "SIGINT mid-run of train --save: exit 130, and the file it wrote loads as a model of the right architecture" {
+            let dir = Directory.CreateTempSubdirectory("backprop-sigint-").FullName
+            let target = Path.Combine(dir, "m.npz")
+            // far more iterations than the run lives: the signal always comes mid-run
+            use p = startCli [ "train"; "--iters"; "1000000"; "--hidden"; "20"; "--seed"; "3"; "--save"; target ]
+            let err = p.StandardError.ReadToEndAsync()
+            // the header line comes once the data are read and training starts
+            let first = p.StandardOutput.ReadLine()
+            Expect.isNotNull first "the run prints its header"
+            let out = p.StandardOutput.ReadToEndAsync()
+            Threading.Thread.Sleep 1500
+            Expect.isFalse p.HasExited "still training when the signal comes"
+            signal "INT" p.Id
+            Expect.isTrue (p.WaitForExit 60_000) "the run ends after SIGINT"
+            Expect.equal p.ExitCode 130 $"exit 130 (stderr: {err.Result})"
+            Expect.isFalse (err.Result.Contains "   at ") $"no stack trace: {err.Result}"
+            Expect.stringContains out.Result "interrupted" "the summary says it was interrupted"
+            let saved = Npz.read target
+            let sizes = match saved.Model with SavedModel.Single m -> Network.sizes m.Layers | SavedModel.Double m -> Network.sizes m.Layers
+            Expect.equal sizes [ 784; 20; 10 ] "the file is a model of the run's architecture"
+            Expect.equal (Npz.text saved.Metadata["interrupted"]) "true" "meta says it was interrupted"
+            let steps = int (Npz.text saved.Metadata["steps_trained"])
+            Expect.isTrue (steps > 0 && steps < 1_000_000) $"meta gives the steps trained, some but not all ({steps})"
             Expect.isEmpty (tempFiles dir) "no temporary file left"
         }
-        test "SIGINT during train --save: no temporary file left, the file the old one or a complete new one" {
+        test "SIGINT at random moments of train --save: no temporary file left, the file the old one or a complete new one" {
             let dir = Directory.CreateTempSubdirectory("backprop-sigint-").FullName
             let target = Path.Combine(dir, "m.npz")
             let code, _, _, length = runCli (saveRun target 1)
@@ -527,6 +615,30 @@ let tests =
     testList "hostile" [
         testList "corpus (the real CLI process)" (List.map caseTest cases)
         saveTests
+        test "a small archive declaring a 1.4 GB entry is refused with the reader allocating as data arrives, not the declared size" {
+            // The process's resident memory does not show this (untouched zeroed pages are not
+            // resident), so the bytes the reading thread allocates are counted instead.
+            for bytes, what in [ npzAsking 350_000_000L, "a header whose shape asks for 1.4 GB"; npzDeclaring "W1.npy" 1_400_000_000u, "a header of 12 values" ] do
+                Expect.isLessThan bytes.Length 20_000 "a small file"
+                let before = GC.GetAllocatedBytesForCurrentThread()
+                try
+                    Npz.readFrom "bomb.npz" (new MemoryStream(bytes)) |> ignore
+                    failtest "the archive was read"
+                with DataError(_, problem) -> Expect.stringContains problem "W1.npy: the archive declares 1400000" $"{what}: refused for its length"
+                let allocated = GC.GetAllocatedBytesForCurrentThread() - before
+                Common.note $"npz entry declaring 1.4 GB ({what}): {allocated >>> 10} KiB allocated while reading"
+                Expect.isLessThan allocated (16L <<< 20) $"{what}: under 16 MiB allocated (was {allocated >>> 20} MiB)"
+        }
+        test "metrics JSON with a NaN or infinite value: valid JSON, null for the value" {
+            let row = { Backprop.Cli.Commands.MetricsRow.Epoch = 1; Backprop.Cli.Commands.MetricsRow.Iteration = 600; Backprop.Cli.Commands.MetricsRow.TrainAcc = nan; Backprop.Cli.Commands.MetricsRow.TestAcc = infinity; Backprop.Cli.Commands.MetricsRow.Loss = -infinity; Backprop.Cli.Commands.MetricsRow.Seconds = 1.5; Backprop.Cli.Commands.MetricsRow.Sampled = false; Backprop.Cli.Commands.MetricsRow.Interrupted = false }
+            let parsed = Text.Json.Nodes.JsonNode.Parse(Backprop.Cli.Commands.metricsJson [ row ])
+            let o = parsed[0]
+            Expect.isNull o["train_acc"] "NaN as null"
+            Expect.isNull o["test_acc"] "infinity as null"
+            Expect.isNull o["loss"] "-infinity as null"
+            Expect.equal (o["iteration"].GetValue<int>()) 600 "the other values as they are"
+            Expect.stringContains (Backprop.Cli.Commands.metricsCsv [ row ]) "1,600,NaN,NaN,NaN,1.500,false,false" "the CSV writes NaN"
+        }
         test "the corpus is large and its names distinct" {
             Expect.isGreaterThanOrEqual (cases |> List.filter (fun c -> not (expectedToFix.Contains c.Name))).Length 80 "80 cases or more that run"
             Expect.isEmpty (expectedToFix - set [ for c in cases -> c.Name ]) "every case expected to fix is in the corpus"

@@ -133,13 +133,13 @@ let halves =
             let dout = Common.random 23 100 50
             for backend in [ Linalg.Backend.Managed; (if OpenBlas.isAvailable () then Linalg.Backend.OpenBlas else Linalg.Backend.Managed) ] do
                 let on threads f = Linalg.using (Linalg.settings backend Linalg.InputStorage.Auto threads) f
-                let products () = [ Linalg.mul a b; Linalg.mulTN a dout; Linalg.mulNT dout b; Linalg.mulAddRow a b (b.Row 0) ]
+                let products () = [ Linalg.times a b; Linalg.transposeTimes a dout; Linalg.timesTranspose dout b; Linalg.affine a b (b.Row 0) ]
                 let whole = on 1 products
                 on 2 (fun () ->
                     for _ in 1 .. 20 do // the helper takes some halves and its caller others
                         List.iter2 (fun (s: Matrix<float>) w -> Expect.isLessThan (Common.maxAbsDiff s w) 1e-12 $"{backend}: split equals whole") (products ()) whole)
-                let w32 = on 2 (fun () -> Linalg.mulTN (a.Map float32) (dout.Map float32))
-                let whole32 = on 1 (fun () -> Linalg.mulTN (a.Map float32) (dout.Map float32))
+                let w32 = on 2 (fun () -> Linalg.transposeTimes (a.Map float32) (dout.Map float32))
+                let whole32 = on 1 (fun () -> Linalg.transposeTimes (a.Map float32) (dout.Map float32))
                 Expect.isLessThan ((whole32 - w32).Enumerate() |> Seq.map abs |> Seq.max) 1e-4f $"{backend}: float32"
         }
         test "both halves run, an exception in either reaches the caller, and the helper serves the next product" {
@@ -166,9 +166,9 @@ let halves =
         test "a thread awaiting background work may compute halves of its products: the results are the same" {
             Linalg.using (managed 2) (fun () ->
                 let a, b = Common.random 31 300 784, Common.random 32 784 50
-                let expected = Linalg.mul a b
+                let expected = Linalg.times a b
                 for _ in 1 .. 5 do
-                    let task = Halves.inBackground (fun () -> [ for _ in 1 .. 20 -> Linalg.mul a b ])
+                    let task = Halves.inBackground (fun () -> [ for _ in 1 .. 20 -> Linalg.times a b ])
                     for product in Halves.await task do
                         Expect.isLessThan (Common.maxAbsDiff product expected) 1e-12 "each background product"
                 let failing = Halves.inBackground (fun () -> failwith "evaluation failed": int)

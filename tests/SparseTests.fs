@@ -37,6 +37,10 @@ let private columnMajor (a: float[,]) = Array.init a.Length (fun idx -> a[idx % 
 /// columns).
 let private shapes = [ 1, 1, 1; 3, 5, 7; 9, 17, 8; 20, 33, 9; 7, 300, 70; 40, 1000, 13; 100, 784, 50; 5, 8, 130; 60, 800, 130 ]
 
+/// The widths of the issue "Speed that holds as the work grows": around the vector width, the
+/// book's 50, and hidden layers of one to 32 panels of 8 vectors.
+let private widths = [ 1; 7; 8; 9; 50; 300; 1000; 2000 ]
+
 [<Tests>]
 let tests =
     testList "sparse" [
@@ -110,13 +114,13 @@ let tests =
             Expect.isFalse x.Storage.IsDense "MNIST images are gathered sparse"
             let dense = Matrix<float>.Build.DenseOfMatrix x
             let w, b, dout = Common.random 5 784 50, Vector<float>.Build.Dense(50, fun j -> float j / 10.0), Common.random 6 100 50
-            Expect.isLessThan (Common.maxAbsDiff (Linalg.mulAddRow x w b) (Linalg.mulAddRow dense w b)) 1e-12 "x·W + b"
-            Expect.isLessThan (Common.maxAbsDiff (Linalg.mul x w) (Linalg.mul dense w)) 1e-12 "x·W"
-            Expect.isLessThan (Common.maxAbsDiff (Linalg.mulTN x dout) (Linalg.mulTN dense dout)) 1e-12 "xᵀ·dout"
-            Expect.isLessThan (Common.maxAbsDiff (Linalg.mulNT x (Common.random 7 50 784)) (Linalg.mulNT dense (Common.random 7 50 784))) 1e-12 "x·Bᵀ (MathNet's sparse product)"
+            Expect.isLessThan (Common.maxAbsDiff (Linalg.affine x w b) (Linalg.affine dense w b)) 1e-12 "x·W + b"
+            Expect.isLessThan (Common.maxAbsDiff (Linalg.times x w) (Linalg.times dense w)) 1e-12 "x·W"
+            Expect.isLessThan (Common.maxAbsDiff (Linalg.transposeTimes x dout) (Linalg.transposeTimes dense dout)) 1e-12 "xᵀ·dout"
+            Expect.isLessThan (Common.maxAbsDiff (Linalg.timesTranspose x (Common.random 7 50 784)) (Linalg.timesTranspose dense (Common.random 7 50 784))) 1e-12 "x·Bᵀ (MathNet's sparse product)"
             let x32: Matrix<float32> = Dataset.images train [| 0 .. 99 |]
             let w32, b32 = w.Map float32, b.Map float32
-            let got, want = Linalg.mulAddRow x32 w32 b32, Linalg.mulAddRow (Matrix<float32>.Build.DenseOfMatrix x32) w32 b32
+            let got, want = Linalg.affine x32 w32 b32, Linalg.affine (Matrix<float32>.Build.DenseOfMatrix x32) w32 b32
             Expect.isLessThan ((got - want).Enumerate() |> Seq.map abs |> Seq.max) 1e-4f "float32 x·W + b (sums of about 150 products near 1)"
         }
         test "a training step on sparse images equals the step on the same images dense" {
@@ -140,6 +144,104 @@ let tests =
             match sparse32.Params[0], dense32.Params[0] with
             | Params.Affine p, Params.Affine q -> Expect.isLessThan ((p.W - q.W).Enumerate() |> Seq.map abs |> Seq.max) 1e-7f "float32 W1 after the step"
             | _ -> failtest "W1"
+        }
+        test "panels of columns: the sparse kernels equal the dense definitions at widths 1 to 2000 (batch 100, MNIST-like)" {
+            // 81% zeros as MNIST; widths around the vector width, one and several panels of 8 vectors
+            let m, k = 100, 784
+            let a, rowPointers, columns, values = compressed 19 m k 0.81
+            for n in widths do
+                let rng = Random(n)
+                let W = Array.init (k * n) (fun _ -> rng.NextDouble() - 0.5)
+                let bias = Array.init n (fun _ -> rng.NextDouble())
+                let D = Array.init (m * n) (fun _ -> rng.NextDouble() - 0.5)
+                // the definitions, summed in float64 over the nonzeros in column order
+                let expected = Array.zeroCreate (m * n)
+                let expectedTN = Array.zeroCreate (k * n)
+                for j in 0 .. n - 1 do
+                    for i in 0 .. m - 1 do
+                        let mutable sum = bias[j]
+                        for e in rowPointers[i] .. rowPointers[i + 1] - 1 do
+                            sum <- sum + values[e] * W[j * k + columns[e]]
+                            expectedTN[j * k + columns[e]] <- expectedTN[j * k + columns[e]] + values[e] * D[j * m + i]
+                        expected[j * m + i] <- sum
+                let out, outTN = Array.zeroCreate (m * n), Array.zeroCreate (k * n)
+                Sparse.mulAddRow m k rowPointers columns values W n bias out
+                Sparse.mulTN m k rowPointers columns values D n outTN
+                let worst (x: float[]) (y: float[]) = Array.fold2 (fun w u v -> max w (abs (u - v))) 0.0 x y
+                Expect.isLessThan (worst out expected) 1e-12 $"float64 A·W + b, width %d{n}"
+                Expect.isLessThan (worst outTN expectedTN) 1e-12 $"float64 Aᵀ·D, width %d{n}"
+                let out32, outTN32 = Array.zeroCreate (m * n), Array.zeroCreate (k * n)
+                Sparse.mulAddRow m k rowPointers columns (Array.map float32 values) (Array.map float32 W) n (Array.map float32 bias) out32
+                Sparse.mulTN m k rowPointers columns (Array.map float32 values) (Array.map float32 D) n outTN32
+                // 1e-5 relative to the sum of the magnitudes added
+                let scale = 1.0 + float (rowPointers[m] / m)
+                Expect.isLessThan (worst (Array.map float out32) expected) (1e-5 * scale) $"float32 A·W + b, width %d{n}"
+                Expect.isLessThan (worst (Array.map float outTN32) expectedTN) (1e-5 * float m) $"float32 Aᵀ·D, width %d{n}"
+        }
+        test "the cost model keeps MNIST sparse at the book's width and sends what sparse cannot win to dense" {
+            // a batch of 100 MNIST images has about 15,000 nonzeros (19%)
+            for n in [ 7; 8; 9; 50; 300; 1000; 2000 ] do
+                Expect.isTrue (Linalg.sparsePays 100 784 15_000 n 8) $"float32, 19%% nonzero, width %d{n}: sparse"
+                Expect.isTrue (Linalg.sparsePays 100 784 15_000 n 4) $"float64, 19%% nonzero, width %d{n}: sparse"
+                Expect.isFalse (Linalg.sparsePays 100 784 39_200 n 8) $"float32, 50%% nonzero, width %d{n}: dense"
+            Expect.isFalse (Linalg.sparsePays 100 784 15_000 1 8) "width 1: a whole vector per nonzero for one column, dense"
+        }
+        test "whichever kernel Linalg picks, x·W + b and xᵀ·dout equal the dense products, widths 1 to 2000" {
+            let train, _ = Common.mnist.Force()
+            let indices = [| 0 .. 99 |]
+            let gather storage : Matrix<'T> = Linalg.using (Linalg.settings Linalg.Backend.Auto storage 2) (fun () -> Dataset.images train indices)
+            let under storage f = Linalg.using (Linalg.settings Linalg.Backend.Auto storage 2) f
+            let x64, d64 = gather Linalg.InputStorage.Sparse, gather Linalg.InputStorage.Dense
+            let x32: Matrix<float32> = gather Linalg.InputStorage.Sparse
+            let d32: Matrix<float32> = gather Linalg.InputStorage.Dense
+            Expect.isFalse x64.Storage.IsDense "gathered sparse"
+            Expect.isTrue d64.Storage.IsDense "gathered dense"
+            let nnz = (x64.Storage :?> Storage.SparseCompressedRowMatrixStorage<float>).RowPointers[100]
+            for n in widths do
+                let w, b, dout = Common.random n 784 n, Vector<float>.Build.Dense(n, fun j -> float j / 10.0), Common.random (n + 1) 100 n
+                let dense = under Linalg.InputStorage.Dense (fun () -> Linalg.affine d64 w b), under Linalg.InputStorage.Dense (fun () -> Linalg.transposeTimes d64 dout)
+                let sparse = under Linalg.InputStorage.Sparse (fun () -> Linalg.affine x64 w b), under Linalg.InputStorage.Sparse (fun () -> Linalg.transposeTimes x64 dout)
+                let auto = under Linalg.InputStorage.Auto (fun () -> Linalg.affine x64 w b), under Linalg.InputStorage.Auto (fun () -> Linalg.transposeTimes x64 dout)
+                Expect.isLessThan (Common.maxAbsDiff (fst sparse) (fst dense)) 1e-12 $"float64 x·W + b, sparse kernels, width %d{n}"
+                Expect.isLessThan (Common.maxAbsDiff (snd sparse) (snd dense)) 1e-12 $"float64 xᵀ·dout, sparse kernels, width %d{n}"
+                // Auto runs either the sparse kernels or the dense product on a dense copy: the
+                // latter is the dense path's own sum, to the last bit
+                if Linalg.sparsePays 100 784 nnz n 4 then
+                    Expect.equal ((fst auto).ToColumnMajorArray()) ((fst sparse).ToColumnMajorArray()) $"float64 x·W + b, auto = sparse kernels, width %d{n}"
+                    Expect.equal ((snd auto).ToColumnMajorArray()) ((snd sparse).ToColumnMajorArray()) $"float64 xᵀ·dout, auto = sparse kernels, width %d{n}"
+                else
+                    Expect.equal ((fst auto).ToColumnMajorArray()) ((fst dense).ToColumnMajorArray()) $"float64 x·W + b, auto = dense, width %d{n}"
+                    Expect.equal ((snd auto).ToColumnMajorArray()) ((snd dense).ToColumnMajorArray()) $"float64 xᵀ·dout, auto = dense, width %d{n}"
+                let w32, b32, dout32 = w.Map float32, b.Map float32, dout.Map float32
+                let relative (got: Matrix<float32>) (want: Matrix<float32>) =
+                    Seq.zip (got.Enumerate()) (want.Enumerate()) |> Seq.map (fun (u, v) -> float (abs (u - v)) / (1.0 + float (abs v))) |> Seq.max
+                let want = under Linalg.InputStorage.Dense (fun () -> Linalg.affine d32 w32 b32), under Linalg.InputStorage.Dense (fun () -> Linalg.transposeTimes d32 dout32)
+                for storage in [ Linalg.InputStorage.Sparse; Linalg.InputStorage.Auto ] do
+                    let got = under storage (fun () -> Linalg.affine x32 w32 b32), under storage (fun () -> Linalg.transposeTimes x32 dout32)
+                    Expect.isLessThan (relative (fst got) (fst want)) 1e-5 $"float32 x·W + b, {storage}, width %d{n}"
+                    Expect.isLessThan (relative (snd got) (snd want)) 1e-5 $"float32 xᵀ·dout, {storage}, width %d{n}"
+        }
+        test "a training step of 784-H-10 gives the same weights whichever kernel runs its first layer, H from 1 to 2000" {
+            let train, _ = Common.mnist.Force()
+            let indices = [| 200 .. 299 |]
+            let t = Labels.ClassIndices(Dataset.labels train indices)
+            let step storage =
+                Linalg.using (Linalg.settings Linalg.Backend.Auto storage 2) (fun () ->
+                    [ for h in widths do
+                        let x: Matrix<float> = Dataset.images train indices
+                        let model: Model<float> = Network.init 7 0.01 (Network.layers Activation.ReLU [ 784; h; 10 ])
+                        let after, loss = Training.sgdStep 0.1 model (x, t)
+                        yield h, loss, after ])
+            let dense, sparse, auto = step Linalg.InputStorage.Dense, step Linalg.InputStorage.Sparse, step Linalg.InputStorage.Auto
+            for (h, lossD, d), (_, lossS, s), (_, lossA, a) in List.zip3 dense sparse auto do
+                Expect.floatClose Accuracy.veryHigh lossS lossD $"loss, sparse kernels, H = %d{h}"
+                Expect.floatClose Accuracy.veryHigh lossA lossD $"loss, auto, H = %d{h}"
+                for p, q, r in List.zip3 d.Params s.Params a.Params do
+                    match p, q, r with
+                    | Params.Affine p, Params.Affine q, Params.Affine r ->
+                        Expect.isLessThan (Common.maxAbsDiff q.W p.W) 1e-13 $"W after the step, sparse kernels, H = %d{h}"
+                        Expect.isLessThan (Common.maxAbsDiff r.W p.W) 1e-13 $"W after the step, auto, H = %d{h}"
+                    | _ -> ()
         }
         test "auto storage: sparse for MNIST-like images, dense where more than a third of the pixels are nonzero" {
             // Auto storage (as in the defaults), in effect for this test alone

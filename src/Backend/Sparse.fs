@@ -330,11 +330,25 @@ module Sparse =
     let private inHalves<'T> (work: int64) (total: int) (ld: int) (part: int -> int -> int -> int -> unit) =
         let w = Vector<'T>.Count
         let vectors = ld / w
+        // Columns c0 .. c1-1 (whole vectors) in panels of at most 8 vectors, of about equal
+        // widths (19 vectors: 7, 6, 6): each panel is one pass of the kernel over the entries
+        // with all its vectors in registers, and its tiles of W (or dW) are 16 KB of rows of
+        // the panel's width alone. A part as wide as the whole row would make tiles of 8 rows
+        // (under 2 KB of entries to share the per-row set-up) and walk every row's entries once
+        // per 8 vectors of every tile.
+        let panels r0 r1 c0 c1 =
+            let v = (c1 - c0) / w
+            let count = (v + 7) / 8
+            let mutable start = c0
+            for p in 0 .. count - 1 do
+                let stop = c0 + (v * (p + 1) / count) * w
+                part r0 r1 start stop
+                start <- stop
         if work < splitAbove || (total < 2 && vectors < 2) || not (Halves.splitPays ()) then
-            part 0 total 0 ld
+            panels 0 total 0 ld
         elif vectors > 8 then
             let half = (vectors + 1) / 2 * w
-            Halves.run (fun () -> part 0 total 0 half) (fun () -> part 0 total half ld)
+            Halves.run (fun () -> panels 0 total 0 half) (fun () -> panels 0 total half ld)
         else
             let half = total / 2
             Halves.run (fun () -> part 0 half 0 ld) (fun () -> part half total 0 ld)

@@ -11,6 +11,23 @@ type ActivationArg =
     | Relu
     /// Sigmoid.
     | Sigmoid
+    /// tanh (chapter 6).
+    | Tanh
+
+/// The optimizer of `train`, as the command line spells it (the book's common/optimizer.py).
+type OptimizerArg =
+    /// SGD: W -= lr·dW (the book's recipe; lr 0.1 by default).
+    | Sgd
+    /// Momentum: v = momentum·v - lr·dW; W += v.
+    | Momentum
+    /// Nesterov's accelerated gradient, as the book writes it.
+    | Nesterov
+    /// AdaGrad: h += dW²; W -= lr·dW / (√h + 1e-7).
+    | Adagrad
+    /// RMSprop: h = decay·h + (1 - decay)·dW²; W -= lr·dW / (√h + 1e-7).
+    | Rmsprop
+    /// Adam, with the book's bias correction folded into the learning rate.
+    | Adam
 
 /// The element type of the matrices.
 type PrecisionArg =
@@ -70,11 +87,20 @@ type TrainArgs =
     | Precision of PrecisionArg
     | Hidden of size: string list
     | Activation of ActivationArg
+    | Batchnorm
+    | Dropout of ratio: float
+    | Optimizer of OptimizerArg
     | Lr of rate: float
+    | Momentum of momentum: float
+    | Beta1 of beta1: float
+    | Beta2 of beta2: float
+    | Decay_Rate of rate: float
+    | Weight_Decay of lambda: float
     | Batch of size: int
     | Iters of count: int
     | Epochs of count: int
     | Seed of seed: int
+    | Weight_Init of init: string
     | Weight_Init_Std of std: float
     | Data of dir: string
     | Verbose
@@ -85,7 +111,7 @@ type TrainArgs =
             match a with
             | Dataset _ -> "a built-in data set: mnist (shipped) or fashion (Fashion-MNIST from Debian's dataset-fashion-mnist) (default: mnist)."
             | Save _ -> "write the trained model to FILE.npz (NumPy archive: W1, b1, ... and metadata), atomically."
-            | Init_From _ -> "start from the parameters in FILE.npz instead of random weights (sets the layer sizes)."
+            | Init_From _ -> "start from the model in FILE.npz instead of random weights (it sets the layers); a file saved by train --save resumes its run: optimizer state, step, and the seed's batches."
             | Sampling _ -> "how batches are drawn: with-replacement (the book), shuffle, or sequential (default: with-replacement)."
             | Eval_Sample _ -> "measure accuracy each epoch on only the first N images of each set (default: all)."
             | Metrics _ -> "write the per-epoch history to FILE.csv or FILE.json."
@@ -94,13 +120,22 @@ type TrainArgs =
             | Input_Storage _ -> "how images are stored: auto (sparse where at most 1/3 of the pixels are nonzero, as in MNIST), dense or sparse (default: auto)."
             | Precision _ -> "element type of every matrix: single (float32) or double (float64) (default: single)."
             | Hidden _ -> "hidden layer sizes, one or more (default: 50; e.g. --hidden 100 50 for a deeper net), or none for no hidden layer (softmax regression)."
-            | Activation _ -> "activation between Affine layers (default: relu)."
-            | Lr _ -> "SGD learning rate (default: 0.1)."
+            | Activation _ -> "activation after each hidden Affine layer (default: relu)."
+            | Batchnorm -> "Batch Normalization after each hidden Affine layer (Affine, BatchNorm, activation, as the book's MultiLayerNetExtend)."
+            | Dropout _ -> "Dropout of RATIO (0 <= RATIO < 1) after each hidden activation, the book's (not inverted)."
+            | Optimizer _ -> "sgd, momentum, nesterov, adagrad, rmsprop or adam (default: sgd)."
+            | Lr _ -> "learning rate (default: 0.1 for sgd, the book's recipe; else the book's default for the optimizer: 0.01, adam 0.001)."
+            | Momentum _ -> "momentum and nesterov: the momentum, in [0, 1) (default: 0.9)."
+            | Beta1 _ -> "adam: beta1, in (0, 1) (default: 0.9)."
+            | Beta2 _ -> "adam: beta2, in (0, 1) (default: 0.999)."
+            | Decay_Rate _ -> "rmsprop: the decay rate, in (0, 1) (default: 0.99)."
+            | Weight_Decay _ -> "weight decay lambda >= 0: lambda*W added to each weight's gradient, 0.5*lambda*sum(W^2) to the loss (default: none)."
             | Batch _ -> "mini-batch size (default: 100); with --sampling shuffle or sequential at most the training set's size."
             | Iters _ -> "number of SGD steps (default: 10000)."
             | Epochs _ -> "number of epochs instead of --iters (an epoch is training-set size / batch steps)."
             | Seed _ -> "seed for the initial weights and the batches drawn (default: 42)."
-            | Weight_Init_Std _ -> "standard deviation of the initial weights (default: 0.01)."
+            | Weight_Init _ -> "initial weights: a standard deviation (0.01, the book's recipe), xavier or sigmoid (sqrt(1/n)), he or relu (sqrt(2/n)) (default: 0.01)."
+            | Weight_Init_Std _ -> "standard deviation of the initial weights: the same as --weight-init X (default: 0.01)."
             | Data _ -> "directory with the four MNIST-layout IDX files, .gz or raw (default: the shipped data/mnist)."
             | Verbose -> "also print the garbage collector's figures at the end."
             | Inspect _ -> "the lens: per layer and epoch the activation histogram, gradient norm and update-to-weight ratio on 1000 training images, as CSV and PNG files in DIR."
@@ -112,6 +147,10 @@ type GradcheckArgs =
     | Input_Storage of InputStorageArg
     | Hidden of size: string list
     | Activation of ActivationArg
+    | Batchnorm
+    | Dropout of ratio: float
+    | Weight_Decay of lambda: float
+    | Weight_Init of init: string
     | Count of images: int
     | Seed of seed: int
     | Data of dir: string
@@ -122,8 +161,12 @@ type GradcheckArgs =
             | Backend _ -> "matrix-product backend: auto, openblas, managed or mathnet (default: auto)."
             | Input_Storage _ -> "how images are stored: auto, dense or sparse (default: auto)."
             | Hidden _ -> "hidden layer sizes, or none (default: 50)."
-            | Activation _ -> "activation between Affine layers (default: relu)."
-            | Count _ -> "how many of the first training images to check on (default: 3, as the book)."
+            | Activation _ -> "activation after each hidden Affine layer (default: relu)."
+            | Batchnorm -> "Batch Normalization after each hidden Affine layer, checked in train mode (batch statistics: --count 4 or more)."
+            | Dropout _ -> "Dropout of RATIO after each hidden activation, checked with the fixed mask of the model's key."
+            | Weight_Decay _ -> "weight decay lambda >= 0: lambda*W in backpropagation's gradient, 0.5*lambda*sum(W^2) in the loss differentiated."
+            | Weight_Init _ -> "initial weights: a standard deviation, xavier, sigmoid, he or relu (default: 0.01; 1 with --batchnorm, where the scale is divided out)."
+            | Count _ -> "how many of the first training images to check on (default: 3, as the book; 4 with --batchnorm)."
             | Seed _ -> "seed for the initial weights (default: 42)."
             | Data _ -> "directory with the MNIST-layout IDX files (default: the shipped data/mnist)."
 
