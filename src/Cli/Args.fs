@@ -104,6 +104,7 @@ type TrainArgs =
     | Weight_Init_Std of std: float
     | Data of dir: string
     | Verbose
+    | Inspect of dir: string
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -137,6 +138,7 @@ type TrainArgs =
             | Weight_Init_Std _ -> "standard deviation of the initial weights: the same as --weight-init X (default: 0.01)."
             | Data _ -> "directory with the four MNIST-layout IDX files, .gz or raw (default: the shipped data/mnist)."
             | Verbose -> "also print the garbage collector's figures at the end."
+            | Inspect _ -> "the lens: per layer and epoch the activation histogram, gradient norm and update-to-weight ratio on 1000 training images, as CSV and PNG files in DIR."
 
 /// Options of `gradcheck`.
 [<HelpFlags("--help", "-h")>]
@@ -221,6 +223,8 @@ type Command =
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Export of ParseResults<Export.ExportArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Demo of ParseResults<DemoArgs>
+    | [<SubCommand; CliPrefix(CliPrefix.None)>] Graph of ParseResults<GraphCommand.GraphArgs>
+    | [<SubCommand; CliPrefix(CliPrefix.None)>] Serve of ParseResults<Serve.ServeArgs>
 
     interface IArgParserTemplate with
         member c.Usage =
@@ -231,6 +235,8 @@ type Command =
             | Predict _ -> "a saved model's prediction for test images (--index) or image files, with the top probabilities."
             | Export _ -> "a saved model as an ONNX file (input x, outputs probabilities and scores), for ONNX Runtime and other tools."
             | Demo _ -> "the book's shopping example: forward and backward through multiply and add nodes."
+            | Graph _ -> "a computational graph with its forward values and gradients, as Graphviz DOT, SVG or PNG."
+            | Serve _ -> "a page on 127.0.0.1 to draw a digit and watch the network (probabilities, activations, input gradient)."
 
 /// The version of `backprop`: the assembly's informational version without its commit suffix.
 let version =
@@ -316,7 +322,9 @@ let private subcommandNames () =
       "gradcheck", namesOf<GradcheckArgs> ()
       "evaluate", namesOf<EvaluateArgs> ()
       "predict", namesOf<PredictArgs> ()
-      "demo", namesOf<DemoArgs> () ]
+      "demo", namesOf<DemoArgs> ()
+      "graph", namesOf<GraphCommand.GraphArgs> ()
+      "serve", namesOf<Serve.ServeArgs> () ]
 
 /// "did you mean '--iters'?" for the first line of an Argu error about `argv`: an unrecognized
 /// subcommand or option (compared with the names it could have been, given the subcommand

@@ -373,6 +373,8 @@ let train (args: ParseResults<TrainArgs>) =
             usage $"--metrics {f}: give a .csv or .json file"
         | Some f when option = "--plot" && Path.GetExtension(f).ToLowerInvariant() <> ".png" -> usage $"--plot {f}: give a .png file"
         | _ -> ()
+    let inspect = args.TryGetResult TrainArgs.Inspect
+    inspect |> Option.iter (fun d -> if File.Exists d then usage $"--inspect {d}: that is a file; give a folder (created if missing)")
     let initFrom = args.TryGetResult Init_From |> Option.map (fun f -> f, readModelFile f)
     // A file saved by train --save (it has a step count) resumes its run: its optimizer, state
     // and step, and (unless given) its seed, batch size, sampling and data set.
@@ -471,6 +473,7 @@ let train (args: ParseResults<TrainArgs>) =
                 | None, Some e -> e * perEpoch
                 | None, None -> Training.bookRecipe.Iterations }
     let totalEpochs = (config.Iterations + perEpoch - 1) / perEpoch
+    let lens = inspect |> Option.map (fun _ -> Backprop.Cli.Inspect.Recorder.For(trainSet, perEpoch, config.Iterations))
     let precision =
         match args.TryGetResult Precision, initFrom with
         | Some p, _ -> p
@@ -592,6 +595,7 @@ let train (args: ParseResults<TrainArgs>) =
                 ending.Value <- Diverged(state.Step, loss)
                 false
             else
+                lens |> Option.iter (fun l -> l.OnStep(state.Step - startStep, (fun () -> Network.convert float previous.Value.Model), (fun () -> Network.convert float state.Model)))
                 finiteBefore.Add previous.Value
                 if finiteBefore.Count > 4 then finiteBefore.RemoveAt 0
                 previous.Value <- state
@@ -678,6 +682,9 @@ let train (args: ParseResults<TrainArgs>) =
             | Completed -> ""
         Plot.write file { Title = title + note; Losses = losses; Epochs = [ for r in rows -> r.Iteration, r.TrainAcc, r.TestAcc ]; Sampled = sampled }
         printfn $"wrote: {Path.GetFullPath file}")
+    match lens, inspect with
+    | Some l, Some dir -> for file in l.Write(dir, title) do printfn $"wrote: {file}"
+    | _ -> ()
     if verbose then
         printfn
             $"garbage collections %d{GC.CollectionCount 0}/%d{GC.CollectionCount 1}/%d{GC.CollectionCount 2} (gen0/1/2), paused %.2f{GC.GetTotalPauseDuration().TotalSeconds}s, peak working set %d{Process.GetCurrentProcess().PeakWorkingSet64 / 1048576L} MB"
@@ -888,8 +895,14 @@ let predict (args: ParseResults<PredictArgs>) =
               let label = int test.Labels[n]
               yield $"test image %d{n} (label {className datasetName label})", Some label, image
           | None -> ()
+          // A digit for an MNIST model is made as MNIST's were (the page does the same):
+          // cropped, fitted into 20x20, centred by its centre of mass in 28x28. Other images
+          // (Fashion-MNIST, other sizes) are scaled to the model's side, as before.
+          let toInput (image: int * int * byte[]) =
+              if side = Preprocess.side && datasetName = "mnist" then Preprocess.toInput image
+              else Images.toInput side image
           for path in args.GetResult(Images, defaultValue = []) do
-              yield path, None, Images.toInput side (Images.readImage path) ]
+              yield path, None, toInput (Images.readImage path) ]
     if images.IsEmpty then usage "predict needs --index N or image files"
     Linalg.using (selectBackend None None) <| fun () ->
     let json = JsonArray()

@@ -114,6 +114,8 @@ let main argv =
                 | Evaluate args -> evaluate args
                 | Predict args -> predict args
                 | Export args -> Export.export args
+                | Graph args -> GraphCommand.run args
+                | Serve args -> Serve.run args
                 | Demo _ -> demo ()
         with
         | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText -> printfn $"{helpText argv e.Message}"; 0
