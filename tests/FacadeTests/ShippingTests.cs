@@ -411,7 +411,7 @@ public sealed class ShippingTests : IClassFixture<TrainedFixture>
     public void ToString_Trainer_ListsEverySetting()
     {
         var text = Trainer.Create().WithLearningRate(0.05).WithEpochs(3).WithSampling(Sampling.Shuffle).WithEvaluationSample(1000).ToString();
-        Assert.Equal("Trainer { LearningRate = 0.05, BatchSize = 100, Epochs = 3, Seed = 42, Sampling = Shuffle, EvaluationSample = 1000, Backend = Auto }", text);
+        Assert.Equal("Trainer { Optimizer = Sgd(learningRate: 0.05), WeightDecay = 0, BatchSize = 100, Epochs = 3, Seed = 42, Sampling = Shuffle, EvaluationSample = 1000, Backend = Auto }", text);
         Assert.Contains("Iterations = 10000", Trainer.Create().ToString());
         Assert.Equal(3, Trainer.Create().WithEpochs(3).Epochs);
     }
