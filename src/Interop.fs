@@ -71,11 +71,24 @@ module private Rows =
         let buffer = Linalg.ImageBuffer() // one block's rows, reused
         for start in 0 .. Evaluate.blockSize .. count - 1 do
             let rows = min count (start + Evaluate.blockSize) - start
-            let p = Functions.softmax (Network.predict model (gather buffer values inputs start rows))
-            let p = match p.AsColumnMajorArray() with null -> p.ToColumnMajorArray() | a -> a
+            let scores = Network.predict model (gather buffer values inputs start rows)
+            let s = match scores.AsColumnMajorArray() with null -> scores.ToColumnMajorArray() | a -> a
+            // Each row's softmax (the book's exp(a - max) / Σ exp(a - max)) one row at a time, in
+            // scalar arithmetic: Functions.softmax vectorizes across the rows of a block, so its
+            // last bits for a row depend on the block's size; this way a sample gets the same
+            // bits alone (Probabilities) as in a block of any size.
             for i in 0 .. rows - 1 do
+                let o = (start + i) * classes
+                let mutable m = s[i]
+                for j in 1 .. classes - 1 do
+                    m <- max m s[j * rows + i]
+                let mutable sum = LanguagePrimitives.GenericZero< ^T >
                 for j in 0 .. classes - 1 do
-                    out[(start + i) * classes + j] <- p[j * rows + i]
+                    let e = exp (s[j * rows + i] - m)
+                    out[o + j] <- e
+                    sum <- sum + e
+                for j in 0 .. classes - 1 do
+                    out[o + j] <- out[o + j] / sum
         out
 
     /// The run with the optimizer of `specs` on the given batches of indices, one report per
@@ -175,7 +188,8 @@ type Api =
     /// The class probabilities of `count` flattened samples (row-major, count × inputs values),
     /// row-major count × classes, computed as Evaluate does: Network.predict (inference mode) on
     /// blocks of Evaluate.blockSize rows stored as the evaluation stores images (sparse where the
-    /// input storage in effect says so), each row's softmax. In float32.
+    /// input storage in effect says so), each row's softmax computed alone: a sample's numbers do
+    /// not depend on the others (Probabilities gives the same bits). In float32.
     static member ProbabilitiesOfRows(model: Model<float32>, values: float32[], count: int) : float32[] = probabilitiesOfRows model values count
 
     /// The class probabilities of `count` flattened samples, in float64 (see the float32 overload).

@@ -70,7 +70,7 @@ public sealed class NeuralNetwork
 
     // ─── Prediction ─────────────────────────────────────────────────────────────────────────────
 
-    /// <summary>The class probabilities (softmax of the scores) for one sample.</summary>
+    /// <summary>The class probabilities (softmax of the scores) for one sample, in inference mode (BatchNorm's running statistics, Dropout's scaling: the same image always gets the same numbers).</summary>
     /// <param name="image">The sample's <see cref="Inputs"/> values, e.g. 784 pixels in [0, 1].</param>
     /// <exception cref="ArgumentException"><paramref name="image"/> does not have <see cref="Inputs"/> values.</exception>
     public float[] Predict(ReadOnlySpan<float> image)
@@ -95,11 +95,13 @@ public sealed class NeuralNetwork
     }
 
     /// <summary>
-    /// The class probabilities for <paramref name="count"/> samples at once, computed in blocks of
-    /// 100 rows (as an evaluation is), many times faster than <see cref="Predict(ReadOnlySpan{float})"/>
-    /// on each sample and with the same numbers up to rounding: a 100-row product sums in another
-    /// order than a 1-row one (the tests find them within 1e-5 relative in float, 1e-12 in double,
-    /// and the same classes on the 10,000 MNIST test images).
+    /// The class probabilities for <paramref name="count"/> samples at once, computed as an
+    /// evaluation is (blocks of 100 rows, the zeros skipped where most values are 0; inference mode:
+    /// BatchNorm's running statistics, Dropout's scaling), several times faster than
+    /// <see cref="Predict(ReadOnlySpan{float})"/> on each sample. A sample gets the numbers
+    /// <see cref="Predict(ReadOnlySpan{float})"/> gives it: the same bits in double and on the managed
+    /// backend; in float on OpenBLAS, whose 1-row product sums in another order, within 1e-5
+    /// relative (the tests: the 10,000 MNIST test images, the same classes).
     /// </summary>
     /// <param name="images">The samples one after the other: <paramref name="count"/> × <see cref="Inputs"/> values.</param>
     /// <param name="count">The number of samples.</param>
