@@ -23,33 +23,46 @@ module private Rows =
     let inline gather (buffer: Linalg.ImageBuffer< ^T >) (values: ^T[]) (inputs: int) (start: int) (rows: int) : Matrix< ^T > =
         let zero = LanguagePrimitives.GenericZero< ^T >
         let first, count = start * inputs, rows * inputs
-        let nnz = count - MemoryExtensions.Count(ReadOnlySpan(values, first, count), zero)
-        let sparse =
+        let w = System.Numerics.Vector< ^T>.Count
+        let limit =
             match (Linalg.current ()).InputStorage with
-            | Linalg.InputStorage.Dense -> false
-            | Linalg.InputStorage.Sparse -> true
-            | _ -> nnz <= count / 3
-        if sparse then
-            if buffer.ColumnIndices.Length < nnz then
-                buffer.ColumnIndices <- GC.AllocateUninitializedArray nnz
-                buffer.Values <- GC.AllocateUninitializedArray nnz
-            let storage = Storage.SparseCompressedRowMatrixStorage< ^T>.OfValue(rows, inputs, zero)
+            | Linalg.InputStorage.Dense -> -1
+            | Linalg.InputStorage.Sparse -> count
+            | _ -> count / 3
+        // The nonzeros in one pass, stopping once there are more than `limit` of them (then dense):
+        // a vector of zeros is skipped at once (most of an image's border), and within a vector
+        // every value is written and the count advanced past the nonzero ones only, with no branch
+        // to mispredict. Room for a vector more than the limit.
+        let mutable k = 0
+        let storage = Storage.SparseCompressedRowMatrixStorage< ^T>.OfValue(rows, inputs, zero)
+        if limit >= 0 then
+            if buffer.ColumnIndices.Length < limit + w + 1 then
+                buffer.ColumnIndices <- GC.AllocateUninitializedArray(limit + w + 1)
+                buffer.Values <- GC.AllocateUninitializedArray(limit + w + 1)
             let columns, kept = buffer.ColumnIndices, buffer.Values
-            let mutable k = 0
-            for i in 0 .. rows - 1 do
+            let mutable i = 0
+            while i < rows && k <= limit do
                 storage.RowPointers[i] <- k
                 let from = first + i * inputs
-                for j in 0 .. inputs - 1 do
-                    let v = values[from + j]
-                    if v <> zero then
-                        columns[k] <- j
-                        kept[k] <- v
-                        k <- k + 1
+                let mutable j = 0
+                while j < inputs && k <= limit do
+                    if j + w <= inputs && System.Numerics.Vector.EqualsAll(System.Numerics.Vector< ^T>(values, from + j), System.Numerics.Vector< ^T>.Zero) then
+                        j <- j + w
+                    else
+                        let stop = min inputs (j + w)
+                        while j < stop do
+                            let v = values[from + j]
+                            columns[k] <- j
+                            kept[k] <- v
+                            k <- k + (if v <> zero then 1 else 0)
+                            j <- j + 1
+                i <- i + 1
+        if limit >= 0 && k <= limit then
             storage.RowPointers[rows] <- k
             // MathNet's compressed-row storage over the buffer's arrays (entries past
             // RowPointers[rows] are not part of the matrix), as Linalg.gatherImages builds it.
-            storage.ColumnIndices <- columns
-            storage.Values <- kept
+            storage.ColumnIndices <- buffer.ColumnIndices
+            storage.Values <- buffer.Values
             Matrix< ^T>.Build.Sparse storage
         else
             if buffer.Dense.Length <> count then buffer.Dense <- GC.AllocateUninitializedArray count // every element is written

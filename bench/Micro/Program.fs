@@ -148,9 +148,11 @@ type PredictBench() =
 
 [<EntryPoint>]
 let main argv =
+    // With --inProcess the job comes from the command line (e.g. `--job short --inProcess`: no
+    // generated project to build, which took minutes on a loaded machine), else the short job below.
+    let inProcess = argv |> Array.exists (fun a -> a.Equals("--inProcess", StringComparison.OrdinalIgnoreCase))
     let config =
-        DefaultConfig.Instance
-            .AddJob(Job.ShortRun.WithLaunchCount(1).WithWarmupCount(3).WithIterationCount(8))
+        (if inProcess then ManualConfig.Union(DefaultConfig.Instance, ManualConfig.CreateEmpty()) else DefaultConfig.Instance.AddJob(Job.ShortRun.WithLaunchCount(1).WithWarmupCount(3).WithIterationCount(8)))
             .AddColumn(GflopsColumn())
             .WithOptions(ConfigOptions.DisableOptimizationsValidator)
             // The generated project's build took over the default 2 minutes on a loaded machine.
