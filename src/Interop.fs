@@ -10,26 +10,108 @@ open System.Threading
 open MathNet.Numerics.LinearAlgebra
 open Backprop.Core
 
-/// Blocks of rows through Network.predict and softmax (the body of Api.ProbabilitiesOfRows).
+/// Blocks of rows through Network.predict and softmax (the body of Api.ProbabilitiesOfRows),
+/// stored as the trainer's evaluation stores its images (Evaluate.predictions over
+/// Linalg.gatherImages): sparse rows where the settings' input storage says so, in arrays reused
+/// from block to block.
 module private Rows =
+    /// Rows start .. start + rows - 1 of `values` (row-major, `inputs` a row) as a rows × inputs
+    /// matrix in buffer's arrays, stored as Linalg.gatherImages stores images: the nonzeros in
+    /// compressed rows (so that the first product skips the zeros) when the input storage in
+    /// effect is Sparse, or Auto and at most a third of the values are nonzero; else dense,
+    /// column-major. The matrix changes when the buffer is gathered into again.
+    let inline gather (buffer: Linalg.ImageBuffer< ^T >) (values: ^T[]) (inputs: int) (start: int) (rows: int) : Matrix< ^T > =
+        let zero = LanguagePrimitives.GenericZero< ^T >
+        let first, count = start * inputs, rows * inputs
+        let w = System.Numerics.Vector< ^T>.Count
+        let limit =
+            match (Linalg.current ()).InputStorage with
+            | Linalg.InputStorage.Dense -> -1
+            | Linalg.InputStorage.Sparse -> count
+            | _ -> count / 3
+        // The nonzeros in one pass, stopping once there are more than `limit` of them (then dense):
+        // a vector of zeros is skipped at once (most of an image's border), and within a vector
+        // every value is written and the count advanced past the nonzero ones only, with no branch
+        // to mispredict. Room for a vector more than the limit.
+        let mutable k = 0
+        let storage = Storage.SparseCompressedRowMatrixStorage< ^T>.OfValue(rows, inputs, zero)
+        if limit >= 0 then
+            if buffer.ColumnIndices.Length < limit + w + 1 then
+                buffer.ColumnIndices <- GC.AllocateUninitializedArray(limit + w + 1)
+                buffer.Values <- GC.AllocateUninitializedArray(limit + w + 1)
+            let columns, kept = buffer.ColumnIndices, buffer.Values
+            let mutable i = 0
+            while i < rows && k <= limit do
+                storage.RowPointers[i] <- k
+                let from = first + i * inputs
+                let mutable j = 0
+                while j < inputs && k <= limit do
+                    if j + w <= inputs && System.Numerics.Vector.EqualsAll(System.Numerics.Vector< ^T>(values, from + j), System.Numerics.Vector< ^T>.Zero) then
+                        j <- j + w
+                    else
+                        let stop = min inputs (j + w)
+                        while j < stop do
+                            let v = values[from + j]
+                            columns[k] <- j
+                            kept[k] <- v
+                            k <- k + (if v <> zero then 1 else 0)
+                            j <- j + 1
+                i <- i + 1
+        if limit >= 0 && k <= limit then
+            storage.RowPointers[rows] <- k
+            // MathNet's compressed-row storage over the buffer's arrays (entries past
+            // RowPointers[rows] are not part of the matrix), as Linalg.gatherImages builds it.
+            storage.ColumnIndices <- buffer.ColumnIndices
+            storage.Values <- buffer.Values
+            Matrix< ^T>.Build.Sparse storage
+        else
+            if buffer.Dense.Length <> count then buffer.Dense <- GC.AllocateUninitializedArray count // every element is written
+            let a = buffer.Dense
+            // Row-major to column-major a tile of 16 columns at a time: the tile's 16 output
+            // columns fill together as the rows pass, instead of 784 cache lines per row.
+            for j0 in 0 .. 16 .. inputs - 1 do
+                let j1 = min inputs (j0 + 16) - 1
+                for i in 0 .. rows - 1 do
+                    let from = first + i * inputs
+                    for j in j0 .. j1 do
+                        a[j * rows + i] <- values[from + j]
+            Matrix< ^T>.Build.Dense(rows, inputs, a)
+
     let inline probabilitiesOfRows (model: Model< ^T >) (values: ^T[]) (count: int) : ^T[] =
         let inputs = if count = 0 then 0 else values.Length / count
         let classes = List.last (Network.sizes model.Layers)
         let out = Array.zeroCreate (count * classes)
+        let buffer = Linalg.ImageBuffer() // one block's rows, reused
         for start in 0 .. Evaluate.blockSize .. count - 1 do
             let rows = min count (start + Evaluate.blockSize) - start
-            // The block's rows into a column-major array by hand: slicing and DenseOfRowMajor
-            // (through IEnumerable) cost more than the product itself.
-            let a = Array.zeroCreate (rows * inputs)
+            let scores = Network.predict model (gather buffer values inputs start rows)
+            let s = match scores.AsColumnMajorArray() with null -> scores.ToColumnMajorArray() | a -> a
+            // Each row's softmax (the book's exp(a - max) / Σ exp(a - max)) one row at a time, in
+            // scalar arithmetic: Functions.softmax vectorizes across the rows of a block, so its
+            // last bits for a row depend on the block's size; this way a sample gets the same
+            // bits alone (Probabilities) as in a block of any size.
             for i in 0 .. rows - 1 do
-                let from = (start + i) * inputs
-                for j in 0 .. inputs - 1 do
-                    a[j * rows + i] <- values[from + j]
-            let p = (Functions.softmax (Network.predict model (Matrix< ^T>.Build.Dense(rows, inputs, a)))).ToColumnMajorArray()
-            for i in 0 .. rows - 1 do
+                let o = (start + i) * classes
+                let mutable m = s[i]
+                for j in 1 .. classes - 1 do
+                    m <- max m s[j * rows + i]
+                let mutable sum = LanguagePrimitives.GenericZero< ^T >
                 for j in 0 .. classes - 1 do
-                    out[(start + i) * classes + j] <- p[j * rows + i]
+                    let e = exp (s[j * rows + i] - m)
+                    out[o + j] <- e
+                    sum <- sum + e
+                for j in 0 .. classes - 1 do
+                    out[o + j] <- out[o + j] / sum
         out
+
+    /// The run with the optimizer of `specs` on the given batches of indices, one report per
+    /// epoch, each evaluated: Run.epochsWith's fold (Training.trainedOnWith), its batches drawn
+    /// by the caller (Api.Batches, which ends early on cancellation).
+    let inline epochsWith (specs: OptimizerSpec[]) (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) (batches: seq<int[]>) =
+        batches
+        |> Seq.map (Dataset.batch train)
+        |> Training.trainedOnWith (Optimizer.ofSpec (List.ofArray specs)) (Training.iterationsPerEpoch config train.Count) (Training.start initial)
+        |> Seq.map (Run.evaluated config train test)
 
 open Rows
 
@@ -42,6 +124,12 @@ type Api =
     /// A model of the given layers with weights from N(0, weightInitStd²) drawn from the seed, in float64.
     static member InitDouble(seed: int, weightInitStd: float, layers: Layer[]) : Model<float> = Network.init seed weightInitStd (List.ofArray layers)
 
+    /// A model of the given layers with weights drawn as weightInit says (Network.initWith), in float32.
+    static member InitSingle(seed: int, weightInit: WeightInit, layers: Layer[]) : Model<float32> = Network.initWith weightInit seed (List.ofArray layers)
+
+    /// A model of the given layers with weights drawn as weightInit says (Network.initWith), in float64.
+    static member InitDouble(seed: int, weightInit: WeightInit, layers: Layer[]) : Model<float> = Network.initWith weightInit seed (List.ofArray layers)
+
     /// The run of Run.epochs in float32, on the config's batches; the token is observed
     /// before every step: a cancelled run ends after the step in progress, with a last, partial epoch.
     static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float32>, token: CancellationToken) : seq<EpochReport<float32>> =
@@ -51,19 +139,38 @@ type Api =
     static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float>, token: CancellationToken) : seq<EpochReport<float>> =
         Api.Batches(config, train, token) |> Seq.map (Dataset.batch train) |> Training.trainedOn config (Training.iterationsPerEpoch config train.Count) (Training.start initial) |> Seq.map (Run.evaluated config train test)
 
+    /// The run of Run.epochsWith in float32 with the optimizer of `specs` (one transformation, or
+    /// their chain: [ WeightDecay λ; Adam ... ]); config.LearningRate is unused. The token is
+    /// observed before every step, as in Epochs.
+    static member Epochs(specs: OptimizerSpec[], config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float32>, token: CancellationToken) : seq<EpochReport<float32>> =
+        epochsWith specs config train test initial (Api.Batches(config, train, token))
+
+    /// The run of Run.epochsWith in float64 with the optimizer of `specs`; the token is observed before every step.
+    static member Epochs(specs: OptimizerSpec[], config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float>, token: CancellationToken) : seq<EpochReport<float>> =
+        epochsWith specs config train test initial (Api.Batches(config, train, token))
+
+    /// The core's own run, Run.epochsWith (Optimizer.ofSpec specs) from Training.start initial,
+    /// in float32, with no cancellation: the reference the facade's runs are tested against.
+    static member RunEpochsWith(specs: OptimizerSpec[], config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float32>) : EpochReport<float32>[] =
+        Run.epochsWith (Optimizer.ofSpec (List.ofArray specs)) config train test (Training.start initial) |> Array.ofSeq
+
+    /// The core's own run, Run.epochsWith, in float64 (see the float32 overload).
+    static member RunEpochsWith(specs: OptimizerSpec[], config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float>) : EpochReport<float>[] =
+        Run.epochsWith (Optimizer.ofSpec (List.ofArray specs)) config train test (Training.start initial) |> Array.ofSeq
+
     /// The config's batches, ending early once the token is cancelled.
     static member private Batches(config: TrainConfig, train: Dataset, token: CancellationToken) =
         Training.batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
         |> Seq.truncate config.Iterations
         |> Seq.takeWhile (fun _ -> not token.IsCancellationRequested)
 
-    /// The class probabilities (softmax of the scores) of one flattened image, in float32.
-    static member Probabilities(model: Model<float32>, image: float32[]) : float32[] =
-        (Functions.softmax (Network.predict model (Matrix<float32>.Build.Dense(1, image.Length, image)))).Row(0).ToArray()
+    /// The class probabilities (softmax of the scores) of one flattened image, in float32: the
+    /// batch path (ProbabilitiesOfRows) on one row, so that one image gives the numbers it
+    /// gives in a batch.
+    static member Probabilities(model: Model<float32>, image: float32[]) : float32[] = probabilitiesOfRows model image 1
 
-    /// The class probabilities of one flattened image, in float64.
-    static member Probabilities(model: Model<float>, image: float[]) : float[] =
-        (Functions.softmax (Network.predict model (Matrix<float>.Build.Dense(1, image.Length, image)))).Row(0).ToArray()
+    /// The class probabilities of one flattened image, in float64 (see the float32 overload).
+    static member Probabilities(model: Model<float>, image: float[]) : float[] = probabilitiesOfRows model image 1
 
     /// Accuracy on a whole dataset, in float32.
     static member Accuracy(model: Model<float32>, data: Dataset) : float = Evaluate.accuracy model data
@@ -92,8 +199,10 @@ type Api =
           EvalSample = if evalSample > 0 then Some evalSample else None }
 
     /// The class probabilities of `count` flattened samples (row-major, count × inputs values),
-    /// row-major count × classes, computed as Evaluate does: Network.predict on blocks of
-    /// Evaluate.blockSize rows, each row's softmax. In float32.
+    /// row-major count × classes, computed as Evaluate does: Network.predict (inference mode) on
+    /// blocks of Evaluate.blockSize rows stored as the evaluation stores images (sparse where the
+    /// input storage in effect says so), each row's softmax computed alone: a sample's numbers do
+    /// not depend on the others (Probabilities gives the same bits). In float32.
     static member ProbabilitiesOfRows(model: Model<float32>, values: float32[], count: int) : float32[] = probabilitiesOfRows model values count
 
     /// The class probabilities of `count` flattened samples, in float64 (see the float32 overload).
@@ -112,6 +221,15 @@ type Api =
     /// The named parameters of a model, in float64.
     static member Parameters(model: Model<float>) : struct (string * int[] * float[])[] =
         Network.parameters model |> List.map (fun (name, v) -> struct (name, Value.shape v, Value.toRowMajor v)) |> Array.ofList
+
+    /// The named states (running_mean1, running_var1, ... of BatchNorm layers, dropout1, ... the
+    /// key of Dropout layers) of a model: name, shape, row-major copy of the values.
+    static member States(model: Model<float32>) : struct (string * int[] * float32[])[] =
+        Network.states model |> List.map (fun (name, v) -> struct (name, Value.shape v, Value.toRowMajor v)) |> Array.ofList
+
+    /// The named states of a model, in float64.
+    static member States(model: Model<float>) : struct (string * int[] * float[])[] =
+        Network.states model |> List.map (fun (name, v) -> struct (name, Value.shape v, Value.toRowMajor v)) |> Array.ofList
 
     /// Writes a model to a stream as an .npz archive (Npz.write: no extras, no metadata); the stream stays open.
     static member Write(stream: Stream, model: Model<float32>) : unit = Npz.write stream model [] []

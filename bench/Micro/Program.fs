@@ -109,18 +109,24 @@ type AffineBench() =
     member _.BackwardDouble() = Linalg.using settings (fun () -> Affine.backward cache64 dout64)
 
 /// Predicting the 10,000 MNIST test images through the C# facade (the book's 784-50-10 network,
-/// float32, the default backend): one Predict call per image against one batch Predict call
-/// (blocks of 100 rows, as an evaluation). ShippingTests checks that both give the same numbers.
+/// float32, the default settings): one Predict call per image against one batch Predict call
+/// (blocks of 100 rows stored as an evaluation stores them), and the evaluation itself
+/// (Accuracy: the trainer's path, from the image bytes, argmax instead of softmax) for scale.
+/// ShippingTests checks that the batch and the single calls give the same numbers.
 [<MemoryDiagnoser>]
 type PredictBench() =
     let mutable network = Unchecked.defaultof<Backprop.NeuralNetwork>
+    let mutable test = Unchecked.defaultof<Backprop.ImageSet>
     let mutable images: float32[][] = null
     let mutable flat: float32[] = null
 
     [<GlobalSetup>]
     member _.Setup() =
         let mnist = Backprop.Mnist.Load()
-        network <- Backprop.Network.Create(784).Affine(50).ReLU().Affine(10).SoftmaxWithLoss().Build()
+        // Trained a little, so that ReLU passes a realistic share of units.
+        let untrained = Backprop.Network.Create(784).Affine(50).ReLU().Affine(10).SoftmaxWithLoss().Build()
+        network <- Backprop.Trainer.Create().WithIterations(300).Train(untrained, mnist.Train.Take(6000)).Model
+        test <- mnist.Test
         images <- Array.init mnist.Test.Count mnist.Test.GetImage
         flat <- Array.concat images
 
@@ -136,13 +142,21 @@ type PredictBench() =
     [<Benchmark>]
     member _.PredictBatch() = network.Predict(ReadOnlySpan flat, images.Length)
 
+    /// The trainer's evaluation of the same images (Accuracy(test): blocks of 100 gathered from bytes, argmax).
+    [<Benchmark>]
+    member _.EvaluateAccuracy() = network.Accuracy test
+
 [<EntryPoint>]
 let main argv =
+    // With --inProcess the job comes from the command line (e.g. `--job short --inProcess`: no
+    // generated project to build, which took minutes on a loaded machine), else the short job below.
+    let inProcess = argv |> Array.exists (fun a -> a.Equals("--inProcess", StringComparison.OrdinalIgnoreCase))
     let config =
-        DefaultConfig.Instance
-            .AddJob(Job.ShortRun.WithLaunchCount(1).WithWarmupCount(3).WithIterationCount(8))
+        (if inProcess then ManualConfig.Union(DefaultConfig.Instance, ManualConfig.CreateEmpty()) else DefaultConfig.Instance.AddJob(Job.ShortRun.WithLaunchCount(1).WithWarmupCount(3).WithIterationCount(8)))
             .AddColumn(GflopsColumn())
             .WithOptions(ConfigOptions.DisableOptimizationsValidator)
+            // The generated project's build took over the default 2 minutes on a loaded machine.
+            .WithBuildTimeout(TimeSpan.FromMinutes 15.0)
     // No arguments: run every benchmark (the switcher would ask which, interactively).
     let argv = if argv.Length = 0 then [| "--filter"; "*" |] else argv
     BenchmarkSwitcher.FromTypes([| typeof<AffineBench>; typeof<PredictBench> |]).Run(argv, config) |> ignore

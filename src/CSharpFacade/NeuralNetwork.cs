@@ -37,8 +37,9 @@ public sealed class NeuralNetwork
     public IReadOnlyList<string> Layers => Api.LayerNames(CoreLayers).Append("SoftmaxWithLoss").ToArray();
 
     /// <summary>
-    /// A copy of every parameter, by the book's names in layer order (W1, b1, W2, b2, ...): each
-    /// with its shape (W: inputs × outputs, b: outputs) and its values, row-major. Changing the
+    /// A copy of every parameter, by the book's names in layer order (W1, b1, W2, b2, ..., and
+    /// gamma1, beta1, ... for BatchNorm layers): each with its shape (W: inputs × outputs, b, gamma
+    /// and beta: outputs) and its values, row-major. Changing the
     /// copies changes nothing in the network.
     /// </summary>
     public IReadOnlyDictionary<string, Parameter> GetParameters()
@@ -51,9 +52,25 @@ public sealed class NeuralNetwork
         return parameters;
     }
 
+    /// <summary>
+    /// A copy of every layer state, by name in layer order: a BatchNorm layer's running mean and
+    /// variance (running_mean1, running_var1, ... [features]), which prediction uses, and a Dropout
+    /// layer's mask key (dropout1, ...: four integers, which training advances). Saved and loaded with
+    /// the network. Empty for a network with neither.
+    /// </summary>
+    public IReadOnlyDictionary<string, Parameter> GetStates()
+    {
+        var states = new Dictionary<string, Parameter>();
+        if (Single is not null)
+            foreach (var (name, shape, values) in Api.States(Single)) states.Add(name, new Parameter(name, shape, values, null));
+        else
+            foreach (var (name, shape, values) in Api.States(Double!)) states.Add(name, new Parameter(name, shape, null, values));
+        return states;
+    }
+
     // ─── Prediction ─────────────────────────────────────────────────────────────────────────────
 
-    /// <summary>The class probabilities (softmax of the scores) for one sample.</summary>
+    /// <summary>The class probabilities (softmax of the scores) for one sample, in inference mode (BatchNorm's running statistics, Dropout's scaling: the same image always gets the same numbers).</summary>
     /// <param name="image">The sample's <see cref="Inputs"/> values, e.g. 784 pixels in [0, 1].</param>
     /// <exception cref="ArgumentException"><paramref name="image"/> does not have <see cref="Inputs"/> values.</exception>
     public float[] Predict(ReadOnlySpan<float> image)
@@ -78,11 +95,13 @@ public sealed class NeuralNetwork
     }
 
     /// <summary>
-    /// The class probabilities for <paramref name="count"/> samples at once, computed in blocks of
-    /// 100 rows (as an evaluation is), many times faster than <see cref="Predict(ReadOnlySpan{float})"/>
-    /// on each sample and with the same numbers up to rounding: a 100-row product sums in another
-    /// order than a 1-row one (the tests find them within 1e-5 relative in float, 1e-12 in double,
-    /// and the same classes on the 10,000 MNIST test images).
+    /// The class probabilities for <paramref name="count"/> samples at once, computed as an
+    /// evaluation is (blocks of 100 rows, the zeros skipped where most values are 0; inference mode:
+    /// BatchNorm's running statistics, Dropout's scaling), several times faster than
+    /// <see cref="Predict(ReadOnlySpan{float})"/> on each sample. A sample gets the numbers
+    /// <see cref="Predict(ReadOnlySpan{float})"/> gives it: the same bits in double and on the managed
+    /// backend; in float on OpenBLAS, whose 1-row product sums in another order, within 1e-5
+    /// relative (the tests: the 10,000 MNIST test images, the same classes).
     /// </summary>
     /// <param name="images">The samples one after the other: <paramref name="count"/> × <see cref="Inputs"/> values.</param>
     /// <param name="count">The number of samples.</param>
@@ -301,7 +320,7 @@ public sealed class NeuralNetwork
     }
 }
 
-/// <summary>One named parameter of a network (W1, b1, ...), copied out by <see cref="NeuralNetwork.GetParameters"/>.</summary>
+/// <summary>One named array of a network (a parameter W1, b1, gamma1, ... or a state running_mean1, ...), copied out by <see cref="NeuralNetwork.GetParameters"/> or <see cref="NeuralNetwork.GetStates"/>.</summary>
 public sealed class Parameter
 {
     private readonly float[]? single;
@@ -316,10 +335,10 @@ public sealed class Parameter
         this.@double = @double;
     }
 
-    /// <summary>The book's name: W1, b1, W2, b2, ... (W for an Affine layer's weights, b for its bias).</summary>
+    /// <summary>The book's name: W1, b1, W2, b2, ... (W for an Affine layer's weights, b for its bias), gamma1, beta1 (a BatchNorm layer's), running_mean1, running_var1, dropout1 (states).</summary>
     public string Name { get; }
 
-    /// <summary>The shape: [inputs, outputs] for a W, [outputs] for a b.</summary>
+    /// <summary>The shape: [inputs, outputs] for a W, [outputs] for a b, gamma, beta, running mean or variance.</summary>
     public IReadOnlyList<int> Shape => shape;
 
     /// <summary>The number of values (the product of <see cref="Shape"/>).</summary>

@@ -34,7 +34,7 @@ public enum Sampling
 
 /// <summary>What a run has reached at the end of an epoch.</summary>
 /// <param name="Epoch">1 for the first epoch; 0 for the report of the untrained network that a run cancelled before its first step returns.</param>
-/// <param name="Iteration">SGD steps taken so far.</param>
+/// <param name="Iteration">Training steps taken so far.</param>
 /// <param name="TrainAccuracy">Accuracy on the training set (on its first images with <see cref="Trainer.WithEvaluationSample"/>).</param>
 /// <param name="TestAccuracy">Accuracy on the evaluation set (on its first images with <see cref="Trainer.WithEvaluationSample"/>); NaN when the run has no evaluation set.</param>
 /// <param name="Losses">The loss of each step in the epoch (none in an epoch-0 report).</param>
@@ -79,20 +79,27 @@ public sealed class SynchronousProgress<T> : IProgress<T>
 }
 
 /// <summary>
-/// An immutable mini-batch SGD configuration, the book's recipe by default (learning rate 0.1,
-/// batch 100 drawn with replacement, 10,000 iterations, seed 42, evaluation on the whole sets).
-/// Every method returns a new trainer and rejects a bad argument at once; <see cref="ToString"/>
-/// lists the settings.
+/// An immutable mini-batch training configuration, the book's chapter 5 recipe by default (SGD
+/// with learning rate 0.1, no weight decay, batch 100 drawn with replacement, 10,000 iterations,
+/// seed 42, evaluation on the whole sets); chapter 6's optimizers and weight decay with
+/// <see cref="WithOptimizer"/> and <see cref="WithWeightDecay"/>. Every method returns a new
+/// trainer and rejects a bad argument at once; <see cref="ToString"/> lists the settings.
 /// </summary>
 public sealed record Trainer
 {
-    /// <summary>The SGD learning rate (0.1).</summary>
-    public double LearningRate { get; private init; } = 0.1;
+    /// <summary>The optimizer (<see cref="Optimizer.Sgd"/> with learning rate 0.1, the book's chapter 5 recipe).</summary>
+    public Optimizer Optimizer { get; private init; } = Optimizer.Sgd(0.1);
+
+    /// <summary>The optimizer's learning rate (0.1).</summary>
+    public double LearningRate => Optimizer.LearningRate;
+
+    /// <summary>The weight decay λ (0: none): λ·W is added to the gradient of every weight matrix (not the biases, γ or β) before the optimizer's step, and 0.5·λ·ΣW² to the reported loss (the book's 6.4.2).</summary>
+    public double WeightDecay { get; private init; }
 
     /// <summary>The images per mini-batch (100).</summary>
     public int BatchSize { get; private init; } = 100;
 
-    /// <summary>The number of SGD steps (10,000), or null when the run is set in <see cref="Epochs"/>.</summary>
+    /// <summary>The number of training steps (10,000), or null when the run is set in <see cref="Epochs"/>.</summary>
     public int? Iterations { get; private init; } = 10000;
 
     /// <summary>The number of epochs, or null when the run is set in <see cref="Iterations"/>.</summary>
@@ -113,13 +120,34 @@ public sealed record Trainer
     /// <summary>A trainer with the book's recipe.</summary>
     public static Trainer Create() => new();
 
-    /// <summary>Sets the SGD learning rate.</summary>
+    /// <summary>Sets the learning rate of the optimizer (keeping its kind and other hyperparameters).</summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="learningRate"/> is not a positive finite number.</exception>
-    public Trainer WithLearningRate(double learningRate)
+    public Trainer WithLearningRate(double learningRate) => this with { Optimizer = Optimizer.WithLearningRate(learningRate) };
+
+    /// <summary>
+    /// Sets the optimizer: <see cref="Optimizer.Sgd"/>, <see cref="Optimizer.Momentum"/>,
+    /// <see cref="Optimizer.Nesterov"/>, <see cref="Optimizer.AdaGrad"/>, <see cref="Optimizer.RmsProp"/>
+    /// or <see cref="Optimizer.Adam"/>, each with the book's defaults for the hyperparameters not given.
+    /// Its state (velocities, Adam's moments) starts at zero with each <see cref="Train"/>.
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="optimizer"/> is null.</exception>
+    public Trainer WithOptimizer(Optimizer optimizer)
     {
-        if (!(learningRate > 0 && double.IsFinite(learningRate)))
-            throw new ArgumentOutOfRangeException(nameof(learningRate), learningRate, "The learning rate must be a positive finite number.");
-        return this with { LearningRate = learningRate };
+        ArgumentNullException.ThrowIfNull(optimizer);
+        return this with { Optimizer = optimizer };
+    }
+
+    /// <summary>
+    /// Sets the weight decay λ (the book's <c>weight_decay_lambda</c>; 0 for none): λ·W is added to
+    /// the gradient of every weight matrix W1, W2, ... (never the biases, γ or β) before the
+    /// optimizer's step, and 0.5·λ·ΣW² to the loss each step reports.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="lambda"/> is negative or not finite.</exception>
+    public Trainer WithWeightDecay(double lambda)
+    {
+        if (!(lambda >= 0 && double.IsFinite(lambda)))
+            throw new ArgumentOutOfRangeException(nameof(lambda), lambda, "The weight decay must be zero or a positive finite number.");
+        return this with { WeightDecay = lambda };
     }
 
     /// <summary>Sets the number of images per mini-batch.</summary>
@@ -130,7 +158,7 @@ public sealed record Trainer
         return this with { BatchSize = batchSize };
     }
 
-    /// <summary>Sets the number of SGD steps (replaces any epoch count).</summary>
+    /// <summary>Sets the number of training steps (replaces any epoch count).</summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="iterations"/> is not positive.</exception>
     public Trainer WithIterations(int iterations)
     {
@@ -185,9 +213,9 @@ public sealed record Trainer
         return this with { Backend = backend };
     }
 
-    /// <summary>The settings, e.g. "Trainer { LearningRate = 0.1, BatchSize = 100, Iterations = 10000, ... }".</summary>
+    /// <summary>The settings, e.g. "Trainer { Optimizer = Sgd(learningRate: 0.1), WeightDecay = 0, BatchSize = 100, Iterations = 10000, ... }".</summary>
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
-        $"Trainer {{ LearningRate = {LearningRate}, BatchSize = {BatchSize}, {(Epochs is { } e ? $"Epochs = {e}" : $"Iterations = {Iterations}")}, Seed = {Seed}, Sampling = {Sampling}, EvaluationSample = {(EvaluationSample is { } n ? n.ToString(CultureInfo.InvariantCulture) : "all")}, Backend = {Backend} }}");
+        $"Trainer {{ Optimizer = {Optimizer}, WeightDecay = {WeightDecay}, BatchSize = {BatchSize}, {(Epochs is { } e ? $"Epochs = {e}" : $"Iterations = {Iterations}")}, Seed = {Seed}, Sampling = {Sampling}, EvaluationSample = {(EvaluationSample is { } n ? n.ToString(CultureInfo.InvariantCulture) : "all")}, Backend = {Backend} }}");
 
     /// <summary>
     /// Trains a copy of <paramref name="network"/> on <paramref name="train"/>, measuring accuracy on
@@ -203,7 +231,7 @@ public sealed record Trainer
     /// may run after Train returns: use <see cref="SynchronousProgress{T}"/> to handle each report at once.
     /// </param>
     /// <param name="cancellationToken">
-    /// Stops the run after the SGD step in progress; the run then returns what it has trained (its
+    /// Stops the run after the training step in progress; the run then returns what it has trained (its
     /// last report covers the partial epoch, evaluated; a run cancelled before its first step
     /// reports the untrained network as epoch 0), with <see cref="TrainingResult.Cancelled"/> set.
     /// It never throws <see cref="OperationCanceledException"/>.
@@ -229,7 +257,7 @@ public sealed record Trainer
     /// <param name="train">The training images.</param>
     /// <param name="evaluation">The images to measure test accuracy on; null for none.</param>
     /// <param name="progress">Receives one report per epoch (see <see cref="Train"/>).</param>
-    /// <param name="cancellationToken">Stops the run after the SGD step in progress (see <see cref="Train"/>).</param>
+    /// <param name="cancellationToken">Stops the run after the training step in progress (see <see cref="Train"/>).</param>
     /// <exception cref="ArgumentNullException"><paramref name="network"/> or <paramref name="train"/> is null.</exception>
     /// <exception cref="ArgumentException">The images do not fit the network's inputs, or a label is not below its number of classes.</exception>
     /// <exception cref="ArgumentOutOfRangeException">The epochs set would take more than <see cref="int.MaxValue"/> steps on this training set.</exception>
@@ -293,18 +321,22 @@ public sealed record Trainer
             _ => Core.Sampling.WithReplacement,
         };
         var config = Api.Config(LearningRate, BatchSize, steps, Seed, sampling, EvaluationSample ?? 0);
+        // SGD without decay is the chapter 5 fold (Training.step, as the CLI's train runs it); any
+        // other optimizer, or a decay chained before it, is Optimizer.ofSpec's (Training.stepWith).
+        OptimizerSpec[]? specs = Optimizer.Spec.IsSgd && WeightDecay == 0 ? null
+            : WeightDecay > 0 ? new[] { OptimizerSpec.NewWeightDecay(WeightDecay), Optimizer.Spec } : new[] { Optimizer.Spec };
         // No evaluation set: an empty one, whose accuracy is NaN.
         var test = evaluation?.Data ?? DatasetModule.take(0, train.Data);
         var history = new List<EpochReport>();
         NeuralNetwork? last = null;
         if (network.Single is not null)
-            foreach (var r in Api.Epochs(config, train.Data, test, network.Single, cancellationToken))
+            foreach (var r in specs is null ? Api.Epochs(config, train.Data, test, network.Single, cancellationToken) : Api.Epochs(specs, config, train.Data, test, network.Single, cancellationToken))
             {
                 last = new NeuralNetwork(r.Model);
                 Report(r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.Losses);
             }
         else
-            foreach (var r in Api.Epochs(config, train.Data, test, network.Double!, cancellationToken))
+            foreach (var r in specs is null ? Api.Epochs(config, train.Data, test, network.Double!, cancellationToken) : Api.Epochs(specs, config, train.Data, test, network.Double!, cancellationToken))
             {
                 last = new NeuralNetwork(r.Model);
                 Report(r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.Losses);

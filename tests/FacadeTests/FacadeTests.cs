@@ -148,30 +148,60 @@ public sealed class FacadeTests : IClassFixture<MnistFixture>
         Assert.Same(before.Item3, after.Item3);
     }
 
+    // Cancellation is tested from inside the progress callback (SynchronousProgress runs it on the
+    // training thread, before the next step), never after a wall-clock delay: each run stops at a
+    // known step, whatever the machine's speed.
+
     [Fact]
-    public void Train_CancelledAfterAnEpoch_StopsAtOnceAndReturnsWhatWasTrained()
+    public void Train_CancelledFromTheFirstEpochsReport_StopsThereAndReturnsTheModelOfThatReport()
     {
         using var cts = new CancellationTokenSource();
-        var recorder = new Recorder { OnReport = _ => cts.Cancel() };
-        var result = Trainer.Create().WithEpochs(5).Train(BookNetwork(), mnist.Train.Take(6000), mnist.Test.Take(1000), recorder, cts.Token);
+        var seen = new List<EpochReport>();
+        var progress = new SynchronousProgress<EpochReport>(r => { seen.Add(r); cts.Cancel(); });
+        var (train, test) = (mnist.Train.Take(6000), mnist.Test.Take(1000));
+        var result = Trainer.Create().WithEpochs(5).Train(BookNetwork(), train, test, progress, cts.Token);
         Assert.True(result.Cancelled);
-        Assert.Single(result.History);
-        Assert.Equal(60, result.History[0].Iteration);
+        // the history ends with the cancelling report: epoch 1, its 60 steps, nothing after it
+        var report = Assert.Single(result.History);
+        Assert.Equal(seen, result.History);
+        Assert.Equal((1, 60, 60), (report.Epoch, report.Iteration, report.Losses.Count));
+        // the model is that report's, usable, and the very model of an uncancelled 60-step run
+        Assert.Equal(report.TestAccuracy, result.Model.Accuracy(test));
+        var whole = Trainer.Create().WithIterations(60).Train(BookNetwork(), train, test);
+        Assert.False(whole.Cancelled);
+        Assert.Equal(whole.History[^1].Losses, report.Losses);
+        Assert.Equal(whole.Model.GetParameters()["W1"].ToSingleArray(), result.Model.GetParameters()["W1"].ToSingleArray());
+        Assert.Equal(10, result.Model.Predict(mnist.Test.GetImage(0)).Length);
     }
 
     [Fact]
-    public void Train_CancelledMidEpoch_StopsAfterTheCurrentStep()
+    public void Train_CancelledFromALaterReportOfOneStepEpochs_StopsAfterThatStep()
+    {
+        // Epochs of one step (batch = the 100 training images): the report after step 3 cancels,
+        // so the run ends after the step in progress, step 3, not at the end of the 50 epochs.
+        using var cts = new CancellationTokenSource();
+        var progress = new SynchronousProgress<EpochReport>(r => { if (r.Iteration == 3) cts.Cancel(); });
+        var (train, test) = (mnist.Train.Take(100), mnist.Test.Take(200));
+        var trainer = Trainer.Create().WithEpochs(50).WithBatchSize(100).WithOptimizer(Optimizer.Momentum());
+        var result = trainer.Train(BookNetwork(), train, test, progress, cts.Token);
+        Assert.True(result.Cancelled);
+        Assert.Equal(new[] { 1, 2, 3 }, result.History.Select(r => r.Iteration));
+        Assert.All(result.History, r => Assert.Single(r.Losses));
+        Assert.Equal(result.History[^1].TestAccuracy, result.Model.Accuracy(test));
+        var three = trainer.WithIterations(3).Train(BookNetwork(), train, test);
+        Assert.Equal(three.History.SelectMany(r => r.Losses), result.History.SelectMany(r => r.Losses));
+        Assert.Equal(three.Model.GetParameters()["W2"].ToSingleArray(), result.Model.GetParameters()["W2"].ToSingleArray());
+    }
+
+    [Fact]
+    public async Task TrainAsync_CancelledFromTheProgressCallback_CompletesWithCancelledAtThatReport()
     {
         using var cts = new CancellationTokenSource();
-        cts.CancelAfter(TimeSpan.FromMilliseconds(300));
-        var result = Trainer.Create().WithEpochs(200).Train(BookNetwork(), mnist.Train.Take(6000), mnist.Test.Take(200), null, cts.Token);
+        var progress = new SynchronousProgress<EpochReport>(r => { if (r.Epoch == 2) cts.Cancel(); });
+        var result = await Trainer.Create().WithEpochs(10).TrainAsync(BookNetwork(), mnist.Train.Take(3000), mnist.Test.Take(500), progress, cts.Token);
         Assert.True(result.Cancelled);
-        var last = result.History[^1];
-        Assert.True(last.Iteration < 200 * 60, $"stopped at step {last.Iteration} of {200 * 60}");
-        // every step that ran is in the history, the last epoch as far as it got
-        Assert.Equal(last.Iteration, result.History.Sum(r => r.Losses.Count));
-        Assert.Equal(result.History.Count - 1, result.History.Take(result.History.Count - 1).Count(r => r.Losses.Count == 60));
-        Assert.Equal(last.TestAccuracy, result.Model.Accuracy(mnist.Test.Take(200)), 12);
+        Assert.Equal(new[] { 30, 60 }, result.History.Select(r => r.Iteration));
+        Assert.Equal(result.History[^1].TestAccuracy, result.Model.Accuracy(mnist.Test.Take(500)));
     }
 
     [Fact]
