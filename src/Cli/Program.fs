@@ -115,6 +115,7 @@ let main argv =
                 | Predict args -> predict args
                 | Export args -> Export.export args
                 | Demo _ -> demo ()
+                | Compare args -> Compare.run args
         with
         | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText -> printfn $"{helpText argv e.Message}"; 0
         | :? ArguParseException as e ->
