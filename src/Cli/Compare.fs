@@ -110,13 +110,17 @@ let lossComparison (train: Dataset) (seed: int) (iterations: int) (batchSize: in
         let batches = Training.batchIndices (seed + 1) batchSize train.Count |> Seq.truncate iterations
         for i, indices in Seq.indexed batches do
             let x, t = Dataset.batch train indices
-            let losses =
-                Array.init states.Length (fun k ->
-                    let state, _ = Training.stepWith optimizers[k] states[k] (x, t)
-                    states[k] <- state
-                    Network.loss state.Model x t)
-            yield { Iteration = i; Losses = losses }
+            // The networks are independent: each steps on a core of its own (the same numbers as
+            // one after the other).
+            let stepped = Array.Parallel.init states.Length (fun k -> let state, _ = Training.stepWith optimizers[k] states[k] (x, t) in state, Network.loss state.Model x t)
+            Array.iteri (fun k (state, _) -> states[k] <- state) stepped
+            yield { Iteration = i; Losses = Array.map snd stepped }
     }
+
+/// f applied to a and to b, each on a core of its own.
+let private both (f: 'a -> 'b) (a: 'a, b: 'a) : 'b * 'b =
+    let r = Array.Parallel.map f [| a; b |]
+    r[0], r[1]
 
 /// The 16 weight scales of batch_norm_test.py: np.logspace(0, -4, 16), from 1 down to 1e-4.
 let weightScales = Array.init 16 (fun i -> 10.0 ** (-4.0 * float i / 15.0))
@@ -144,17 +148,17 @@ let batchNormRun (train: Dataset) (seed: int) (epochs: int) (scale: float) : Bat
     let batchSize = 100
     let perEpoch = max (train.Count / batchSize) 1
     let sgd = Optimizer.sgd 0.01
-    let start batchNorm = Training.startWith sgd (Network.initWith (WeightInit.Std scale) seed (batchNormLayers batchNorm))
-    let batches = Training.batchIndices (seed + 1) batchSize train.Count |> Seq.truncate ((epochs - 1) * perEpoch + 1)
-    let accuracies =
-        batches
-        |> Seq.scan (fun (bn, plain) indices -> let batch = Dataset.batch train indices in fst (Training.stepWith sgd bn batch), fst (Training.stepWith sgd plain batch)) (start true, start false)
-        |> Seq.skip 1
+    let accuracies batchNorm =
+        Training.batchIndices (seed + 1) batchSize train.Count
+        |> Seq.truncate ((epochs - 1) * perEpoch + 1)
+        |> Seq.map (fun indices -> (Dataset.batch train indices: Matrix<float> * Labels<float>))
+        |> Training.stepsWith sgd (Training.startWith sgd (Network.initWith (WeightInit.Std scale) seed (batchNormLayers batchNorm)))
         |> Seq.indexed
         |> Seq.filter (fun (i, _) -> i % perEpoch = 0)
-        |> Seq.map (fun (_, (bn: TrainState<float>, plain: TrainState<float>)) -> Evaluate.accuracy plain.Model train, Evaluate.accuracy bn.Model train)
+        |> Seq.map (fun (_, (s: TrainState<float>, _)) -> Evaluate.accuracy s.Model train)
         |> Array.ofSeq
-    { Scale = scale; Without = Array.map fst accuracies; With = Array.map snd accuracies }
+    let without, with' = both accuracies (false, true) // the same mini-batches, on two cores
+    { Scale = scale; Without = without; With = with' }
 
 /// The Batch Normalization experiment: batchNormRun for each of the 16 weight scales in turn,
 /// lazily, on the first 1,000 training images (the book's x_train[:1000]).
@@ -217,16 +221,25 @@ let overfitComparison (train: Dataset) (test: Dataset) (seed: int) (epochs: int)
     let perEpoch = max (train.Count / batchSize) 1
     let (withoutLayers, withoutOpt), (withLayers, withOpt) = experiment.Without, experiment.With
     let start (layers: Layer list) (o: Optimizer<float>) = Training.startWith o (Network.initWith WeightInit.He seed layers)
+    // Epoch e ends after step e·perEpoch + 1 (the book evaluates when i % iter_per_epoch == 0,
+    // i counting from 0, after the step): the first epoch is one step, the others perEpoch.
+    let batches: (Matrix<float> * Labels<float>)[] = Training.batchIndices (seed + 1) batchSize train.Count |> Seq.map (Dataset.batch train) |> Seq.truncate ((epochs - 1) * perEpoch + 1) |> Array.ofSeq
+    let advance (o: Optimizer<float>) (state: TrainState<float>) (epoch: int) =
+        let first, count = (if epoch = 0 then 0, 1 else (epoch - 1) * perEpoch + 1, perEpoch)
+        batches[first .. first + count - 1] |> Array.fold (fun s batch -> fst (Training.stepWith o s batch)) state
     let measure (s: TrainState<float>) = Evaluate.accuracy s.Model train, Evaluate.accuracy s.Model test
-    Training.batchIndices (seed + 1) batchSize train.Count
-    |> Seq.truncate ((epochs - 1) * perEpoch + 1)
-    |> Seq.scan (fun (a, b) indices -> let batch = Dataset.batch train indices in fst (Training.stepWith withoutOpt a batch), fst (Training.stepWith withOpt b batch)) (start withoutLayers withoutOpt, start withLayers withOpt)
-    |> Seq.skip 1
-    |> Seq.indexed
-    |> Seq.filter (fun (i, _) -> i % perEpoch = 0)
-    |> Seq.mapi (fun epoch (_, (a, b)) ->
-        if evaluate epoch then { Epoch = epoch; Without = measure a; With = measure b }
-        else { Epoch = epoch; Without = (nan, nan); With = (nan, nan) })
+    seq {
+        let states = ref (start withoutLayers withoutOpt, start withLayers withOpt)
+        for epoch in 0 .. epochs - 1 do
+            // The two networks are independent: each steps (and is evaluated) on a core of its own.
+            let a, b = states.Value
+            states.Value <- both (fun (o, s) -> advance o s epoch) ((withoutOpt, a), (withOpt, b))
+            if evaluate epoch then
+                let without, with' = both measure states.Value
+                yield { Epoch = epoch; Without = without; With = with' }
+            else
+                yield { Epoch = epoch; Without = (nan, nan); With = (nan, nan) }
+    }
 
 // ─── The acceptance checks (issue 13) ──────────────────────────────────────────────────────────
 
@@ -407,7 +420,9 @@ let run (args: ParseResults<CompareArgs>) : int =
         if not (Directory.Exists dir) then raise (OutputError(file, $"the folder {dir} does not exist")))
     let dataDir = findData (args.TryGetResult CompareArgs.Data)
     MathNet.Numerics.Control.UseSingleThread()
-    Linalg.using (Linalg.defaults ()) <| fun () ->
+    // One thread per product: the experiments run their independent networks on the two cores
+    // themselves (Array.Parallel), which gives the same numbers as one after the other.
+    Linalg.using (Linalg.settings Linalg.Backend.Auto Linalg.InputStorage.Auto 1) <| fun () ->
     let train, test = Mnist.load dataDir
     if train.PixelCount <> 784 then raise (DataError(dataDir, $"images of %d{train.Rows}x%d{train.Columns} pixels; the book's experiments take 28x28 (784 inputs)"))
     let write (png: byte[]) = out |> Option.iter (fun file -> SafeWrite.bytes file png; printfn $"figure: {file}")
