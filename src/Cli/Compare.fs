@@ -329,6 +329,7 @@ let private series (plot: Plot) (color: Color) (marker: MarkerShape) (every: int
         marks.Color <- color
         marks.MarkerShape <- marker
         marks.MarkerSize <- 7.0f
+    plot.Axes.Bottom.TickGenerator <- TickGenerators.NumericAutomatic(IntegerTicksOnly = true)
     LegendItem(LabelText = name, LineColor = color, LineWidth = 1.5f, LinePattern = (if dashed then LinePattern.Dashed else LinePattern.Solid), MarkerShape = marker, MarkerColor = color, MarkerSize = 7.0f)
 
 /// The loss figure of optimizer_compare_mnist.py and weight_init_compare.py: each contender's
