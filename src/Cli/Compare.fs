@@ -426,7 +426,7 @@ let run (args: ParseResults<CompareArgs>) : int =
     Linalg.using (Linalg.settings Linalg.Backend.Auto Linalg.InputStorage.Auto 1) <| fun () ->
     let train, test = Mnist.load dataDir
     if train.PixelCount <> 784 then raise (DataError(dataDir, $"images of %d{train.Rows}x%d{train.Columns} pixels; the book's experiments take 28x28 (784 inputs)"))
-    let write (png: byte[]) = out |> Option.iter (fun file -> SafeWrite.bytes file png; printfn $"figure: {file}")
+    let write (png: byte[]) = out |> Option.iter (fun file -> SafeWrite.bytes file png; printfn $"wrote: {file}")
     match experiment with
     | ExperimentArg.Optimizers
     | ExperimentArg.Init ->
