@@ -223,10 +223,11 @@ let overfitComparison (train: Dataset) (test: Dataset) (seed: int) (epochs: int)
     let start (layers: Layer list) (o: Optimizer<float>) = Training.startWith o (Network.initWith WeightInit.He seed layers)
     // Epoch e ends after step e·perEpoch + 1 (the book evaluates when i % iter_per_epoch == 0,
     // i counting from 0, after the step): the first epoch is one step, the others perEpoch.
-    let batches: (Matrix<float> * Labels<float>)[] = Training.batchIndices (seed + 1) batchSize train.Count |> Seq.map (Dataset.batch train) |> Seq.truncate ((epochs - 1) * perEpoch + 1) |> Array.ofSeq
+    // The indices of every mini-batch (both networks gather their own images from them).
+    let batches = Training.batchIndices (seed + 1) batchSize train.Count |> Seq.truncate ((epochs - 1) * perEpoch + 1) |> Array.ofSeq
     let advance (o: Optimizer<float>) (state: TrainState<float>) (epoch: int) =
         let first, count = (if epoch = 0 then 0, 1 else (epoch - 1) * perEpoch + 1, perEpoch)
-        batches[first .. first + count - 1] |> Array.fold (fun s batch -> fst (Training.stepWith o s batch)) state
+        batches[first .. first + count - 1] |> Array.fold (fun s indices -> fst (Training.stepWith o s (Dataset.batch train indices: Matrix<float> * Labels<float>))) state
     let measure (s: TrainState<float>) = Evaluate.accuracy s.Model train, Evaluate.accuracy s.Model test
     seq {
         let states = ref (start withoutLayers withoutOpt, start withLayers withOpt)
