@@ -251,6 +251,7 @@ type Verdict =
       /// "check: ...: ok" or "check: ...: NOT MET", with the figures it was decided on.
       Line: string }
 
+/// The verdict on a claim, with the figures it was decided on.
 let private verdict (claim: string) (figures: string) (holds: bool) =
     { Holds = holds; Line = $"""check: {claim}: {if holds then "ok" else "NOT MET"} ({figures})""" }
 
@@ -398,6 +399,7 @@ let overfitFigureSize = 1200, 500
 
 // ─── The command ───────────────────────────────────────────────────────────────────────────────
 
+/// A number as Python's str prints it (shortest round-trip form, invariant culture).
 let private invariant (x: float) = x.ToString("R", Globalization.CultureInfo.InvariantCulture)
 
 /// `compare EXPERIMENT`: runs the experiment with the book's settings (fewer iterations or epochs
