@@ -399,7 +399,7 @@ let overfitFigureSize = 1200, 500
 
 // ─── The command ───────────────────────────────────────────────────────────────────────────────
 
-/// A number as Python's str prints it (shortest round-trip form, invariant culture).
+/// A number in its shortest round-trip form, invariant culture (the book prints str(loss); Python writes 1.0 where this writes 1).
 let private invariant (x: float) = x.ToString("R", Globalization.CultureInfo.InvariantCulture)
 
 /// `compare EXPERIMENT`: runs the experiment with the book's settings (fewer iterations or epochs
