@@ -129,7 +129,8 @@ for row in ('adam', 'adam-bn-dropout'):
         if c: tr.append(c[0]); rss.append(c[1])
         peers = [p[0] for p in (a, b) if p]
         if c and peers: ratios.append(c[0] / min(peers))  # the faster PyTorch run of the same round counts
-        if c: acc = (c[2], min((p for p in (a, b) if p), key=lambda p: p[0])[2] if peers else '-')
+        faster = min((p for p in (a, b) if p), key=lambda p: p[0]) if peers else None
+        acc = (c[2] if c else '-', faster[2] if faster else '-')
     med = lambda xs: f'{statistics.median(xs):.2f}' if xs else 'fail'
     ratio = f"{statistics.median(ratios):.3f}x" if ratios else 'fail'
     lines.append(f"{row:16} {med(t1):>10} {med(t2):>10} {med(tr):>8} {ratio:>19} {(f'{max(rss):.0f}' if rss else 'fail'):>18} {f'{acc[0]} / {acc[1]}':>23}")
