@@ -10,20 +10,27 @@
 # PyTorch with one and with two threads, and the row's floor (its matrix products' operations
 # over this machine's two-core GEMM rate); a Markdown table and a CSV (see bench/README.md).
 #
+# --ch06: instead, the chapter 6 rows of issue 13: `compare optimizers`' Adam run (784-100x4-10,
+# He, Adam lr 0.001, batch 128, 2000 iterations, float32) as `backprop train`, and its BatchNorm +
+# Dropout (0.5) variant, each against the same network and recipe in PyTorch with one and with two
+# threads (bench/peers/torch_ch06.py); the ratio to the faster PyTorch run and the peak RSS.
+#
 # Usage: bench/run.sh [--rounds N] [--iters N]
 #        bench/run.sh --scaling [--rows NAME,NAME,...] [--rounds N] [--iters N]
+#        bench/run.sh --ch06 [--rounds N] [--iters N]
 # Needs: the .NET SDK; python3-numpy python3-torch libopenblas0-pthread libopenblas-dev time
 # (Debian), run as root: bench/run.sh installs them when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scaling=0 rounds='' iters='' rows=''
+scaling=0 ch06=0 rounds='' iters='' rows=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --scaling) scaling=1; shift ;;
+    --ch06) ch06=1; shift ;;
     --rounds) rounds=$2; shift 2 ;;
     --iters) iters=$2; shift 2 ;;
     --rows) rows=$2; shift 2 ;;
-    *) echo "bench/run.sh: unknown option $1 (use --rounds N, --iters N, --scaling, --rows NAMES)" >&2; exit 2 ;;
+    *) echo "bench/run.sh: unknown option $1 (use --rounds N, --iters N, --scaling, --rows NAMES, --ch06)" >&2; exit 2 ;;
   esac
 done
 
@@ -35,7 +42,11 @@ declare -A row_spec=(
   [b1000-h300]="300|1000|float32" [b1000-h1000]="1000|1000|float32"
 )
 all_rows=(h50 h300 h1000 h2000 h50-f64 h300-f64 h1000-f64 h2000-f64 d5-h100 d5-h1000 b1000-h300 b1000-h1000)
-if [ "$scaling" = 1 ]; then
+[ "$scaling" = 1 ] && [ "$ch06" = 1 ] && { echo "bench/run.sh: --scaling and --ch06 are separate modes" >&2; exit 2; }
+if [ "$ch06" = 1 ]; then
+  [ -z "$rows" ] || { echo "bench/run.sh: --rows goes with --scaling" >&2; exit 2; }
+  rounds=${rounds:-3} iters=${iters:-2000}
+elif [ "$scaling" = 1 ]; then
   rounds=${rounds:-1} iters=${iters:-2000}
   if [ -z "$rows" ] || [ "$rows" = all ]; then
     selected=("${all_rows[@]}")
@@ -73,6 +84,64 @@ machine_info() {
   echo "numpy: $($py -c 'import numpy; print(numpy.__version__)'), torch: $($py -c 'import torch; print(torch.__version__)'), dotnet: $(dotnet --version)"
   $py -c 'import threadpoolctl, json; print("numpy blas:", json.dumps([{k: i[k] for k in ("internal_api", "version", "num_threads", "architecture") if k in i} for i in threadpoolctl.threadpool_info()]))' 2>/dev/null || true
 }
+
+if [ "$ch06" = 1 ]; then
+  # The chapter 6 rows (issue 13). `train` takes the chapter 6 options of issue 13 (--weight-init,
+  # --optimizer, --batchnorm, --dropout); the peer the same network and recipe in PyTorch.
+  { machine_info; echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"; echo "iters: $iters, rounds: $rounds"; } | tee "$out/machine.txt"
+  recipe="--hidden 100 100 100 100 --batch 128 --iters $iters"
+  declare -A run=(
+    [adam.train]="$out/cli/Backprop.Cli train $recipe --weight-init he --optimizer adam --lr 0.001"
+    [adam.torch1]="$py bench/peers/torch_ch06.py $recipe --lr 0.001 --threads 1"
+    [adam.torch2]="$py bench/peers/torch_ch06.py $recipe --lr 0.001 --threads 2"
+    [adam-bn-dropout.train]="$out/cli/Backprop.Cli train $recipe --weight-init he --optimizer adam --lr 0.001 --batchnorm --dropout 0.5"
+    [adam-bn-dropout.torch1]="$py bench/peers/torch_ch06.py $recipe --lr 0.001 --batchnorm --dropout 0.5 --threads 1"
+    [adam-bn-dropout.torch2]="$py bench/peers/torch_ch06.py $recipe --lr 0.001 --batchnorm --dropout 0.5 --threads 2"
+  )
+  order=(adam.torch1 adam.torch2 adam.train adam-bn-dropout.torch1 adam-bn-dropout.torch2 adam-bn-dropout.train)
+  for round in $(seq 1 "$rounds"); do
+    for name in "${order[@]}"; do
+      base="$out/$name.$round"
+      echo "${run[$name]}" >"$base.cmd"
+      # A failed run is recorded (exit status, log) and the rest go on.
+      status=0
+      /usr/bin/time -o "$base.time" -f '%e %M' ${run[$name]} >"$base.log" 2>&1 || status=$?
+      echo "$status" >"$base.status"
+      echo "round $round $name: $(tail -1 "$base.time") exit $status $(grep -o -E 'test[_ ]acc[= ][0-9.]+' "$base.log" | tail -1)"
+    done
+  done
+  $py - "$out" "$rounds" <<'PY'
+import re, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def run(name, r):
+    status = int(open(f'{out}/{name}.{r}.status').read())
+    wall, rss = open(f'{out}/{name}.{r}.time').read().split()[-2:]
+    found = re.findall(r'test[_ ]acc[= ]([0-9.]+)', open(f'{out}/{name}.{r}.log').read())
+    return (float(wall), int(rss) / 1024, float(found[-1]) if found else None) if status == 0 else None
+lines = [f"{'row':16} {'torch 1t s':>10} {'torch 2t s':>10} {'train s':>8} {'train/faster torch':>19} {'train peak RSS MB':>18} {'test acc train / torch':>23}"]
+for row in ('adam', 'adam-bn-dropout'):
+    t1, t2, tr, ratios, rss = [], [], [], [], []
+    acc = ('-', '-')
+    for r in range(1, rounds + 1):
+        a, b, c = run(f'{row}.torch1', r), run(f'{row}.torch2', r), run(f'{row}.train', r)
+        if a: t1.append(a[0])
+        if b: t2.append(b[0])
+        if c: tr.append(c[0]); rss.append(c[1])
+        peers = [p[0] for p in (a, b) if p]
+        if c and peers: ratios.append(c[0] / min(peers))  # the faster PyTorch run of the same round counts
+        faster = min((p for p in (a, b) if p), key=lambda p: p[0]) if peers else None
+        acc = (c[2] if c else '-', faster[2] if faster else '-')
+    med = lambda xs: f'{statistics.median(xs):.2f}' if xs else 'fail'
+    ratio = f"{statistics.median(ratios):.3f}x" if ratios else 'fail'
+    lines.append(f"{row:16} {med(t1):>10} {med(t2):>10} {med(tr):>8} {ratio:>19} {(f'{max(rss):.0f}' if rss else 'fail'):>18} {f'{acc[0]} / {acc[1]}':>23}")
+    if ratios: lines.append(f"  {row}: per-round ratios {', '.join(f'{x:.3f}' for x in ratios)}")
+lines.append("issue 13 asks: train/faster torch <= 0.5x, peak RSS <= 250 MB")
+print("\n".join(lines))
+open(f'{out}/ch06.txt', 'w').write("\n".join(lines) + "\n")
+PY
+  echo "raw results: $out" >&2
+  exit 0
+fi
 
 if [ "$scaling" = 1 ]; then
   # The floors' rate: a 2048^3 product on OpenBLAS with two threads, best of 3, once per run.

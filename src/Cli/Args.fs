@@ -72,6 +72,41 @@ type SamplingArg =
     /// In order from the first image, wrapping around.
     | Sequential
 
+/// An experiment of `compare`: one of the book's chapter 6 scripts.
+[<RequireQualifiedAccess>]
+type ExperimentArg =
+    /// ch06/optimizer_compare_mnist.py: SGD, Momentum, AdaGrad and Adam.
+    | Optimizers
+    /// ch06/weight_init_compare.py: std 0.01, Xavier's and He's initial weights.
+    | Init
+    /// ch06/batch_norm_test.py: with and without Batch Normalization at 16 weight scales.
+    | Batchnorm
+    /// ch06/overfit_weight_decay.py: without and with weight decay.
+    | Weight_Decay
+    /// ch06/overfit_dropout.py: without and with Dropout.
+    | Dropout
+
+/// Options of `compare` (declared before TrainArgs, whose cases of the same names stay the
+/// unqualified ones; Compare.fs names these as CompareArgs.Seed etc.).
+[<HelpFlags("--help", "-h")>]
+type CompareArgs =
+    | [<MainCommand; ExactlyOnce; First>] Experiment of ExperimentArg
+    | Out of file: string
+    | Seed of seed: int
+    | Iters of count: int
+    | Epochs of count: int
+    | Data of dir: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Experiment _ -> "the experiment: optimizers, init, batchnorm, weight-decay or dropout (the book's ch06 scripts, with their settings)."
+            | Out _ -> "write the book's figure to FILE.png."
+            | Seed _ -> "seed for the initial weights and the mini-batches (default: 42)."
+            | Iters _ -> "optimizers and init: iterations instead of the book's 2000 (a quicker look)."
+            | Epochs _ -> "batchnorm, weight-decay, dropout: epochs instead of the book's 20 / 201 (a quicker look)."
+            | Data _ -> "directory with the four MNIST-layout IDX files (default: the shipped data/mnist)."
+
 /// Options of `train`.
 [<HelpFlags("--help", "-h")>]
 type TrainArgs =
@@ -225,6 +260,7 @@ type Command =
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Demo of ParseResults<DemoArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Graph of ParseResults<GraphCommand.GraphArgs>
     | [<SubCommand; CliPrefix(CliPrefix.None)>] Serve of ParseResults<Serve.ServeArgs>
+    | [<SubCommand; CliPrefix(CliPrefix.None)>] Compare of ParseResults<CompareArgs>
 
     interface IArgParserTemplate with
         member c.Usage =
@@ -237,6 +273,7 @@ type Command =
             | Demo _ -> "the book's shopping example: forward and backward through multiply and add nodes."
             | Graph _ -> "a computational graph with its forward values and gradients, as Graphviz DOT, SVG or PNG."
             | Serve _ -> "a page on 127.0.0.1 to draw a digit and watch the network (probabilities, activations, input gradient)."
+            | Compare _ -> "the book's chapter 6 experiments: compare optimizers, init, batchnorm, weight-decay or dropout, with a figure."
 
 /// The version of `backprop`: the assembly's informational version without its commit suffix.
 let version =
@@ -324,7 +361,8 @@ let private subcommandNames () =
       "predict", namesOf<PredictArgs> ()
       "demo", namesOf<DemoArgs> ()
       "graph", namesOf<GraphCommand.GraphArgs> ()
-      "serve", namesOf<Serve.ServeArgs> () ]
+      "serve", namesOf<Serve.ServeArgs> ()
+      "compare", namesOf<CompareArgs> () ]
 
 /// "did you mean '--iters'?" for the first line of an Argu error about `argv`: an unrecognized
 /// subcommand or option (compared with the names it could have been, given the subcommand

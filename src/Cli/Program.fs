@@ -117,6 +117,7 @@ let main argv =
                 | Graph args -> GraphCommand.run args
                 | Serve args -> Serve.run args
                 | Demo _ -> demo ()
+                | Compare args -> Compare.run args
         with
         | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText -> printfn $"{helpText argv e.Message}"; 0
         | :? ArguParseException as e ->
