@@ -68,6 +68,24 @@ module Pipeline =
                 yield state, loss
         }
 
+    /// The watched steps grouped into epochs, each epoch's report evaluated on the helper thread
+    /// (passed to `onEvaluated` there as soon as it is done) while the next epoch trains.
+    let inline private evaluatedByEpoch
+        (config: TrainConfig)
+        (train: Dataset)
+        (test: Dataset)
+        (onEvaluated: EpochReport< ^T > -> unit)
+        (steps: seq<TrainState< ^T > * float>)
+        : seq<EpochReport< ^T >> =
+        steps
+        |> Training.byEpoch (Training.iterationsPerEpoch config train.Count)
+        |> Seq.map (fun report ->
+            Backend.Halves.inBackground (fun () ->
+                let evaluated = Run.evaluated config train test report
+                onEvaluated evaluated
+                evaluated))
+        |> oneAhead
+
     /// The reports of epochsFrom (the same numbers), with two hooks for a live display:
     /// `onStep` is called on the training thread after every step with the state it reached and
     /// the step's loss (Training.steps's), and the run stops after the first step for which it
@@ -87,13 +105,7 @@ module Pipeline =
         |> Training.steps (ofFloat config.LearningRate) initial
         |> Seq.map (fun (state, loss) -> state, float loss)
         |> watched onStep
-        |> Training.byEpoch (Training.iterationsPerEpoch config train.Count)
-        |> Seq.map (fun report ->
-            Backend.Halves.inBackground (fun () ->
-                let evaluated = Run.evaluated config train test report
-                onEvaluated evaluated
-                evaluated))
-        |> oneAhead
+        |> evaluatedByEpoch config train test onEvaluated
 
     /// The watched run (as epochsWatchedFrom: the same hooks, the same stop) of any step
     /// function, continuing a run: from `initial`, which has taken initial.Step steps, it takes
@@ -116,13 +128,7 @@ module Pipeline =
         |> Seq.skip 1
         |> Seq.map (fun (state, loss) -> state, float loss)
         |> watched onStep
-        |> Training.byEpoch (Training.iterationsPerEpoch config train.Count)
-        |> Seq.map (fun report ->
-            Backend.Halves.inBackground (fun () ->
-                let evaluated = Run.evaluated config train test report
-                onEvaluated evaluated
-                evaluated))
-        |> oneAhead
+        |> evaluatedByEpoch config train test onEvaluated
 
     /// The watched run with any optimizer (Optimizer.adam, a chain with weight decay, ...):
     /// epochsWatchedBy (Training.stepWith optimizer). From a state at step 0 its reports are
