@@ -371,34 +371,10 @@ module BatchNormalization =
     /// ε added to the variance under the root: the book's 10e-7 (= 1e-6).
     let eps = 10e-7
 
-    /// The column-major elements of a matrix (its own array when dense, else a copy).
-    let inline columnMajor (m: Matrix< ^T >) : ^T[] =
-        match m.Storage with
-        | :? Storage.DenseColumnMajorMatrixStorage< ^T > as s -> s.Data
-        | _ -> m.ToColumnMajorArray()
-
-    /// f j m_ij for every element, j its column (a feature), as a new matrix.
-    let inline byColumn ([<InlineIfLambda>] f: int -> ^T -> ^T) (m: Matrix< ^T >) : Matrix< ^T > =
-        let a, rows = columnMajor m, m.RowCount
-        let out = Array.zeroCreate a.Length
-        for j in 0 .. m.ColumnCount - 1 do
-            for i in j * rows .. (j + 1) * rows - 1 do
-                out[i] <- f j a[i]
-        Matrix< ^T>.Build.Dense(rows, m.ColumnCount, out)
-
-    /// f j a_ij b_ij for every element of two matrices of the same shape, as a new matrix.
-    let inline byColumn2 ([<InlineIfLambda>] f: int -> ^T -> ^T -> ^T) (a: Matrix< ^T >) (b: Matrix< ^T >) : Matrix< ^T > =
-        let x, y, rows = columnMajor a, columnMajor b, a.RowCount
-        let out = Array.zeroCreate x.Length
-        for j in 0 .. a.ColumnCount - 1 do
-            for i in j * rows .. (j + 1) * rows - 1 do
-                out[i] <- f j x[i] y[i]
-        Matrix< ^T>.Build.Dense(rows, a.ColumnCount, out)
-
     /// The mean of each column: Σ_i x_ij / N (numpy's x.mean(axis=0)).
-    let inline columnMeans (x: Matrix< ^T >) : ^T[] =
-        let n = ofFloat (float x.RowCount)
-        (Linalg.columnSums x).ToArray() |> Array.map (fun s -> s / n)
+    let inline columnMeans (x: Matrix< ^T >) : Vector< ^T > =
+        let n: ^T = ofFloat (float x.RowCount)
+        Linalg.columnSums x / n
 
     /// Forward in either mode; returns (out, cache, new state).
     ///   Train: mu = mean(x), xc = x - mu, var = mean(xc²), std = √(var + ε), xn = xc / std;
@@ -413,21 +389,19 @@ module BatchNormalization =
             match mode with
             | Mode.Train ->
                 let mu = columnMeans x // mu = x.mean(axis=0)
-                let xc = x |> byColumn (fun j v -> v - mu[j]) // xc = x - mu
+                let xc = Linalg.minusRow x mu // xc = x - mu
                 let var = columnMeans (Linalg.hadamard xc xc) // var = np.mean(xc**2, axis=0)
-                let std = var |> Array.map (fun v -> sqrt (v + e)) // std = np.sqrt(var + 10e-7)
+                let std = var.Map((fun v -> sqrt (v + e)), Zeros.Include) // std = np.sqrt(var + 10e-7)
                 let m, m1 = ofFloat momentum, ofFloat (1.0 - momentum)
-                let running (r: Vector< ^T >) (batch: ^T[]) = Vector< ^T>.Build.Dense(Array.map2 (fun r b -> m * r + m1 * b) (r.ToArray()) batch)
+                let running (r: Vector< ^T >) (batch: Vector< ^T >) = r.Map2((fun r b -> m * r + m1 * b), batch, Zeros.Include)
                 xc, std, { runningMean = running state.runningMean mu; runningVar = running state.runningVar var }
             | Mode.Inference ->
-                let mu = state.runningMean.ToArray()
-                let xc = x |> byColumn (fun j v -> v - mu[j]) // xc = x - self.running_mean
-                xc, state.runningVar.ToArray() |> Array.map (fun v -> sqrt (v + e)), state
-        let xn = xc |> byColumn (fun j v -> v / std[j]) // xn = xc / std
-        let gamma, beta = p.gamma.ToArray(), p.beta.ToArray()
-        let out = xn |> byColumn (fun j v -> gamma[j] * v + beta[j]) // out = self.gamma * xn + self.beta
+                let xc = Linalg.minusRow x state.runningMean // xc = x - self.running_mean
+                xc, state.runningVar.Map((fun v -> sqrt (v + e)), Zeros.Include), state
+        let xn = Linalg.overRow xc std // xn = xc / std
+        let out = Linalg.plusRow (Linalg.timesRow xn p.gamma) p.beta // out = self.gamma * xn + self.beta
         out,
-        { xc = xc; xn = xn; std = Vector< ^T>.Build.Dense std; gamma = p.gamma; batchSize = x.RowCount; batchStatistics = (mode = Mode.Train) },
+        { xc = xc; xn = xn; std = std; gamma = p.gamma; batchSize = x.RowCount; batchStatistics = (mode = Mode.Train) },
         state'
 
     /// The parameters' gradients alone: dβ = Σ_i dout, dγ = Σ_i xn · dout.
@@ -440,19 +414,19 @@ module BatchNormalization =
     /// (running statistics, constant in x) dx is γ·dout / std.
     let inline backward (cache: BatchNormCache< ^T >) (dout: Matrix< ^T >) =
         let grads = gradients cache dout
-        let gamma, std = cache.gamma.ToArray(), cache.std.ToArray()
-        let dxn = dout |> byColumn (fun j d -> gamma[j] * d) // dxn = self.gamma * dout
-        let dxc = dxn |> byColumn (fun j d -> d / std[j]) // dxc = dxn / self.std
+        let std = cache.std
+        let dxn = Linalg.timesRow dout cache.gamma // dxn = self.gamma * dout
+        let dxc = Linalg.overRow dxn std // dxc = dxn / self.std
         if not cache.batchStatistics then
             dxc, grads
         else
-            let n = ofFloat (float cache.batchSize)
-            let half, twoOverN = ofFloat 0.5, ofFloat (2.0 / float cache.batchSize)
-            let dstd = (Linalg.columnSums (byColumn2 (fun j d xc -> d * xc / (std[j] * std[j])) dxn cache.xc)).ToArray() |> Array.map (fun v -> -v) // dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
-            let dvar = Array.map2 (fun d s -> half * d / s) dstd std // dvar = 0.5 * dstd / self.std
-            let dxc = byColumn2 (fun j d xc -> d + twoOverN * xc * dvar[j]) dxc cache.xc // dxc += (2.0 / self.batch_size) * self.xc * dvar
-            let dmu = (Linalg.columnSums dxc).ToArray() // dmu = np.sum(dxc, axis=0)
-            dxc |> byColumn (fun j d -> d - dmu[j] / n), grads // dx = dxc - dmu / self.batch_size
+            let n: ^T = ofFloat (float cache.batchSize)
+            let (half: ^T), (twoOverN: ^T) = ofFloat 0.5, ofFloat (2.0 / float cache.batchSize)
+            let dstd: Vector< ^T > = -(Linalg.columnSums (Linalg.overRow (Linalg.hadamard dxn cache.xc) (std.PointwiseMultiply std))) // dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+            let dvar = (dstd * half).PointwiseDivide std // dvar = 0.5 * dstd / self.std
+            let dxc = dxc + Linalg.timesRow cache.xc (dvar * twoOverN) // dxc += (2.0 / self.batch_size) * self.xc * dvar
+            let dmu = Linalg.columnSums dxc // dmu = np.sum(dxc, axis=0)
+            Linalg.minusRow dxc (dmu / n), grads // dx = dxc - dmu / self.batch_size
 
 /// The random key of a Dropout layer: a seed and a counter. The mask of a training forward pass
 /// is a function of the key alone (a counter-based generator): the same key gives the same mask,
@@ -475,7 +449,7 @@ type DropoutCache<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueTy
 [<RequireQualifiedAccess>]
 module Dropout =
     /// SplitMix64's output function (Steele, Lea and Flood 2014).
-    let private mix (z: uint64) =
+    let inline private mix (z: uint64) =
         let z = (z ^^^ (z >>> 30)) * 0xBF58476D1CE4E5B9UL
         let z = (z ^^^ (z >>> 27)) * 0x94D049BB133111EBUL
         z ^^^ (z >>> 31)
@@ -487,17 +461,32 @@ module Dropout =
     /// The key of the next training forward pass: the counter advanced by one.
     let next (key: DropoutKey) : DropoutKey = { key with Counter = key.Counter + 1u }
 
+    /// The start of the key's generator: mix(seed · 2³² + counter).
+    let private start (key: DropoutKey) : uint64 = mix ((uint64 key.Seed <<< 32) ||| uint64 key.Counter)
+
     /// The uniform number in [0, 1) behind mask element `index` (row-major: row · columns +
     /// column) under the key: the index-th output of a SplitMix64 generator started at
     /// mix(seed · 2³² + counter), its 53 high bits over 2⁵³.
     let uniform (key: DropoutKey) (index: int) : float =
-        let start = mix ((uint64 key.Seed <<< 32) ||| uint64 key.Counter)
-        float (mix (start + (uint64 index + 1UL) * 0x9E3779B97F4A7C15UL) >>> 11) * (1.0 / 9007199254740992.0)
+        float (mix (start key + (uint64 index + 1UL) * 0x9E3779B97F4A7C15UL) >>> 11) * (1.0 / 9007199254740992.0)
+
+    /// Whether each unit of a rows × columns input is kept under the key, in column-major order:
+    /// element (i, j) is `uniform key (i · columns + j) > ratio`, compared as integers (the
+    /// uniform number's 53 bits above ⌊ratio · 2⁵³⌋, the same test) in one pass.
+    let kept (ratio: float) (key: DropoutKey) (rows: int) (columns: int) : bool[] =
+        let s = start key
+        let threshold = uint64 (floor (ratio * 9007199254740992.0))
+        let out = Array.zeroCreate (rows * columns)
+        for i in 0 .. rows - 1 do
+            for j in 0 .. columns - 1 do
+                out[j * rows + i] <- (mix (s + (uint64 (i * columns + j) + 1UL) * 0x9E3779B97F4A7C15UL) >>> 11) > threshold
+        out
 
     /// The mask of a rows × columns input under the key: 1 where the uniform number is above the
     /// ratio, else 0 (the book's np.random.rand(*x.shape) > self.dropout_ratio).
     let inline mask (ratio: float) (key: DropoutKey) (rows: int) (columns: int) : Matrix< ^T > =
-        Matrix< ^T>.Build.Dense(rows, columns, fun i j -> if uniform key (i * columns + j) > ratio then LanguagePrimitives.GenericOne else LanguagePrimitives.GenericZero)
+        let one, zero = LanguagePrimitives.GenericOne< ^T >, LanguagePrimitives.GenericZero< ^T >
+        Matrix< ^T>.Build.Dense(rows, columns, kept ratio key rows columns |> Array.map (fun k -> if k then one else zero))
 
     /// Training: out = x ⊙ mask (the book's x * self.mask).
     let inline forward (mask: Matrix< ^T >) (x: Matrix< ^T >) = Linalg.hadamard x mask, { mask = mask }
@@ -1394,10 +1383,21 @@ module Optimizer =
                 let lrT = ofFloat (learningRate * sqrt (1.0 - beta2 ** float step) / (1.0 - beta1 ** float step)) // lr_t
                 match bySlot [ "m"; "v" ] grads state with
                 | [ ms; vs ] ->
-                    let m' = List.map2 (fun (_, g) m -> Value.map2 (fun g m -> m + b1 * (g - m)) g m) grads ms // m += (1 - beta1)*(grads - m)
-                    let v' = List.map2 (fun (_, g) v -> Value.map2 (fun g v -> v + b2 * (g * g - v)) g v) grads vs // v += (1 - beta2)*(grads**2 - v)
-                    List.map3 (fun (name, _) m v -> name, Value.map2 (fun m v -> -(lrT * m / (sqrt v + eps))) m v) grads m' v', // params -= lr_t*m / (sqrt(v) + 1e-7)
-                    named "m" grads m' @ named "v" grads v'
+                    // For each parameter, in one pass over its arrays (Linalg.adam):
+                    //   m += (1 - beta1)*(grads - m)
+                    //   v += (1 - beta2)*(grads**2 - v)
+                    //   params -= lr_t*m / (sqrt(v) + 1e-7)
+                    let steps =
+                        List.map3
+                            (fun (_, g) m v ->
+                                let u, m', v' = Linalg.adam lrT b1 b2 eps (Value.elements g) (Value.elements m) (Value.elements v)
+                                Value.withStorage g u, Value.withStorage g m', Value.withStorage g v')
+                            grads ms vs
+                    let update (u, _, _) = u
+                    let first (_, m, _) = m
+                    let second (_, _, v) = v
+                    List.map2 (fun (name, _) step -> name, update step) grads steps,
+                    named "m" grads (List.map first steps) @ named "v" grads (List.map second steps)
                 | _ -> invalidArg "state" "Adam keeps m and v"
           Penalty = fun _ -> LanguagePrimitives.GenericZero }
 

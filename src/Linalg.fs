@@ -349,6 +349,108 @@ let columnSums (x: Matrix<'T>) : Vector<'T> =
     | :? Double.DenseMatrix as m -> box (Double.DenseVector(Array.init m.ColumnCount (fun j -> TensorPrimitives.Sum(ReadOnlySpan(m.Values, j * m.RowCount, m.RowCount))))) :?> Vector<'T>
     | _ -> x.ColumnSums()
 
+/// A row vector broadcast over the rows of a matrix (numpy's `x - mu` for x of N × D and mu of
+/// D): `single` or `double` runs on each column j of a dense float32 or float64 matrix (its
+/// `rows` elements from `start` in the column-major array) with r[j], into a new matrix.
+let inline private byColumnWith
+    (x: Matrix<'T>)
+    (r: Vector<'T>)
+    ([<InlineIfLambda>] single: ReadOnlyMemory<float32> -> float32 -> Memory<float32> -> unit)
+    ([<InlineIfLambda>] double: ReadOnlyMemory<float> -> float -> Memory<float> -> unit)
+    : Matrix<'T> =
+    if r.Count <> x.ColumnCount then
+        invalidArg "r" $"a row of %d{r.Count} broadcast over %d{x.RowCount}x%d{x.ColumnCount}"
+    let x = if x.Storage.IsDense then x else Matrix<'T>.Build.DenseOfMatrix x
+    let rows = x.RowCount
+    match box x, box (r.AsArray()) with
+    | (:? Single.DenseMatrix as m), (:? (float32[]) as r) ->
+        let out = GC.AllocateUninitializedArray m.Values.Length // every column is written
+        for j in 0 .. r.Length - 1 do
+            single (ReadOnlyMemory(m.Values, j * rows, rows)) r[j] (Memory(out, j * rows, rows))
+        box (Single.DenseMatrix(rows, m.ColumnCount, out)) :?> Matrix<'T>
+    | (:? Double.DenseMatrix as m), (:? (float[]) as r) ->
+        let out = GC.AllocateUninitializedArray m.Values.Length
+        for j in 0 .. r.Length - 1 do
+            double (ReadOnlyMemory(m.Values, j * rows, rows)) r[j] (Memory(out, j * rows, rows))
+        box (Double.DenseMatrix(rows, m.ColumnCount, out)) :?> Matrix<'T>
+    | _ -> invalidOp $"row broadcasts of a matrix of {typeof<'T>.Name}: only float32 and float64 are supported"
+
+/// x - r for each row of x (numpy's x - mu with mu a row of column means).
+let minusRow (x: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
+    byColumnWith x r
+        (fun c v out -> TensorPrimitives.Subtract(c.Span, v, out.Span))
+        (fun c v out -> TensorPrimitives.Subtract(c.Span, v, out.Span))
+
+/// x ⊙ r for each row of x (numpy's gamma * x with gamma a row).
+let timesRow (x: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
+    byColumnWith x r
+        (fun c v out -> TensorPrimitives.Multiply(c.Span, v, out.Span))
+        (fun c v out -> TensorPrimitives.Multiply(c.Span, v, out.Span))
+
+/// x / r for each row of x, element by element (numpy's xc / std with std a row).
+let overRow (x: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
+    byColumnWith x r
+        (fun c v out -> TensorPrimitives.Divide(c.Span, v, out.Span))
+        (fun c v out -> TensorPrimitives.Divide(c.Span, v, out.Span))
+
+/// x + r for each row of x (numpy's x + beta with beta a row).
+let plusRow (x: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
+    byColumnWith x r
+        (fun c v out -> TensorPrimitives.Add(c.Span, v, out.Span))
+        (fun c v out -> TensorPrimitives.Add(c.Span, v, out.Span))
+
+// ─── Optimizer kernels ──────────────────────────────────────────────────────────────────────────
+
+/// Adam's three lines over whole arrays, vectorized: m' = m + b1·(g - m),
+/// v' = v + b2·(g² - v), u = -(lrT·m' / (√v' + eps)), each element as the scalar formula gives it.
+let inline private adamArrays (lrT: ^T) (b1: ^T) (b2: ^T) (eps: ^T) (g: ^T[]) (m: ^T[]) (v: ^T[]) =
+    let n = g.Length
+    let u, m', v' = GC.AllocateUninitializedArray n, GC.AllocateUninitializedArray n, GC.AllocateUninitializedArray n
+    let w = System.Numerics.Vector< ^T>.Count
+    let lrV, b1V, b2V, epsV = System.Numerics.Vector< ^T>(lrT), System.Numerics.Vector< ^T>(b1), System.Numerics.Vector< ^T>(b2), System.Numerics.Vector< ^T>(eps)
+    let range start stop =
+        let mutable i = start
+        while i <= stop - w do
+            let gi = System.Numerics.Vector< ^T>(g, i)
+            let mi = System.Numerics.Vector< ^T>(m, i)
+            let vi = System.Numerics.Vector< ^T>(v, i)
+            let mi = mi + b1V * (gi - mi)
+            let vi = vi + b2V * (gi * gi - vi)
+            mi.CopyTo(m', i)
+            vi.CopyTo(v', i)
+            (-(lrV * mi / (System.Numerics.Vector.SquareRoot vi + epsV))).CopyTo(u, i)
+            i <- i + w
+        while i < stop do
+            let mi = m[i] + b1 * (g[i] - m[i])
+            let vi = v[i] + b2 * (g[i] * g[i] - v[i])
+            m'[i] <- mi
+            v'[i] <- vi
+            u[i] <- -(lrT * mi / (sqrt vi + eps))
+            i <- i + 1
+    // A large parameter (the first layer's weights) in two halves on two threads.
+    if n >= 16384 then
+        let half = n / 2 / w * w
+        Halves.run (fun () -> range 0 half) (fun () -> range half n)
+    else
+        range 0 n
+    u, m', v'
+
+/// Adam's step for one parameter (the book's Adam.update), in one vectorized pass over its
+/// gradient g and moments m and v (same length): returns the update u and the new moments,
+/// m' = m + b1·(g - m), v' = v + b2·(g² - v), u = -(lrT·m' / (√v' + eps)), where b1 = 1 - β1,
+/// b2 = 1 - β2 and lrT the bias-corrected learning rate. New arrays; the inputs are not changed.
+let adam (lrT: 'T) (b1: 'T) (b2: 'T) (eps: 'T) (g: 'T[]) (m: 'T[]) (v: 'T[]) : 'T[] * 'T[] * 'T[] =
+    if m.Length <> g.Length || v.Length <> g.Length then
+        invalidArg "m" $"moments of %d{m.Length} and %d{v.Length} elements for a gradient of %d{g.Length}"
+    match box g, box m, box v, box lrT, box b1, box b2, box eps with
+    | (:? (float32[]) as g), (:? (float32[]) as m), (:? (float32[]) as v), (:? float32 as lrT), (:? float32 as b1), (:? float32 as b2), (:? float32 as eps) ->
+        let u, m', v' = adamArrays lrT b1 b2 eps g m v
+        unbox<'T[]> (box u), unbox<'T[]> (box m'), unbox<'T[]> (box v')
+    | (:? (float[]) as g), (:? (float[]) as m), (:? (float[]) as v), (:? float as lrT), (:? float as b1), (:? float as b2), (:? float as eps) ->
+        let u, m', v' = adamArrays lrT b1 b2 eps g m v
+        unbox<'T[]> (box u), unbox<'T[]> (box m'), unbox<'T[]> (box v')
+    | _ -> invalidOp $"Adam on arrays of {typeof<'T>.Name}: only float32 and float64 are supported"
+
 // ─── Gathering images ───────────────────────────────────────────────────────────────────────────
 
 /// Arrays that gathered images are stored in (gatherImages), kept for the next gather: a

@@ -185,6 +185,16 @@ let layerTests =
                 let mean = Array.init 100000 (Dropout.uniform key) |> Array.average
                 Expect.floatClose { absolute = 0.005; relative = 0.0 } mean 0.5 "uniform numbers average 1/2"
             }
+            test "the mask is uniform > ratio element by element (its integer comparison against the float one)" {
+                for ratio in [ 0.0; 0.2; 0.5; 0.75; 0.999; 1.0 / 3.0 ] do
+                    for key in [ Dropout.key 42 1; Dropout.next (Dropout.key 7 3); { Seed = 0xFFFFFFFFu; Counter = 0xFFFFFFFFu } ] do
+                        let rows, columns = 37, 29
+                        let mask: Matrix<float32> = Dropout.mask ratio key rows columns
+                        for i in 0 .. rows - 1 do
+                            for j in 0 .. columns - 1 do
+                                let expected = if Dropout.uniform key (i * columns + j) > ratio then 1.0f else 0.0f
+                                if mask[i, j] <> expected then failtestf "ratio %g, key %A, (%d, %d): %g, uniform %.17g" ratio key i j mask[i, j] (Dropout.uniform key (i * columns + j))
+            }
             test "a network's loss is the same twice from the same state; its gradient gives back the keys advanced" {
                 let layers = Network.extended Activation.ReLU [ 6; 8; 3 ] false (Some 0.5)
                 let m: Model<float> = Network.initWith WeightInit.He 3 layers
