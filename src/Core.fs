@@ -470,23 +470,22 @@ module Dropout =
     let uniform (key: DropoutKey) (index: int) : float =
         float (mix (start key + (uint64 index + 1UL) * 0x9E3779B97F4A7C15UL) >>> 11) * (1.0 / 9007199254740992.0)
 
-    /// Whether each unit of a rows × columns input is kept under the key, in column-major order:
-    /// element (i, j) is `uniform key (i · columns + j) > ratio`, compared as integers (the
-    /// uniform number's 53 bits above ⌊ratio · 2⁵³⌋, the same test) in one pass.
-    let kept (ratio: float) (key: DropoutKey) (rows: int) (columns: int) : bool[] =
+    /// Which units of a rows × columns input are kept under the key, in column-major order: 1
+    /// where `uniform key (i · columns + j) > ratio` for element (i, j), else 0; compared as
+    /// integers (the uniform number's 53 bits above ⌊ratio · 2⁵³⌋, the same test) in one pass.
+    let kept (ratio: float) (key: DropoutKey) (rows: int) (columns: int) : byte[] =
         let s = start key
         let threshold = uint64 (floor (ratio * 9007199254740992.0))
         let out = Array.zeroCreate (rows * columns)
         for i in 0 .. rows - 1 do
             for j in 0 .. columns - 1 do
-                out[j * rows + i] <- (mix (s + (uint64 (i * columns + j) + 1UL) * 0x9E3779B97F4A7C15UL) >>> 11) > threshold
+                out[j * rows + i] <- if (mix (s + (uint64 (i * columns + j) + 1UL) * 0x9E3779B97F4A7C15UL) >>> 11) > threshold then 1uy else 0uy
         out
 
     /// The mask of a rows × columns input under the key: 1 where the uniform number is above the
     /// ratio, else 0 (the book's np.random.rand(*x.shape) > self.dropout_ratio).
     let inline mask (ratio: float) (key: DropoutKey) (rows: int) (columns: int) : Matrix< ^T > =
-        let one, zero = LanguagePrimitives.GenericOne< ^T >, LanguagePrimitives.GenericZero< ^T >
-        Matrix< ^T>.Build.Dense(rows, columns, kept ratio key rows columns |> Array.map (fun k -> if k then one else zero))
+        Matrix< ^T>.Build.Dense(rows, columns, kept ratio key rows columns |> Array.map (fun k -> ofFloat (float k)))
 
     /// Training: out = x ⊙ mask (the book's x * self.mask).
     let inline forward (mask: Matrix< ^T >) (x: Matrix< ^T >) = Linalg.hadamard x mask, { mask = mask }
