@@ -485,7 +485,7 @@ module Dropout =
     /// The mask of a rows × columns input under the key: 1 where the uniform number is above the
     /// ratio, else 0 (the book's np.random.rand(*x.shape) > self.dropout_ratio).
     let inline mask (ratio: float) (key: DropoutKey) (rows: int) (columns: int) : Matrix< ^T > =
-        Matrix< ^T>.Build.Dense(rows, columns, kept ratio key rows columns |> Array.map (fun k -> ofFloat (float k)))
+        Matrix< ^T>.Build.Dense(rows, columns, Linalg.ofBytes (kept ratio key rows columns))
 
     /// Training: out = x ⊙ mask (the book's x * self.mask).
     let inline forward (mask: Matrix< ^T >) (x: Matrix< ^T >) = Linalg.hadamard x mask, { mask = mask }

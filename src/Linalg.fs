@@ -399,6 +399,13 @@ let plusRow (x: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
         (fun c v out -> TensorPrimitives.Add(c.Span, v, out.Span))
         (fun c v out -> TensorPrimitives.Add(c.Span, v, out.Span))
 
+/// Bytes as float32 or float64 elements, each converted (0uy to 0, 1uy to 1), as a new array.
+let ofBytes<'T> (bytes: byte[]) : 'T[] =
+    match box Unchecked.defaultof<'T> with
+    | :? float32 -> unbox<'T[]> (box (Array.map float32 bytes))
+    | :? float -> unbox<'T[]> (box (Array.map float bytes))
+    | _ -> invalidOp $"bytes as {typeof<'T>.Name}: only float32 and float64 are supported"
+
 // ─── Optimizer kernels ──────────────────────────────────────────────────────────────────────────
 
 /// Adam's three lines over whole arrays, vectorized: m' = m + b1·(g - m),
