@@ -388,9 +388,10 @@ module BatchNormalization =
         let xc, std, state' =
             match mode with
             | Mode.Train ->
+                let n: ^T = ofFloat (float x.RowCount)
                 let mu = columnMeans x // mu = x.mean(axis=0)
                 let xc = Linalg.minusRow x mu // xc = x - mu
-                let var = columnMeans (Linalg.hadamard xc xc) // var = np.mean(xc**2, axis=0)
+                let var = Linalg.columnSumsOfProducts xc xc / n // var = np.mean(xc**2, axis=0)
                 let std = var.Map((fun v -> sqrt (v + e)), Zeros.Include) // std = np.sqrt(var + 10e-7)
                 let m, m1 = ofFloat momentum, ofFloat (1.0 - momentum)
                 let running (r: Vector< ^T >) (batch: Vector< ^T >) = r.Map2((fun r b -> m * r + m1 * b), batch, Zeros.Include)
@@ -399,14 +400,14 @@ module BatchNormalization =
                 let xc = Linalg.minusRow x state.runningMean // xc = x - self.running_mean
                 xc, state.runningVar.Map((fun v -> sqrt (v + e)), Zeros.Include), state
         let xn = Linalg.overRow xc std // xn = xc / std
-        let out = Linalg.plusRow (Linalg.timesRow xn p.gamma) p.beta // out = self.gamma * xn + self.beta
+        let out = Linalg.timesRowPlusRow xn p.gamma p.beta // out = self.gamma * xn + self.beta
         out,
         { xc = xc; xn = xn; std = std; gamma = p.gamma; batchSize = x.RowCount; batchStatistics = (mode = Mode.Train) },
         state'
 
     /// The parameters' gradients alone: dβ = Σ_i dout, dγ = Σ_i xn · dout.
     let inline gradients (cache: BatchNormCache< ^T >) (dout: Matrix< ^T >) =
-        { dgamma = Linalg.columnSums (Linalg.hadamard cache.xn dout); dbeta = Linalg.columnSums dout }
+        { dgamma = Linalg.columnSumsOfProducts cache.xn dout; dbeta = Linalg.columnSums dout }
 
     /// dx, and the gradients dγ, dβ, by the book's chain of steps back through the forward
     /// pass: dxn = γ·dout; dxc = dxn / std; dstd = -Σ (dxn·xc) / std²; dvar = 0.5·dstd / std;
@@ -422,9 +423,9 @@ module BatchNormalization =
         else
             let n: ^T = ofFloat (float cache.batchSize)
             let (half: ^T), (twoOverN: ^T) = ofFloat 0.5, ofFloat (2.0 / float cache.batchSize)
-            let dstd: Vector< ^T > = -(Linalg.columnSums (Linalg.overRow (Linalg.hadamard dxn cache.xc) (std.PointwiseMultiply std))) // dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+            let dstd: Vector< ^T > = -(Linalg.columnSumsOfProducts dxn cache.xc).PointwiseDivide(std.PointwiseMultiply std) // dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
             let dvar = (dstd * half).PointwiseDivide std // dvar = 0.5 * dstd / self.std
-            let dxc = dxc + Linalg.timesRow cache.xc (dvar * twoOverN) // dxc += (2.0 / self.batch_size) * self.xc * dvar
+            let dxc = Linalg.plusTimesRow dxc cache.xc (dvar * twoOverN) // dxc += (2.0 / self.batch_size) * self.xc * dvar
             let dmu = Linalg.columnSums dxc // dmu = np.sum(dxc, axis=0)
             Linalg.minusRow dxc (dmu / n), grads // dx = dxc - dmu / self.batch_size
 

@@ -399,6 +399,62 @@ let plusRow (x: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
         (fun c v out -> TensorPrimitives.Add(c.Span, v, out.Span))
         (fun c v out -> TensorPrimitives.Add(c.Span, v, out.Span))
 
+/// a + x ⊙ r for each row (numpy's a + x * r with r a row), for a and x of the same shape, in
+/// one pass over each column.
+let plusTimesRow (a: Matrix<'T>) (x: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
+    if a.RowCount <> x.RowCount || a.ColumnCount <> x.ColumnCount then
+        invalidArg "x" $"%d{x.RowCount}x%d{x.ColumnCount} added to %d{a.RowCount}x%d{a.ColumnCount}"
+    if r.Count <> x.ColumnCount then invalidArg "r" $"a row of %d{r.Count} broadcast over %d{x.RowCount}x%d{x.ColumnCount}"
+    let rows = x.RowCount
+    match box a, box x, box (r.AsArray()) with
+    | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as x), (:? (float32[]) as r) ->
+        let out = GC.AllocateUninitializedArray a.Values.Length
+        for j in 0 .. r.Length - 1 do
+            TensorPrimitives.MultiplyAdd(ReadOnlySpan(x.Values, j * rows, rows), r[j], ReadOnlySpan(a.Values, j * rows, rows), Span(out, j * rows, rows))
+        box (Single.DenseMatrix(rows, a.ColumnCount, out)) :?> Matrix<'T>
+    | (:? Double.DenseMatrix as a), (:? Double.DenseMatrix as x), (:? (float[]) as r) ->
+        let out = GC.AllocateUninitializedArray a.Values.Length
+        for j in 0 .. r.Length - 1 do
+            TensorPrimitives.MultiplyAdd(ReadOnlySpan(x.Values, j * rows, rows), r[j], ReadOnlySpan(a.Values, j * rows, rows), Span(out, j * rows, rows))
+        box (Double.DenseMatrix(rows, a.ColumnCount, out)) :?> Matrix<'T>
+    | _ -> a + timesRow x r
+
+/// x ⊙ g + b for each row of x (numpy's gamma * x + beta with gamma and beta rows), in one pass.
+let timesRowPlusRow (x: Matrix<'T>) (g: Vector<'T>) (b: Vector<'T>) : Matrix<'T> =
+    if g.Count <> x.ColumnCount || b.Count <> x.ColumnCount then
+        invalidArg "g" $"rows of %d{g.Count} and %d{b.Count} broadcast over %d{x.RowCount}x%d{x.ColumnCount}"
+    let x = if x.Storage.IsDense then x else Matrix<'T>.Build.DenseOfMatrix x
+    let rows = x.RowCount
+    match box x, box (g.AsArray()), box (b.AsArray()) with
+    | (:? Single.DenseMatrix as m), (:? (float32[]) as g), (:? (float32[]) as b) ->
+        let out = GC.AllocateUninitializedArray m.Values.Length
+        for j in 0 .. g.Length - 1 do
+            let o = Span(out, j * rows, rows)
+            TensorPrimitives.Multiply(ReadOnlySpan(m.Values, j * rows, rows), g[j], o) // in L1: the column is 100-odd values
+            TensorPrimitives.Add(ReadOnlySpan(out, j * rows, rows), b[j], o)
+        box (Single.DenseMatrix(rows, m.ColumnCount, out)) :?> Matrix<'T>
+    | (:? Double.DenseMatrix as m), (:? (float[]) as g), (:? (float[]) as b) ->
+        let out = GC.AllocateUninitializedArray m.Values.Length
+        for j in 0 .. g.Length - 1 do
+            let o = Span(out, j * rows, rows)
+            TensorPrimitives.Multiply(ReadOnlySpan(m.Values, j * rows, rows), g[j], o)
+            TensorPrimitives.Add(ReadOnlySpan(out, j * rows, rows), b[j], o)
+        box (Double.DenseMatrix(rows, m.ColumnCount, out)) :?> Matrix<'T>
+    | _ -> plusRow (timesRow x g) b
+
+/// Σ_i a_ij · b_ij for each column j of two matrices of the same shape (numpy's
+/// np.sum(a * b, axis=0)), without forming a ⊙ b.
+let columnSumsOfProducts (a: Matrix<'T>) (b: Matrix<'T>) : Vector<'T> =
+    if a.RowCount <> b.RowCount || a.ColumnCount <> b.ColumnCount then
+        invalidArg "b" $"%d{a.RowCount}x%d{a.ColumnCount} and %d{b.RowCount}x%d{b.ColumnCount} multiplied element by element"
+    let rows = a.RowCount
+    match box a, box b with
+    | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b) ->
+        box (Single.DenseVector(Array.init a.ColumnCount (fun j -> TensorPrimitives.Dot(ReadOnlySpan(a.Values, j * rows, rows), ReadOnlySpan(b.Values, j * rows, rows))))) :?> Vector<'T>
+    | (:? Double.DenseMatrix as a), (:? Double.DenseMatrix as b) ->
+        box (Double.DenseVector(Array.init a.ColumnCount (fun j -> TensorPrimitives.Dot(ReadOnlySpan(a.Values, j * rows, rows), ReadOnlySpan(b.Values, j * rows, rows))))) :?> Vector<'T>
+    | _ -> (a.PointwiseMultiply b).ColumnSums()
+
 /// Bytes as float32 or float64 elements, each converted (0uy to 0, 1uy to 1), as a new array.
 let ofBytes<'T> (bytes: byte[]) : 'T[] =
     match box Unchecked.defaultof<'T> with

@@ -120,6 +120,48 @@ let tests =
             let huge = Common.matrix [ [ 1000.0; 1001.0; 999.0 ] ]
             Expect.isFalse ((Linalg.softmaxRows huge).Exists(fun v -> Double.IsNaN v)) "no overflow for large scores"
         }
+        test "row broadcasts and column sums of products equal their definitions element by element" {
+            for rows, columns in [ 1, 1; 4, 3; 128, 100; 17, 33 ] do
+                let x, a = Common.random (rows + 1) rows columns, Common.random (rows + 2) rows columns
+                let r = Vector<float>.Build.Dense(columns, fun j -> 0.5 + float j / float columns)
+                let b = Vector<float>.Build.Dense(columns, fun j -> float j - 3.0)
+                let check name (got: Matrix<float>) (f: int -> int -> float) (close: bool) =
+                    for i in 0 .. rows - 1 do
+                        for j in 0 .. columns - 1 do
+                            if close then Expect.floatClose Accuracy.veryHigh got[i, j] (f i j) $"{name} %d{i},%d{j} of %d{rows}x%d{columns}"
+                            else Expect.equal got[i, j] (f i j) $"{name} %d{i},%d{j} of %d{rows}x%d{columns}"
+                check "minusRow" (Linalg.minusRow x r) (fun i j -> x[i, j] - r[j]) false
+                check "timesRow" (Linalg.timesRow x r) (fun i j -> x[i, j] * r[j]) false
+                check "overRow" (Linalg.overRow x r) (fun i j -> x[i, j] / r[j]) false
+                check "plusRow" (Linalg.plusRow x r) (fun i j -> x[i, j] + r[j]) false
+                check "timesRowPlusRow" (Linalg.timesRowPlusRow x r b) (fun i j -> x[i, j] * r[j] + b[j]) false
+                check "plusTimesRow" (Linalg.plusTimesRow a x r) (fun i j -> a[i, j] + x[i, j] * r[j]) true
+                let dots = Linalg.columnSumsOfProducts x a
+                for j in 0 .. columns - 1 do
+                    Expect.floatClose Accuracy.veryHigh dots[j] (Seq.sum (seq { for i in 0 .. rows - 1 -> x[i, j] * a[i, j] })) $"column dot %d{j}"
+                let x32, r32 = x.Map float32, r.Map float32
+                Expect.equal (Linalg.overRow x32 r32) (Matrix<float32>.Build.Dense(rows, columns, fun i j -> x32[i, j] / r32[j])) "float32 overRow"
+            Expect.throwsT<ArgumentException> (fun () -> Linalg.minusRow (Common.random 1 3 4) (Vector<float>.Build.Dense 3) |> ignore) "the row must have a value per column"
+        }
+        test "Adam's step on arrays equals the book's three lines element by element, float64 and float32" {
+            let n = 40000 // over the size that splits the work in halves
+            let rnd = Random 5
+            let g, m, v = Array.init n (fun _ -> rnd.NextDouble() - 0.5), Array.init n (fun _ -> rnd.NextDouble() - 0.5), Array.init n (fun _ -> rnd.NextDouble())
+            let lrT, b1, b2, eps = 0.0031, 0.1, 0.001, 1e-7
+            let u, m', v' = Linalg.adam lrT b1 b2 eps g m v
+            for i in 0 .. n - 1 do
+                let mi = m[i] + b1 * (g[i] - m[i]) // m += (1 - beta1)*(grads - m)
+                let vi = v[i] + b2 * (g[i] * g[i] - v[i]) // v += (1 - beta2)*(grads**2 - v), numpy squares exactly
+                if m'[i] <> mi || v'[i] <> vi || u[i] <> -(lrT * mi / (sqrt vi + eps)) then failtestf "element %d: %g %g %g" i u[i] m'[i] v'[i]
+            let g, m, v = Array.map float32 g, Array.map float32 m, Array.map float32 v
+            let lrT, b1, b2, eps = float32 lrT, float32 b1, float32 b2, float32 eps
+            let u, m', v' = Linalg.adam lrT b1 b2 eps g m v
+            for i in 0 .. n - 1 do
+                let mi = m[i] + b1 * (g[i] - m[i])
+                let vi = v[i] + b2 * (g[i] * g[i] - v[i])
+                if m'[i] <> mi || v'[i] <> vi || u[i] <> -(lrT * mi / (sqrt vi + eps)) then failtestf "float32 element %d: %g %g %g" i u[i] m'[i] v'[i]
+            Expect.throwsT<ArgumentException> (fun () -> Linalg.adam lrT b1 b2 eps g (Array.zeroCreate 3) v |> ignore) "lengths must match"
+        }
     ]
 
 /// Settings with the managed kernel and two threads (the helper in use) or one (no helper).
