@@ -34,7 +34,8 @@ module RowGather =
         if int64 length < int64 rows * int64 inputs then invalidArg "values" $"%d{length} values cannot hold %d{rows} rows of %d{inputs}"
 
     /// sparseRows in float32: 8 values at a time where the CPU has AVX2 (a mask of the nonzero
-    /// lanes, then one lane permutation packs their values and their columns), else one by one.
+    /// lanes, then one lane permutation packs their values and their columns, as
+    /// Sparse.gatherRows packs bytes), else one by one.
     let private sparseSingle (values: ReadOnlySpan<float32>) (inputs: int) (rows: int) (rowPointers: int[]) (columnIndices: int[]) (kept: float32[]) (limit: int) : int =
         use src = fixed values
         use ci = fixed columnIndices
@@ -49,15 +50,28 @@ module RowGather =
             let row = NativePtr.add src (r * inputs)
             let mutable j = 0
             if packs then
-                // at most 8 more entries: still within the limit, and within the room past it
-                while j + 8 <= inputs && nnz + 8 <= limit do
-                    let v = Avx.LoadVector256(NativePtr.add row j)
+                // Groups of 8 packed with no branch (a group of zeros writes 8 entries and counts
+                // none), after one test that skips 32 zeros at once (most of an image's border).
+                // At most 8 entries more per group: within the limit, and within the room past it.
+                let inline group (v: Vector256<float32>) (c: int) =
                     let mask = int (~~~(Vector256.Equals(v, Vector256<float32>.Zero).ExtractMostSignificantBits()) &&& 0xFFu)
-                    if mask <> 0 then
-                        let order = Avx.LoadVector256(NativePtr.add pack (mask * 8))
-                        Avx.Store(NativePtr.add ci nnz, Avx2.PermuteVar8x32(Avx2.Add(lanes, Vector256.Create j), order))
-                        Avx.Store(NativePtr.add vs nnz, Avx2.PermuteVar8x32(v, order))
-                        nnz <- nnz + BitOperations.PopCount(uint mask)
+                    let order = Avx.LoadVector256(NativePtr.add pack (mask * 8))
+                    Avx.Store(NativePtr.add ci nnz, Avx2.PermuteVar8x32(Avx2.Add(lanes, Vector256.Create c), order))
+                    Avx.Store(NativePtr.add vs nnz, Avx2.PermuteVar8x32(v, order))
+                    nnz <- nnz + BitOperations.PopCount(uint mask)
+                while j + 32 <= inputs && nnz + 32 <= limit do
+                    let v0, v1 = Avx.LoadVector256(NativePtr.add row j), Avx.LoadVector256(NativePtr.add row (j + 8))
+                    let v2, v3 = Avx.LoadVector256(NativePtr.add row (j + 16)), Avx.LoadVector256(NativePtr.add row (j + 24))
+                    let zero = Vector256<float32>.Zero
+                    let allZero = Vector256.Equals(v0, zero) &&& Vector256.Equals(v1, zero) &&& Vector256.Equals(v2, zero) &&& Vector256.Equals(v3, zero)
+                    if allZero.ExtractMostSignificantBits() <> 0xFFu then
+                        group v0 j
+                        group v1 (j + 8)
+                        group v2 (j + 16)
+                        group v3 (j + 24)
+                    j <- j + 32
+                while j + 8 <= inputs && nnz + 8 <= limit do
+                    group (Avx.LoadVector256(NativePtr.add row j)) j
                     j <- j + 8
             while j < inputs && nnz >= 0 do
                 let v = NativePtr.get row j
@@ -89,14 +103,26 @@ module RowGather =
             let row = NativePtr.add src (r * inputs)
             let mutable j = 0
             if packs then
-                // 4 values, but 8 column indices written (the 4 past the packed ones are overwritten later)
-                while j + 4 <= inputs && nnz + 4 <= limit do
-                    let v = Avx.LoadVector256(NativePtr.add row j)
+                // Groups of 4 packed with no branch (4 values, but 8 column indices written: the 4
+                // past the packed ones are overwritten later), after one test that skips 16 zeros at once.
+                let inline group (v: Vector256<float>) (c: int) =
                     let mask = int (~~~(Vector256.Equals(v, Vector256<float>.Zero).ExtractMostSignificantBits()) &&& 0xFu)
-                    if mask <> 0 then
-                        Avx.Store(NativePtr.add ci nnz, Avx2.PermuteVar8x32(Avx2.Add(lanes, Vector256.Create j), Avx.LoadVector256(NativePtr.add pack (mask * 8))))
-                        Avx.Store(NativePtr.add vs nnz, Avx2.PermuteVar8x32(v.AsSingle(), Avx.LoadVector256(NativePtr.add pair (mask * 8))).AsDouble())
-                        nnz <- nnz + BitOperations.PopCount(uint mask)
+                    Avx.Store(NativePtr.add ci nnz, Avx2.PermuteVar8x32(Avx2.Add(lanes, Vector256.Create c), Avx.LoadVector256(NativePtr.add pack (mask * 8))))
+                    Avx.Store(NativePtr.add vs nnz, Avx2.PermuteVar8x32(v.AsSingle(), Avx.LoadVector256(NativePtr.add pair (mask * 8))).AsDouble())
+                    nnz <- nnz + BitOperations.PopCount(uint mask)
+                while j + 16 <= inputs && nnz + 16 <= limit do
+                    let v0, v1 = Avx.LoadVector256(NativePtr.add row j), Avx.LoadVector256(NativePtr.add row (j + 4))
+                    let v2, v3 = Avx.LoadVector256(NativePtr.add row (j + 8)), Avx.LoadVector256(NativePtr.add row (j + 12))
+                    let zero = Vector256<float>.Zero
+                    let allZero = Vector256.Equals(v0, zero) &&& Vector256.Equals(v1, zero) &&& Vector256.Equals(v2, zero) &&& Vector256.Equals(v3, zero)
+                    if allZero.ExtractMostSignificantBits() <> 0xFu then
+                        group v0 j
+                        group v1 (j + 4)
+                        group v2 (j + 8)
+                        group v3 (j + 12)
+                    j <- j + 16
+                while j + 4 <= inputs && nnz + 4 <= limit do
+                    group (Avx.LoadVector256(NativePtr.add row j)) j
                     j <- j + 4
             while j < inputs && nnz >= 0 do
                 let v = NativePtr.get row j
