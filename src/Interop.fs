@@ -15,50 +15,28 @@ open Backprop.Core
 /// Linalg.gatherImages): sparse rows where the settings' input storage says so, in arrays reused
 /// from block to block.
 module private Rows =
-    /// Rows start .. start + rows - 1 of `values` (row-major, `inputs` a row) as a rows × inputs
-    /// matrix in buffer's arrays, stored as Linalg.gatherImages stores images: the nonzeros in
+    /// The first `rows` rows of `values` (row-major, `inputs` a row) as a rows × inputs matrix in
+    /// buffer's arrays, read from the caller's memory with no copy in between
+    /// (Backend/RowGather.fs) and stored as Linalg.gatherImages stores images: the nonzeros in
     /// compressed rows (so that the first product skips the zeros) when the input storage in
     /// effect is Sparse, or Auto and at most a third of the values are nonzero; else dense,
     /// column-major. The matrix changes when the buffer is gathered into again.
-    let inline gather (buffer: Linalg.ImageBuffer< ^T >) (values: ^T[]) (inputs: int) (start: int) (rows: int) : Matrix< ^T > =
-        let zero = LanguagePrimitives.GenericZero< ^T >
-        let first, count = start * inputs, rows * inputs
-        let w = System.Numerics.Vector< ^T>.Count
+    let inline gather (buffer: Linalg.ImageBuffer< ^T >) (values: ReadOnlySpan< ^T >) (inputs: int) (rows: int) : Matrix< ^T > =
+        let count = rows * inputs
         let limit =
             match (Linalg.current ()).InputStorage with
             | Linalg.InputStorage.Dense -> -1
             | Linalg.InputStorage.Sparse -> count
             | _ -> count / 3
-        // The nonzeros in one pass, stopping once there are more than `limit` of them (then dense):
-        // a vector of zeros is skipped at once (most of an image's border), and within a vector
-        // every value is written and the count advanced past the nonzero ones only, with no branch
-        // to mispredict. Room for a vector more than the limit.
-        let mutable k = 0
-        let storage = Storage.SparseCompressedRowMatrixStorage< ^T>.OfValue(rows, inputs, zero)
-        if limit >= 0 then
-            if buffer.ColumnIndices.Length < limit + w + 1 then
-                buffer.ColumnIndices <- GC.AllocateUninitializedArray(limit + w + 1)
-                buffer.Values <- GC.AllocateUninitializedArray(limit + w + 1)
-            let columns, kept = buffer.ColumnIndices, buffer.Values
-            let mutable i = 0
-            while i < rows && k <= limit do
-                storage.RowPointers[i] <- k
-                let from = first + i * inputs
-                let mutable j = 0
-                while j < inputs && k <= limit do
-                    if j + w <= inputs && System.Numerics.Vector.EqualsAll(System.Numerics.Vector< ^T>(values, from + j), System.Numerics.Vector< ^T>.Zero) then
-                        j <- j + w
-                    else
-                        let stop = min inputs (j + w)
-                        while j < stop do
-                            let v = values[from + j]
-                            columns[k] <- j
-                            kept[k] <- v
-                            k <- k + (if v <> zero then 1 else 0)
-                            j <- j + 1
-                i <- i + 1
-        if limit >= 0 && k <= limit then
-            storage.RowPointers[rows] <- k
+        let storage = Storage.SparseCompressedRowMatrixStorage< ^T>.OfValue(rows, inputs, LanguagePrimitives.GenericZero< ^T >)
+        let nnz =
+            if limit < 0 then -1
+            else
+                if buffer.ColumnIndices.Length < limit + Backend.RowGather.Room then
+                    buffer.ColumnIndices <- GC.AllocateUninitializedArray(limit + Backend.RowGather.Room)
+                    buffer.Values <- GC.AllocateUninitializedArray(limit + Backend.RowGather.Room)
+                Backend.RowGather.sparseRows values inputs rows storage.RowPointers buffer.ColumnIndices buffer.Values limit
+        if nnz >= 0 then
             // MathNet's compressed-row storage over the buffer's arrays (entries past
             // RowPointers[rows] are not part of the matrix), as Linalg.gatherImages builds it.
             storage.ColumnIndices <- buffer.ColumnIndices
@@ -66,25 +44,20 @@ module private Rows =
             Matrix< ^T>.Build.Sparse storage
         else
             if buffer.Dense.Length <> count then buffer.Dense <- GC.AllocateUninitializedArray count // every element is written
-            let a = buffer.Dense
-            // Row-major to column-major a tile of 16 columns at a time: the tile's 16 output
-            // columns fill together as the rows pass, instead of 784 cache lines per row.
-            for j0 in 0 .. 16 .. inputs - 1 do
-                let j1 = min inputs (j0 + 16) - 1
-                for i in 0 .. rows - 1 do
-                    let from = first + i * inputs
-                    for j in j0 .. j1 do
-                        a[j * rows + i] <- values[from + j]
-            Matrix< ^T>.Build.Dense(rows, inputs, a)
+            Backend.RowGather.denseColumnMajor values inputs rows buffer.Dense
+            Matrix< ^T>.Build.Dense(rows, inputs, buffer.Dense)
 
-    let inline probabilitiesOfRows (model: Model< ^T >) (values: ^T[]) (count: int) : ^T[] =
+    /// Api.ProbabilitiesOfRows: blocks of Evaluate.blockSize rows gathered straight from `values`,
+    /// Network.predict, then each row's softmax alone.
+    let inline probabilitiesOfRows (model: Model< ^T >) (values: ReadOnlySpan< ^T >) (count: int) : ^T[] =
         let inputs = if count = 0 then 0 else values.Length / count
         let classes = List.last (Network.sizes model.Layers)
-        let out = Array.zeroCreate (count * classes)
+        let out = GC.AllocateUninitializedArray(count * classes) // every element is written
         let buffer = Linalg.ImageBuffer() // one block's rows, reused
-        for start in 0 .. Evaluate.blockSize .. count - 1 do
+        let mutable start = 0
+        while start < count do
             let rows = min count (start + Evaluate.blockSize) - start
-            let scores = Network.predict model (gather buffer values inputs start rows)
+            let scores = Network.predict model (gather buffer (values.Slice(start * inputs, rows * inputs)) inputs rows)
             let s = match scores.AsColumnMajorArray() with null -> scores.ToColumnMajorArray() | a -> a
             // Each row's softmax (the book's exp(a - max) / Σ exp(a - max)) one row at a time, in
             // scalar arithmetic: Functions.softmax vectorizes across the rows of a block, so its
@@ -102,6 +75,7 @@ module private Rows =
                     sum <- sum + e
                 for j in 0 .. classes - 1 do
                     out[o + j] <- out[o + j] / sum
+            start <- start + rows
         out
 
     /// The run with the optimizer of `specs` on the given batches of indices, one report per
@@ -167,10 +141,16 @@ type Api =
     /// The class probabilities (softmax of the scores) of one flattened image, in float32: the
     /// batch path (ProbabilitiesOfRows) on one row, so that one image gives the numbers it
     /// gives in a batch.
-    static member Probabilities(model: Model<float32>, image: float32[]) : float32[] = probabilitiesOfRows model image 1
+    static member Probabilities(model: Model<float32>, image: ReadOnlySpan<float32>) : float32[] = probabilitiesOfRows model image 1
 
     /// The class probabilities of one flattened image, in float64 (see the float32 overload).
-    static member Probabilities(model: Model<float>, image: float[]) : float[] = probabilitiesOfRows model image 1
+    static member Probabilities(model: Model<float>, image: ReadOnlySpan<float>) : float[] = probabilitiesOfRows model image 1
+
+    /// The class probabilities of one flattened image, in float32 (see the span overload).
+    static member Probabilities(model: Model<float32>, image: float32[]) : float32[] = probabilitiesOfRows model (ReadOnlySpan image) 1
+
+    /// The class probabilities of one flattened image, in float64 (see the span overload).
+    static member Probabilities(model: Model<float>, image: float[]) : float[] = probabilitiesOfRows model (ReadOnlySpan image) 1
 
     /// Accuracy on a whole dataset, in float32.
     static member Accuracy(model: Model<float32>, data: Dataset) : float = Evaluate.accuracy model data
@@ -203,10 +183,17 @@ type Api =
     /// blocks of Evaluate.blockSize rows stored as the evaluation stores images (sparse where the
     /// input storage in effect says so), each row's softmax computed alone: a sample's numbers do
     /// not depend on the others (Probabilities gives the same bits). In float32.
-    static member ProbabilitiesOfRows(model: Model<float32>, values: float32[], count: int) : float32[] = probabilitiesOfRows model values count
+    /// The values are read where they lie, block by block, with no copy of the whole.
+    static member ProbabilitiesOfRows(model: Model<float32>, values: ReadOnlySpan<float32>, count: int) : float32[] = probabilitiesOfRows model values count
 
     /// The class probabilities of `count` flattened samples, in float64 (see the float32 overload).
-    static member ProbabilitiesOfRows(model: Model<float>, values: float[], count: int) : float[] = probabilitiesOfRows model values count
+    static member ProbabilitiesOfRows(model: Model<float>, values: ReadOnlySpan<float>, count: int) : float[] = probabilitiesOfRows model values count
+
+    /// The class probabilities of `count` flattened samples, in float32 (see the span overload).
+    static member ProbabilitiesOfRows(model: Model<float32>, values: float32[], count: int) : float32[] = probabilitiesOfRows model (ReadOnlySpan values) count
+
+    /// The class probabilities of `count` flattened samples, in float64 (see the span overload).
+    static member ProbabilitiesOfRows(model: Model<float>, values: float[], count: int) : float[] = probabilitiesOfRows model (ReadOnlySpan values) count
 
     /// The confusion matrix on a whole dataset, [true class, predicted class], in float32 (Evaluate.confusion).
     static member Confusion(model: Model<float32>, data: Dataset, classes: int) : int[,] = Evaluate.confusion classes model data

@@ -71,6 +71,86 @@ let tests =
             Expect.throwsT<ArgumentOutOfRangeException> (fun () -> Sparse.gatherRows data 40 [| 10 |] (Array.zeroCreate 2) (Array.zeroCreate 40) (Array.zeroCreate<float> 40) 40 |> ignore) "row 10 of 10"
             Expect.throwsT<ArgumentException> (fun () -> Sparse.gatherRows data 40 [| 0 |] (Array.zeroCreate 2) (Array.zeroCreate 10) (Array.zeroCreate<float> 40) 40 |> ignore) "column indices too short"
         }
+        test "RowGather.sparseRows gives each row's nonzero values in column order (-0.0 left out, NaN kept), packed or one by one, float64 and float32" {
+            for rows, inputs in [ 1, 1; 3, 5; 7, 13; 2, 8; 4, 9; 5, 100; 30, 784 ] do
+                let rng = Random(rows * 1000 + inputs)
+                let values =
+                    Array.init (rows * inputs) (fun _ ->
+                        match rng.Next 20 with
+                        | 0 -> -0.0
+                        | 1 -> nan
+                        | k when k < 16 -> 0.0
+                        | _ -> rng.NextDouble() * 2.0 - 1.0)
+                // the definition: each row's values v <> 0, with their columns, row after row
+                let expected = [| for i in 0 .. rows - 1 do for j in 0 .. inputs - 1 do if values[i * inputs + j] <> 0.0 then yield j, values[i * inputs + j] |]
+                let perRow = Array.init rows (fun i -> values[i * inputs .. i * inputs + inputs - 1] |> Array.filter (fun v -> v <> 0.0) |> Array.length)
+                let limit = rows * inputs
+                // without room past the limit one value at a time; with RowGather.Room, packed
+                for room in [ 0; RowGather.Room ] do
+                    // got and want as bits (NaN equals NaN), float32 values rounded as the input was
+                    let check (label: string) (nnz: int) (rowPointers: int[]) (columns: int[]) (got: int64[]) (want: int64[]) =
+                        Expect.equal nnz expected.Length $"%s{label} %d{rows}x%d{inputs} room %d{room}: the number of nonzeros"
+                        Expect.equal columns[.. nnz - 1] (Array.map fst expected) $"%s{label} %d{rows}x%d{inputs} room %d{room}: columns"
+                        Expect.equal got[.. nnz - 1] want $"%s{label} %d{rows}x%d{inputs} room %d{room}: values, bit for bit"
+                        Expect.equal (Array.init rows (fun i -> rowPointers[i + 1] - rowPointers[i])) perRow $"%s{label} %d{rows}x%d{inputs} room %d{room}: each row's entries"
+                    let rowPointers, columns, kept = Array.zeroCreate (rows + 1), Array.zeroCreate (limit + room), Array.zeroCreate<float> (limit + room)
+                    let nnz = RowGather.sparseRows (ReadOnlySpan values) inputs rows rowPointers columns kept limit
+                    check "float64" nnz rowPointers columns (Array.map BitConverter.DoubleToInt64Bits kept) (expected |> Array.map (snd >> BitConverter.DoubleToInt64Bits))
+                    let values32 = Array.map float32 values
+                    let rowPointers32, columns32, kept32 = Array.zeroCreate (rows + 1), Array.zeroCreate (limit + room), Array.zeroCreate<float32> (limit + room)
+                    let nnz32 = RowGather.sparseRows (ReadOnlySpan values32) inputs rows rowPointers32 columns32 kept32 limit
+                    let bits32 (v: float32) = int64 (BitConverter.SingleToInt32Bits v)
+                    check "float32" nnz32 rowPointers32 columns32 (Array.map bits32 kept32) (expected |> Array.map (snd >> float32 >> bits32))
+        }
+        test "RowGather.sparseRows stops at the limit with -1, and denseColumnMajor is the row-major to column-major transpose, float64 and float32" {
+            let rng = Random(7)
+            let values = Array.init (10 * 40) (fun _ -> if rng.Next 2 = 0 then 0.0 else rng.NextDouble())
+            let nonzero = values |> Array.filter ((<>) 0.0) |> Array.length
+            for room in [ 0; RowGather.Room ] do
+                let gather limit = RowGather.sparseRows (ReadOnlySpan values) 40 10 (Array.zeroCreate 11) (Array.zeroCreate (400 + room)) (Array.zeroCreate<float> (400 + room)) limit
+                let gather32 limit = RowGather.sparseRows (ReadOnlySpan(Array.map float32 values)) 40 10 (Array.zeroCreate 11) (Array.zeroCreate (400 + room)) (Array.zeroCreate<float32> (400 + room)) limit
+                Expect.equal (gather nonzero, gather32 nonzero) (nonzero, nonzero) $"exactly at the limit, room %d{room}"
+                Expect.equal (gather (nonzero - 1), gather32 (nonzero - 1)) (-1, -1) $"one past the limit, room %d{room}"
+                Expect.equal (gather 0, gather32 0) (-1, -1) $"a limit of 0, room %d{room}"
+            Expect.throwsT<ArgumentException> (fun () -> RowGather.sparseRows (ReadOnlySpan values) 40 11 (Array.zeroCreate 12) (Array.zeroCreate 440) (Array.zeroCreate<float> 440) 440 |> ignore) "11 rows of 40 in 400 values"
+            Expect.throwsT<ArgumentException> (fun () -> RowGather.sparseRows (ReadOnlySpan values) 40 10 (Array.zeroCreate 11) (Array.zeroCreate 10) (Array.zeroCreate<float> 400) 400 |> ignore) "column indices too short"
+            for rows, inputs in [ 1, 1; 3, 5; 8, 8; 9, 17; 16, 12; 100, 784 ] do
+                let values = Array.init (rows * inputs) (fun k -> float k + 0.5)
+                let expected = Array.init (rows * inputs) (fun idx -> values[(idx % rows) * inputs + idx / rows])
+                let dense = Array.zeroCreate (rows * inputs)
+                RowGather.denseColumnMajor (ReadOnlySpan values) inputs rows dense
+                Expect.equal dense expected $"float64 %d{rows}x%d{inputs}"
+                let dense32 = Array.zeroCreate (rows * inputs)
+                RowGather.denseColumnMajor (ReadOnlySpan(Array.map float32 values)) inputs rows dense32
+                Expect.equal dense32 (Array.map float32 expected) $"float32 %d{rows}x%d{inputs}"
+        }
+        test "Api.ProbabilitiesOfRows on 1,000 MNIST test images equals the book's forward pass written out naively, float64, in every input storage" {
+            let _, test = Common.mnist.Force()
+            let n, inputs = 1000, test.PixelCount
+            let pixels = Array.init (n * inputs) (fun k -> float test.Pixels[k] / 255.0)
+            // a model with larger weights than the book's 0.01 (scores of several units, so the
+            // softmax is far from uniform) and a bias
+            let model: Model<float> = Network.init 3 0.1 Training.bookNetwork
+            let model = { model with Params = model.Params |> List.map (function Params.Affine p -> Params.Affine { p with b = p.b.Map(fun v -> v + 0.1) } | p -> p) }
+            let W1, b1, W2, b2 =
+                match model.Params |> List.choose (function Params.Affine p -> Some p | _ -> None) with
+                | [ a; b ] -> a.W, a.b, b.W, b.b
+                | _ -> failwith "two Affine layers"
+            // affine, ReLU, affine, softmax exp(a - max) / Σ exp(a - max), one sample at a time in loops
+            let expected =
+                [| for i in 0 .. n - 1 do
+                       let h = Array.init 50 (fun j -> max 0.0 (b1[j] + Seq.sum (seq { for p in 0 .. inputs - 1 -> pixels[i * inputs + p] * W1[p, j] })))
+                       let a = Array.init 10 (fun c -> b2[c] + Seq.sum (seq { for j in 0 .. 49 -> h[j] * W2[j, c] }))
+                       let m = Array.max a
+                       let e = a |> Array.map (fun v -> exp (v - m))
+                       yield! e |> Array.map (fun v -> v / Array.sum e) |]
+            for storage in [ Linalg.InputStorage.Auto; Linalg.InputStorage.Sparse; Linalg.InputStorage.Dense ] do
+                for backend in [ Linalg.Backend.Managed; Linalg.Backend.Auto ] do
+                    let got = Linalg.using (Linalg.settings backend storage 1) (fun () -> Interop.Api.ProbabilitiesOfRows(model, ReadOnlySpan pixels, n))
+                    Expect.equal got.Length expected.Length "count × classes"
+                    let worst = Array.fold2 (fun w u v -> max w (abs (u - v))) 0.0 got expected
+                    Expect.isLessThan worst 1e-12 $"%A{backend}, %A{storage}: the largest difference"
+        }
         test "mulAddRow equals A · W + bias, and mulTN equals Aᵀ · D, in float64 and float32, for every shape" {
             for m, k, n in shapes do
                 let a, rowPointers, columns, values = compressed (m * k + n) m k 0.8

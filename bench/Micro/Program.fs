@@ -109,38 +109,54 @@ type AffineBench() =
     member _.BackwardDouble() = Linalg.using settings (fun () -> Affine.backward cache64 dout64)
 
 /// Predicting the 10,000 MNIST test images through the C# facade (the book's 784-50-10 network,
-/// float32, the default settings): one Predict call per image against one batch Predict call
-/// (blocks of 100 rows stored as an evaluation stores them), and the evaluation itself
-/// (Accuracy: the trainer's path, from the image bytes, argmax instead of softmax) for scale.
-/// ShippingTests checks that the batch and the single calls give the same numbers.
+/// trained a little, the default settings), in float32 (a Single network fed floats) and float64
+/// (a Double network fed doubles): one Predict call per image against one batch Predict call
+/// (the rows read in place, in blocks of 100 stored as an evaluation stores them), and the
+/// evaluation itself (Accuracy: the trainer's path, from the image bytes, argmax instead of
+/// softmax) for scale. ShippingTests checks that the batch and the single calls give the same numbers.
 [<MemoryDiagnoser>]
 type PredictBench() =
     let mutable network = Unchecked.defaultof<Backprop.NeuralNetwork>
     let mutable test = Unchecked.defaultof<Backprop.ImageSet>
     let mutable images: float32[][] = null
     let mutable flat: float32[] = null
+    let mutable wideImages: float[][] = null
+    let mutable wideFlat: float[] = null
+
+    /// Single: a float32 network, Predict on floats; Double: a float64 network, Predict on doubles.
+    [<Params("Single", "Double")>]
+    member val Precision = "" with get, set
 
     [<GlobalSetup>]
-    member _.Setup() =
+    member this.Setup() =
         let mnist = Backprop.Mnist.Load()
+        let precision = if this.Precision = "Double" then Backprop.Precision.Double else Backprop.Precision.Single
         // Trained a little, so that ReLU passes a realistic share of units.
-        let untrained = Backprop.Network.Create(784).Affine(50).ReLU().Affine(10).SoftmaxWithLoss().Build()
+        let untrained = Backprop.Network.Create(784).Affine(50).ReLU().Affine(10).SoftmaxWithLoss().WithPrecision(precision).Build()
         network <- Backprop.Trainer.Create().WithIterations(300).Train(untrained, mnist.Train.Take(6000)).Model
         test <- mnist.Test
         images <- Array.init mnist.Test.Count mnist.Test.GetImage
         flat <- Array.concat images
+        wideImages <- images |> Array.map (Array.map float)
+        wideFlat <- Array.concat wideImages
 
     /// 10,000 calls of Predict(image).
     [<Benchmark(Baseline = true)>]
-    member _.PredictOneByOne() =
-        let mutable sum = 0.0f
-        for image in images do
-            sum <- sum + (network.Predict(ReadOnlySpan image))[0]
+    member this.PredictOneByOne() =
+        let mutable sum = 0.0
+        if this.Precision = "Double" then
+            for image in wideImages do
+                sum <- sum + (network.Predict(ReadOnlySpan image))[0]
+        else
+            for image in images do
+                sum <- sum + float (network.Predict(ReadOnlySpan image)).[0]
         sum
 
     /// One call of Predict(images, 10000).
     [<Benchmark>]
-    member _.PredictBatch() = network.Predict(ReadOnlySpan flat, images.Length)
+    member this.PredictBatch() =
+        if this.Precision = "Double" then (network.Predict(ReadOnlySpan wideFlat, wideImages.Length))[0]
+        else float (network.Predict(ReadOnlySpan flat, images.Length)).[0]
 
     /// The trainer's evaluation of the same images (Accuracy(test): blocks of 100 gathered from bytes, argmax).
     [<Benchmark>]

@@ -60,7 +60,7 @@ module Sparse =
 
     /// For each 8-bit mask, the positions of its set bits in order (the rest 0): the lane
     /// permutation that packs the nonzero lanes of a group of 8 to the front.
-    let private packing: int[] =
+    let internal packing: int[] =
         Array.init (256 * 8) (fun idx ->
             let mask, lane = idx / 8, idx % 8
             let set = [| for b in 0 .. 7 do if mask &&& (1 <<< b) <> 0 then yield b |]
@@ -164,7 +164,7 @@ module Sparse =
     /// (column-major is the same with the roles of rows and columns swapped). Blocks of 8 × 8
     /// (float32) or 4 × 4 (float64) go through AVX registers where the CPU has AVX; the rest
     /// element by element.
-    let private transpose<'T when 'T: unmanaged> (src: nativeptr<'T>) (rows: int) (columns: int) (ld: int) (dst: nativeptr<'T>) (dstLd: int) =
+    let internal transpose<'T when 'T: unmanaged> (src: nativeptr<'T>) (rows: int) (columns: int) (ld: int) (dst: nativeptr<'T>) (dstLd: int) =
         let b = if not Avx.IsSupported then 1 elif Type.op_Equality(typeof<'T>, typeof<float32>) then 8 elif Type.op_Equality(typeof<'T>, typeof<float>) then 4 else 1
         let rowsInBlocks, columnsInBlocks = rows / b * b, columns / b * b
         if b > 1 then
