@@ -95,6 +95,7 @@ let private backgroundFailures =
 /// anywhere (it is taken out before parsing).
 [<EntryPoint>]
 let main argv =
+    if Relaunch.wanted argv then Relaunch.relaunch argv // returns only if it could not
     backgroundFailures.Force()
     let trace = wantsTrace argv
     // --verbose may come anywhere: `train` takes it as its own option (the garbage collector's
