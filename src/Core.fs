@@ -478,9 +478,10 @@ module Dropout =
         let s = start key
         let threshold = uint64 (floor (ratio * 9007199254740992.0))
         let out = Array.zeroCreate (rows * columns)
-        for i in 0 .. rows - 1 do
-            for j in 0 .. columns - 1 do
-                out[j * rows + i] <- if (mix (s + (uint64 (i * columns + j) + 1UL) * 0x9E3779B97F4A7C15UL) >>> 11) > threshold then 1uy else 0uy
+        for j in 0 .. columns - 1 do
+            for i in 0 .. rows - 1 do
+                let bits = mix (s + (uint64 (i * columns + j) + 1UL) * 0x9E3779B97F4A7C15UL) >>> 11
+                out[j * rows + i] <- byte ((threshold - bits) >>> 63) // 1 when bits > threshold (both below 2⁵³), without a branch
         out
 
     /// The mask of a rows × columns input under the key: 1 where the uniform number is above the
