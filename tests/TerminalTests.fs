@@ -133,6 +133,38 @@ let tests =
             Expect.stringContains out $"wrote: {model} (interrupted: the parameters after step " "the model written"
             Expect.equal ((Backprop.Core.Npz.read model).Metadata["stopped_by"].GetValue<string>()) "SIGTERM" "the file says so"
         }
+        test "train started as its own executable relaunches itself once with the gen0 floor (same process id: SIGTERM still stops it, exit 143); a floor the user set is kept" {
+            let apphost = Path.Combine(AppContext.BaseDirectory, "Backprop.Cli")
+            if not (File.Exists apphost) || OperatingSystem.IsWindows() then skiptest "no Backprop.Cli executable beside the tests"
+            let run (floor: string option) (stop: bool) =
+                let psi = ProcessStartInfo(apphost, RedirectStandardOutput = true, RedirectStandardError = true)
+                for a in [ "train"; "--hidden"; "100"; "--iters"; (if stop then "100000" else "5"); "--verbose"; "--data"; mnistDir ] do
+                    psi.ArgumentList.Add a
+                psi.Environment.Remove "DOTNET_GCgen0size" |> ignore
+                floor |> Option.iter (fun f -> psi.Environment["DOTNET_GCgen0size"] <- f)
+                use p = Process.Start psi
+                let err = p.StandardError.ReadToEndAsync()
+                let head = Text.StringBuilder()
+                if stop then
+                    let mutable line = p.StandardOutput.ReadLine()
+                    while not (isNull line || line.StartsWith "  data ") do
+                        head.AppendLine line |> ignore
+                        line <- p.StandardOutput.ReadLine()
+                    head.AppendLine line |> ignore
+                    Threading.Thread.Sleep 500
+                    use kill = Process.Start("kill", $"-TERM {p.Id}") // the id Process.Start saw: execve keeps it
+                    kill.WaitForExit()
+                let out = head.ToString() + p.StandardOutput.ReadToEnd()
+                p.WaitForExit()
+                p.ExitCode, out, err.Result
+            let code, out, err = run None true
+            Expect.equal code 143 $"SIGTERM to the started process id stops the relaunched one: {err}"
+            Expect.stringContains out "gen0 floor 0x2000000 (DOTNET_GCgen0size)" "the relaunched process has the floor"
+            Expect.equal (Regex.Matches(out, "  data ").Count) 1 "the header once: the relaunch happens before anything is printed"
+            let code, out, err = run (Some "0x1000000") false
+            Expect.equal code 0 $"exit code: {err}"
+            Expect.stringContains out "gen0 floor 0x1000000 (DOTNET_GCgen0size)" "the user's floor kept"
+        }
         test "the status line's rate is recent, not the average since the start" {
             let rate = Backprop.Cli.Progress.RecentRate 3.0
             let mutable last = nan

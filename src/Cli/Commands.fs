@@ -686,8 +686,9 @@ let train (args: ParseResults<TrainArgs>) =
     | Some l, Some dir -> for file in l.Write(dir, title) do printfn $"wrote: {file}"
     | _ -> ()
     if verbose then
+        let floor = Environment.GetEnvironmentVariable "DOTNET_GCgen0size" |> Option.ofObj |> Option.defaultValue "none"
         printfn
-            $"garbage collections %d{GC.CollectionCount 0}/%d{GC.CollectionCount 1}/%d{GC.CollectionCount 2} (gen0/1/2), paused %.2f{GC.GetTotalPauseDuration().TotalSeconds}s, peak working set %d{Process.GetCurrentProcess().PeakWorkingSet64 / 1048576L} MB"
+            $"garbage collections %d{GC.CollectionCount 0}/%d{GC.CollectionCount 1}/%d{GC.CollectionCount 2} (gen0/1/2), paused %.2f{GC.GetTotalPauseDuration().TotalSeconds}s, peak working set %d{Process.GetCurrentProcess().PeakWorkingSet64 / 1048576L} MB, gen0 floor {floor} (DOTNET_GCgen0size)"
     match ending with
     | Diverged(step, loss) ->
         let what = if Double.IsNaN loss then "NaN" else "infinite"
