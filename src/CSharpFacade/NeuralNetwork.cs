@@ -98,7 +98,7 @@ public sealed class NeuralNetwork
     /// The class probabilities for <paramref name="count"/> samples at once, computed as an
     /// evaluation is (blocks of 100 rows read in place from <paramref name="images"/>, no copy of the
     /// whole; the zeros skipped where most values are 0; inference mode: BatchNorm's running
-    /// statistics, Dropout's scaling): on the 10,000 MNIST test images 4.4 to 8.1 times faster (runs on a shared machine) than
+    /// statistics, Dropout's scaling): on the 10,000 MNIST test images 7.2 times faster in float and 5.3 in double on a quiet machine (4.4 to 8.1 under load from other processes) than
     /// <see cref="Predict(ReadOnlySpan{float})"/> on each sample (docs/PERFORMANCE.md). A sample gets the numbers
     /// <see cref="Predict(ReadOnlySpan{float})"/> gives it: the same bits in double and on the managed
     /// backend; in float on OpenBLAS, whose 1-row product sums in another order, within 1e-5
