@@ -113,18 +113,7 @@ public sealed class NeuralNetwork
     {
         CheckRows(images.Length, count);
         if (Single is not null) return Api.ProbabilitiesOfRows(Single, images, count); // read in place, no copy
-        var p = new float[(long)count * Classes];
-        var wide = new double[Math.Min(count, ConvertedRows) * Inputs];
-        for (var start = 0; start < count; start += ConvertedRows)
-        {
-            var rows = Math.Min(ConvertedRows, count - start);
-            var block = wide.AsSpan(0, rows * Inputs);
-            var from = images.Slice(start * Inputs, rows * Inputs);
-            for (var i = 0; i < block.Length; i++) block[i] = from[i];
-            var q = Api.ProbabilitiesOfRows(Double!, block, rows);
-            for (var k = 0; k < q.Length; k++) p[start * Classes + k] = (float)q[k];
-        }
-        return p;
+        return PredictConverted<float, double>(images, count, (rows, n) => Api.ProbabilitiesOfRows(Double!, rows, n));
     }
 
     /// <summary>The class probabilities for <paramref name="count"/> samples at once, in double precision (see <see cref="Predict(ReadOnlySpan{double})"/>).</summary>
@@ -137,16 +126,31 @@ public sealed class NeuralNetwork
     {
         CheckRows(images.Length, count);
         if (Double is not null) return Api.ProbabilitiesOfRows(Double, images, count); // read in place, no copy
-        var p = new double[(long)count * Classes];
-        var narrow = new float[Math.Min(count, ConvertedRows) * Inputs];
+        return PredictConverted<double, float>(images, count, (rows, n) => Api.ProbabilitiesOfRows(Single!, rows, n));
+    }
+
+    /// <summary>The probabilities of <paramref name="count"/> rows for a network of another precision.</summary>
+    private delegate T[] RowsPredictor<T>(ReadOnlySpan<T> rows, int count);
+
+    /// <summary>
+    /// A batch for the network of the other precision: the rows converted <see cref="ConvertedRows"/>
+    /// at a time (each value cast, as <c>(float)</c> or <c>(double)</c> does; not one converted copy
+    /// of the whole batch), each block predicted, the probabilities cast back.
+    /// </summary>
+    private TIn[] PredictConverted<TIn, TNet>(ReadOnlySpan<TIn> images, int count, RowsPredictor<TNet> predict)
+        where TIn : System.Numerics.INumberBase<TIn>
+        where TNet : System.Numerics.INumberBase<TNet>
+    {
+        var p = new TIn[(long)count * Classes];
+        var converted = new TNet[Math.Min(count, ConvertedRows) * Inputs];
         for (var start = 0; start < count; start += ConvertedRows)
         {
             var rows = Math.Min(ConvertedRows, count - start);
-            var block = narrow.AsSpan(0, rows * Inputs);
+            var block = converted.AsSpan(0, rows * Inputs);
             var from = images.Slice(start * Inputs, rows * Inputs);
-            for (var i = 0; i < block.Length; i++) block[i] = (float)from[i];
-            var q = Api.ProbabilitiesOfRows(Single!, block, rows);
-            for (var k = 0; k < q.Length; k++) p[start * Classes + k] = q[k];
+            for (var i = 0; i < block.Length; i++) block[i] = TNet.CreateTruncating(from[i]);
+            var q = predict(block, rows);
+            for (var k = 0; k < q.Length; k++) p[start * Classes + k] = TIn.CreateTruncating(q[k]);
         }
         return p;
     }
