@@ -465,11 +465,13 @@ module Dropout =
     /// The start of the key's generator: mix(seed · 2³² + counter).
     let private start (key: DropoutKey) : uint64 = mix ((uint64 key.Seed <<< 32) ||| uint64 key.Counter)
 
+    /// The 53 high bits of the index-th output of the generator from start.
+    let inline private bits (start: uint64) (index: int) = mix (start + (uint64 index + 1UL) * 0x9E3779B97F4A7C15UL) >>> 11
+
     /// The uniform number in [0, 1) behind mask element `index` (row-major: row · columns +
     /// column) under the key: the index-th output of a SplitMix64 generator started at
     /// mix(seed · 2³² + counter), its 53 high bits over 2⁵³.
-    let uniform (key: DropoutKey) (index: int) : float =
-        float (mix (start key + (uint64 index + 1UL) * 0x9E3779B97F4A7C15UL) >>> 11) * (1.0 / 9007199254740992.0)
+    let uniform (key: DropoutKey) (index: int) : float = float (bits (start key) index) * (1.0 / 9007199254740992.0)
 
     /// Which units of a rows × columns input are kept under the key, in column-major order: 1
     /// where `uniform key (i · columns + j) > ratio` for element (i, j), else 0; compared as
@@ -480,8 +482,7 @@ module Dropout =
         let out = Array.zeroCreate (rows * columns)
         for j in 0 .. columns - 1 do
             for i in 0 .. rows - 1 do
-                let bits = mix (s + (uint64 (i * columns + j) + 1UL) * 0x9E3779B97F4A7C15UL) >>> 11
-                out[j * rows + i] <- byte ((threshold - bits) >>> 63) // 1 when bits > threshold (both below 2⁵³), without a branch
+                out[j * rows + i] <- byte ((threshold - bits s (i * columns + j)) >>> 63) // 1 when bits > threshold (both below 2⁵³), without a branch
         out
 
     /// The mask of a rows × columns input under the key: 1 where the uniform number is above the
