@@ -55,13 +55,14 @@ for line in open(f'{out}/rows.txt').read().split('\n'):
     flops = floor_flops([INPUTS] + hidden + [CLASSES], batch)
     floor_s = flops / (rates['dgemm' if dtype == 'float64' else 'sgemm'] * 1e9)
     trains = [x for x in runs['train'] if x]
+    fastest = min((med[k] for k in KINDS[:3] if med[k]), default=None)  # the fastest peer's median time
     table.append(dict(
         row=row, hidden=' '.join(map(str, hidden)), depth=len(hidden) + 1, batch=batch, dtype=dtype,
         numpy_s=med['numpy'], torch1_s=med['torch1'], torch2_s=med['torch2'], train_s=med['train'],
         train_over_fastest_peer=statistics.median(ratios) if ratios else None,
         floor_s=floor_s, train_over_floor=med['train'] / floor_s if med['train'] else None,
-        peer_gflops=flops / 1e9 / min(p for p in (med['numpy'], med['torch1'], med['torch2']) if p) if any((med['numpy'], med['torch1'], med['torch2'])) else None,
-        target_over_floor=0.5 * min(p for p in (med['numpy'], med['torch1'], med['torch2']) if p) / floor_s if any((med['numpy'], med['torch1'], med['torch2'])) else None,
+        peer_gflops=flops / 1e9 / fastest if fastest else None,
+        target_over_floor=0.5 * fastest / floor_s if fastest else None,
         train_rss_mb=max(x[1] for x in trains) if trains else None,
         train_test_acc=trains[-1][2] if trains else None, floor_gflop=flops / 1e9))
 
