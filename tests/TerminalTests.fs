@@ -161,9 +161,46 @@ let tests =
             Expect.equal code 143 $"SIGTERM to the started process id stops the relaunched one: {err}"
             Expect.stringContains out "gen0 floor 0x2000000 (DOTNET_GCgen0size)" "the relaunched process has the floor"
             Expect.equal (Regex.Matches(out, "  data ").Count) 1 "the header once: the relaunch happens before anything is printed"
+            Expect.stringContains out "region size default (DOTNET_GCRegionSize)" "784-100-10 keeps the default regions"
             let code, out, err = run (Some "0x1000000") false
             Expect.equal code 0 $"exit code: {err}"
             Expect.stringContains out "gen0 floor 0x1000000 (DOTNET_GCgen0size)" "the user's floor kept"
+        }
+        test "train relaunches a wide network with 32 MB collector regions, and a narrow one without" {
+            let apphost = Path.Combine(AppContext.BaseDirectory, "Backprop.Cli")
+            if not (File.Exists apphost) || OperatingSystem.IsWindows() then skiptest "no Backprop.Cli executable beside the tests"
+            let regions (hidden: string) =
+                let psi = ProcessStartInfo(apphost, RedirectStandardOutput = true, RedirectStandardError = true)
+                for a in [ "train"; "--hidden"; hidden; "--iters"; "2"; "--eval-sample"; "100"; "--verbose"; "--data"; mnistDir ] do
+                    psi.ArgumentList.Add a
+                for v in [ "DOTNET_GCgen0size"; "DOTNET_GCRegionSize" ] do psi.Environment.Remove v |> ignore
+                use p = Process.Start psi
+                let err = p.StandardError.ReadToEndAsync()
+                let out = p.StandardOutput.ReadToEnd()
+                p.WaitForExit()
+                Expect.equal p.ExitCode 0 $"exit code: {err.Result}"
+                Regex.Match(out, "region size (\\S+) \\(DOTNET_GCRegionSize\\)").Groups[1].Value
+            Expect.equal (regions "1000") "0x2000000" "784-1000-10 (W1 3.1 MB)"
+            Expect.equal (regions "50") "default" "the book's 784-50-10"
+        }
+        test "the width that asks for larger regions: the largest weight matrix from --hidden, --precision or --init-from's file" {
+            let widest (args: string) = Backprop.Cli.Relaunch.widestWeights (args.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            // 784 inputs and 10 classes (MNIST); 4 bytes an entry, 8 in float64
+            Expect.equal (widest "train") (784L * 50L * 4L) "the book's recipe: W1 is 784 x 50"
+            Expect.equal (widest "train --hidden 1000 --iters 5") (784L * 1000L * 4L) "784-1000-10"
+            Expect.equal (widest "train --hidden 100 2000 --precision double") (100L * 2000L * 8L) "W2 of 784-100-2000-10 is the largest"
+            Expect.equal (widest "train --hidden --iters 5") (784L * 10L * 4L) "no hidden layer"
+            Expect.equal (widest "evaluate --hidden 1000") 0L "only train"
+            Expect.isTrue (Backprop.Cli.Relaunch.wide [| "train"; "--hidden"; "300"; "--precision"; "double" |]) "784-300-10 in float64: 1.9 MB"
+            Expect.isFalse (Backprop.Cli.Relaunch.wide [| "train"; "--hidden"; "300" |]) "784-300-10 in float32: 0.94 MB"
+            Expect.isFalse (Backprop.Cli.Relaunch.wide [| "train"; "--hidden"; "100"; "100"; "100"; "100"; "--precision"; "double" |]) "chapter 6's 784-100x4-10"
+            let file = Path.GetTempFileName()
+            try
+                File.WriteAllBytes(file, Array.zeroCreate 2_000_000)
+                Expect.equal (widest $"train --init-from {file}") 2_000_000L "a starting model: its length"
+                Expect.equal (widest $"train --init-from {file} --hidden 50") (784L * 50L * 4L) "--hidden given: the sizes"
+            finally
+                File.Delete file
         }
         test "the status line's rate is recent, not the average since the start" {
             let rate = Backprop.Cli.Progress.RecentRate 3.0

@@ -687,8 +687,9 @@ let train (args: ParseResults<TrainArgs>) =
     | _ -> ()
     if verbose then
         let floor = Environment.GetEnvironmentVariable "DOTNET_GCgen0size" |> Option.ofObj |> Option.defaultValue "none"
+        let regions = Environment.GetEnvironmentVariable "DOTNET_GCRegionSize" |> Option.ofObj |> Option.defaultValue "default"
         printfn
-            $"garbage collections %d{GC.CollectionCount 0}/%d{GC.CollectionCount 1}/%d{GC.CollectionCount 2} (gen0/1/2), paused %.2f{GC.GetTotalPauseDuration().TotalSeconds}s, peak working set %d{Process.GetCurrentProcess().PeakWorkingSet64 / 1048576L} MB, gen0 floor {floor} (DOTNET_GCgen0size)"
+            $"garbage collections %d{GC.CollectionCount 0}/%d{GC.CollectionCount 1}/%d{GC.CollectionCount 2} (gen0/1/2), paused %.2f{GC.GetTotalPauseDuration().TotalSeconds}s, peak working set %d{Process.GetCurrentProcess().PeakWorkingSet64 / 1048576L} MB, gen0 floor {floor} (DOTNET_GCgen0size), region size {regions} (DOTNET_GCRegionSize)"
     match ending with
     | Diverged(step, loss) ->
         let what = if Double.IsNaN loss then "NaN" else "infinite"
