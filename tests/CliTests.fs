@@ -50,6 +50,12 @@ let tests =
     // In sequence: each test redirects the process's standard output and error (Console.SetOut).
     // (The settings the commands choose apply to their own run alone: other tests run meanwhile.)
     testSequencedGroup Common.console <| testList "cli" [
+        test "the argument types pass Argu's structure check (the program skips it at start-up)" {
+            // Argu raises ArguException for a malformed structure (duplicate names, a subcommand
+            // with a bad shape, ...): Program.main creates its parser with checkStructure = false.
+            let parser = Argu.ArgumentParser.Create<Backprop.Cli.Args.Command>(programName = "backprop", checkStructure = true)
+            Expect.isNonEmpty (parser.GetSubCommandParsers()) "the subcommands are there"
+        }
         test "demo prints the shopping numbers" {
             let code, out, _ = run [ "demo" ]
             Expect.equal code 0 "exit code"

@@ -103,7 +103,9 @@ let main argv =
     let argv = normalize argv
     let argv = if Array.tryHead argv = Some "train" then argv else argv |> Array.filter (fun a -> a <> "--verbose")
     guard trace (fun () ->
-        let parser = ArgumentParser.Create<Command>(programName = "backprop")
+        // The structure of the argument types is checked by a test (tests/CliTests.fs), not on
+        // every start: checking it costs about 40 ms of reflection per run.
+        let parser = ArgumentParser.Create<Command>(programName = "backprop", checkStructure = false)
         try
             if argv = [| "--version" |] then
                 printfn $"backprop {version}"
