@@ -37,21 +37,21 @@ let variable, value = "DOTNET_GCgen0size", "0x2000000"
 let regionVariable, regionValue = "DOTNET_GCRegionSize", "0x2000000"
 
 /// The largest weight matrix that `train` with these arguments makes, in bytes, estimated before
-/// anything is parsed or read: from `--hidden` (default 50; no sizes: no hidden layer), MNIST's
-/// 784 inputs and 10 classes and `--precision` (double: 8 bytes an entry, else 4); with
-/// `--init-from FILE` and no `--hidden`, the file's length (all of its arrays, so at least its
-/// largest). 0 for any other command.
+/// the arguments are parsed or anything is read: from `--hidden`'s sizes as `train` reads them
+/// (Commands.hiddenSizes: 50 when absent, `none` for no hidden layer; sizes it would refuse, or
+/// none at all, count as no hidden layer), MNIST's 784 inputs and 10 classes and `--precision`
+/// (double: 8 bytes an entry, else 4); with `--init-from FILE` and no `--hidden`, the file's
+/// length (all of its arrays, so at least its largest). 0 for any other command.
 let widestWeights (argv: string[]) : int64 =
     let after (name: string) = argv |> Array.tryFindIndex ((=) name) |> Option.map (fun i -> argv[i + 1 ..])
     let bytes = if after "--precision" |> Option.bind Array.tryHead = Some "double" then 8L else 4L
-    let sizes =
-        after "--hidden"
-        |> Option.map (Array.takeWhile (fun a -> fst (Int32.TryParse a)) >> Array.map int64)
-    match Array.tryHead argv, sizes, after "--init-from" |> Option.bind Array.tryHead with
+    let given = after "--hidden" |> Option.map (Array.takeWhile (fun a -> not (a.StartsWith "--")) >> List.ofArray)
+    match Array.tryHead argv, given, after "--init-from" |> Option.bind Array.tryHead with
     | Some "train", None, Some file -> (try FileInfo(file).Length with _ -> 0L)
-    | Some "train", sizes, _ ->
-        let layers = Array.concat [ [| 784L |]; defaultArg sizes [| 50L |]; [| 10L |] ]
-        (layers |> Array.pairwise |> Array.map (fun (a, b) -> a * b) |> Array.max) * bytes
+    | Some "train", given, _ ->
+        let hidden = try Commands.hiddenSizes given with _ -> []
+        let layers = 784L :: List.map int64 hidden @ [ 10L ]
+        (layers |> List.pairwise |> List.map (fun (a, b) -> a * b) |> List.max) * bytes
     | _ -> 0L
 
 /// Whether the arguments ask for a network wide enough for the larger regions: a weight matrix
