@@ -367,17 +367,27 @@ public sealed class ShippingTests : IClassFixture<TrainedFixture>
     [Fact]
     public async Task TrainAsync_SameRunAsTrain_OnAThreadPoolThread()
     {
+        // The caller's thread id is no test: an async test itself runs on a pool thread, which the
+        // pool may hand the training to once the caller awaits. What "off the caller" means is that
+        // TrainAsync returns while training is still going: the first report waits on a gate that
+        // is only opened after TrainAsync has returned. Run on the caller, it would wait out the
+        // 30 s timeout and record false.
         var trainer = Trainer.Create().WithIterations(120).WithSeed(5);
         var train = mnist.Train.Take(3000);
-        var threads = new List<int>();
-        var progress = new SynchronousProgress<EpochReport>(_ => threads.Add(Environment.CurrentManagedThreadId));
-        var caller = Environment.CurrentManagedThreadId;
-        var viaTask = await trainer.TrainAsync(TrainedFixture.Build(), train, mnist.Test.Take(300), progress);
+        using var gate = new ManualResetEventSlim();
+        var reports = new List<(bool GateOpened, bool PoolThread, int Thread)>();
+        var progress = new SynchronousProgress<EpochReport>(_ =>
+            reports.Add((gate.Wait(TimeSpan.FromSeconds(30)), Thread.CurrentThread.IsThreadPoolThread, Environment.CurrentManagedThreadId)));
+        var task = trainer.TrainAsync(TrainedFixture.Build(), train, mnist.Test.Take(300), progress);
+        Assert.False(task.IsCompleted);
+        gate.Set();
+        var viaTask = await task;
         var direct = trainer.Train(TrainedFixture.Build(), train, mnist.Test.Take(300));
         Assert.Equal(direct.History.SelectMany(r => r.Losses), viaTask.History.SelectMany(r => r.Losses));
         Assert.Equal(direct.History.Select(r => r.TestAccuracy), viaTask.History.Select(r => r.TestAccuracy));
-        Assert.All(threads, t => Assert.NotEqual(caller, t));
-        Assert.True(threads.Count == 4 && threads.Distinct().Count() == 1);
+        Assert.Equal(4, reports.Count);
+        Assert.All(reports, r => Assert.True(r.GateOpened && r.PoolThread));
+        Assert.Single(reports.Select(r => r.Thread).Distinct());
     }
 
     [Fact]
