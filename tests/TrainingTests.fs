@@ -48,6 +48,24 @@ let tests =
             Expect.equal overlapped sequential "same epochs, losses and accuracies"
             Expect.equal (sequential |> List.map (fun (e, i, _, _, _) -> e, i)) [ 1, 30; 2, 60; 3, 90; 4, 95 ] "four epochs"
         }
+        test "Evaluate.predictions: in two halves on two cores, one thread, and image by image, the same classes" {
+            let train, _ = mnist.Force()
+            // 1,050 images: an odd number of 100-image blocks and a partial last block
+            let images = Dataset.take 1050 train
+            let model: Model<float> = Network.init 7 0.1 [ Layer.Affine(784, 30); Layer.Relu; Layer.Affine(30, 10) ]
+            let twoCores = Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 2) (fun () -> Evaluate.predictions model images)
+            let oneThread = Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 1) (fun () -> Evaluate.predictions model images)
+            // the reference: each image alone, as a 1-row batch, its largest score by hand
+            let alone =
+                [| for i in 0 .. images.Count - 1 ->
+                       let x, _ = Dataset.batch images [| i |]
+                       let scores = Network.predict model x
+                       [ 0 .. 9 ] |> List.maxBy (fun c -> scores[0, c]) |]
+            Expect.equal twoCores.Length 1050 "one class per image"
+            Expect.equal twoCores alone "two halves = image by image"
+            Expect.equal oneThread alone "one thread = image by image"
+            Expect.isGreaterThan (Array.distinct alone).Length 2 "not one class for every image"
+        }
         test "sampling: sequential takes the images in order, shuffle each once an epoch" {
             let sequential = Training.batchesBy Sampling.Sequential 1 4 10 |> Seq.take 3 |> Seq.toList
             Expect.equal sequential [ [| 0; 1; 2; 3 |]; [| 4; 5; 6; 7 |]; [| 8; 9; 0; 1 |] ] "in order, wrapping"

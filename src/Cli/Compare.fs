@@ -427,7 +427,7 @@ let run (args: ParseResults<CompareArgs>) : int =
     // One thread per product: the experiments run their independent networks on the two cores
     // themselves (Array.Parallel), which gives the same numbers as one after the other.
     Linalg.using (Linalg.settings Linalg.Backend.Auto Linalg.InputStorage.Auto 1) <| fun () ->
-    let train, test = Mnist.load dataDir
+    let train, test = Preload.loadData dataDir
     if train.PixelCount <> 784 then raise (DataError(dataDir, $"images of %d{train.Rows}x%d{train.Columns} pixels; the book's experiments take 28x28 (784 inputs)"))
     let write (png: byte[]) = out |> Option.iter (fun file -> SafeWrite.bytes file png; printfn $"wrote: {file}")
     match experiment with

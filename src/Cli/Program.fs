@@ -96,6 +96,7 @@ let private backgroundFailures =
 [<EntryPoint>]
 let main argv =
     if Relaunch.wanted argv then Relaunch.relaunch argv // returns only if it could not
+    Preload.start argv
     backgroundFailures.Force()
     let trace = wantsTrace argv
     // --verbose may come anywhere: `train` takes it as its own option (the garbage collector's
