@@ -81,6 +81,7 @@ let tests =
             let code, out, _ = run [ "train"; "--iters"; "5"; "--verbose"; "--data"; mnistDir ]
             Expect.equal code 0 "--verbose"
             Expect.stringContains out "garbage collections " "--verbose prints the collector's figures"
+            Expect.stringContains out "second core: " "and the second core's"
         }
         test "gradcheck prints W1, b1, W2, b2 below 1e-9 with two-digit exponents, then ok" {
             let code, out, _ = run [ "gradcheck"; "--hidden"; "10"; "--data"; mnistDir ]

@@ -722,6 +722,8 @@ let train (args: ParseResults<TrainArgs>) =
         let regions = Environment.GetEnvironmentVariable "DOTNET_GCRegionSize" |> Option.ofObj |> Option.defaultValue "default"
         printfn
             $"garbage collections %d{GC.CollectionCount 0}/%d{GC.CollectionCount 1}/%d{GC.CollectionCount 2} (gen0/1/2), paused %.2f{GC.GetTotalPauseDuration().TotalSeconds}s, peak working set %d{Process.GetCurrentProcess().PeakWorkingSet64 / 1048576L} MB, gen0 floor {floor} (DOTNET_GCgen0size), region size {regions} (DOTNET_GCRegionSize)"
+        let helped, takenBack, waited = Backend.Halves.statistics ()
+        printfn $"second core: %d{helped} pieces of work done by the helper thread, %d{takenBack} taken back by their owner, %.2f{waited}s spent waiting for the helper to finish a piece"
     match ending with
     | Diverged(step, loss) ->
         let what = if Double.IsNaN loss then "NaN" else "infinite"
