@@ -92,10 +92,13 @@ module Evaluate =
     let blockSize = 100
 
     /// The predicted class of images first .. last - 1 of d, block by block from first.
+    /// The model does not change meanwhile: its first layer's W is transposed for the sparse
+    /// products once, not for every block (Backend.Sparse.withFixedWeights).
     let inline private predictionsIn (model: Model< ^T >) (d: Dataset) (first: int) (last: int) : int[] =
         let buffer = Linalg.ImageBuffer() // one block's images, reused
-        [| for start in first .. blockSize .. last - 1 do
-               yield! Network.argmax (Network.predict model (Dataset.imagesInto buffer d [| start .. min last (start + blockSize) - 1 |])) |]
+        Backend.Sparse.withFixedWeights (fun () ->
+            [| for start in first .. blockSize .. last - 1 do
+                   yield! Network.argmax (Network.predict model (Dataset.imagesInto buffer d [| start .. min last (start + blockSize) - 1 |])) |])
 
     /// The predicted class of every image of d, computed block by block in inference mode. Where
     /// a second core is free (Backend.Halves.splitPays: the training waiting for its last

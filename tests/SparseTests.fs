@@ -258,6 +258,58 @@ let tests =
                 Expect.isLessThan (worst (Array.map float out32) expected) (1e-5 * scale) $"float32 A·W + b, width %d{n}"
                 Expect.isLessThan (worst (Array.map float outTN32) expectedTN) (1e-5 * float m) $"float32 Aᵀ·D, width %d{n}"
         }
+        test "withFixedWeights (W read from one row-major copy): A·W + b equals the definition and, bit for bit, the tile-by-tile product, widths 1 to 2000, every shape" {
+            let m, k = 100, 784
+            let a, rowPointers, columns, values = compressed 23 m k 0.81
+            let cases =
+                [ for n in widths -> m, k, n, rowPointers, columns, values ]
+                @ [ for (m, k, n) in shapes ->
+                        let _, rp, cs, vs = compressed (m + k + n) m k 0.7
+                        m, k, n, rp, cs, vs ]
+            for (m, k, n, rowPointers, columns, values) in cases do
+                let rng = Random(n + 1)
+                let W = Array.init (k * n) (fun _ -> rng.NextDouble() - 0.5)
+                let bias = Array.init n (fun _ -> rng.NextDouble())
+                let expected = Array.init (m * n) (fun idx ->
+                    let i, j = idx % m, idx / m
+                    let mutable sum = bias[j]
+                    for e in rowPointers[i] .. rowPointers[i + 1] - 1 do
+                        sum <- sum + values[e] * W[j * k + columns[e]]
+                    sum)
+                let plain, fixed1, fixed2 = Array.zeroCreate (m * n), Array.zeroCreate (m * n), Array.zeroCreate (m * n)
+                Sparse.mulAddRow m k rowPointers columns values W n bias plain
+                // twice in one scope: the copy made by the first product, read by the second
+                Sparse.withFixedWeights (fun () ->
+                    Sparse.mulAddRow m k rowPointers columns values W n bias fixed1
+                    Sparse.mulAddRow m k rowPointers columns values W n bias fixed2)
+                let worst = Array.fold2 (fun w u v -> max w (abs (u - v))) 0.0 fixed2 expected
+                Expect.isLessThan worst 1e-12 $"float64 A·W + b from the copy, %d{m} × %d{k} × %d{n}"
+                Expect.equal fixed1 plain $"float64 first product in the scope = tile by tile, %d{m} × %d{k} × %d{n}"
+                Expect.equal fixed2 plain $"float64 second product in the scope = tile by tile, %d{m} × %d{k} × %d{n}"
+                let W32, b32, v32 = Array.map float32 W, Array.map float32 bias, Array.map float32 values
+                let plain32, fixed32 = Array.zeroCreate (m * n), Array.zeroCreate (m * n)
+                Sparse.mulAddRow m k rowPointers columns v32 W32 n b32 plain32
+                Sparse.withFixedWeights (fun () ->
+                    Sparse.mulAddRow m k rowPointers columns v32 W32 n b32 fixed32
+                    Sparse.mulAddRow m k rowPointers columns v32 W32 n b32 fixed32)
+                Expect.equal fixed32 plain32 $"float32 from the copy = tile by tile, %d{m} × %d{k} × %d{n}"
+            // outside the scope W is read afresh: a W changed in place gives the new product
+            let n = 9
+            let W = Array.init (k * n) (fun i -> float (i % 7) - 3.0)
+            let before, after = Array.zeroCreate (m * n), Array.zeroCreate (m * n)
+            Sparse.withFixedWeights (fun () -> Sparse.mulAddRow m k rowPointers columns values W n Array.empty before)
+            for i in 0 .. W.Length - 1 do W[i] <- 2.0 * W[i]
+            Sparse.withFixedWeights (fun () -> Sparse.mulAddRow m k rowPointers columns values W n Array.empty after)
+            Expect.equal after (Array.map (fun x -> 2.0 * x) before) "a new scope copies W again"
+            // inside one scope the products read the copy made at the first (the contract: W
+            // does not change there), which shows the copy is what they read
+            let first, second = Array.zeroCreate (m * n), Array.zeroCreate (m * n)
+            Sparse.withFixedWeights (fun () ->
+                Sparse.mulAddRow m k rowPointers columns values W n Array.empty first
+                for i in 0 .. W.Length - 1 do W[i] <- 0.5 * W[i]
+                Sparse.mulAddRow m k rowPointers columns values W n Array.empty second)
+            Expect.equal second first "the second product of the scope read the copy"
+        }
         test "the cost model keeps MNIST sparse at the book's width and sends what sparse cannot win to dense" {
             // a batch of 100 MNIST images has about 15,000 nonzeros (19%)
             for n in [ 7; 8; 9; 50; 300; 1000; 2000 ] do

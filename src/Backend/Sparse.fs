@@ -194,17 +194,64 @@ module Sparse =
                 for j in columns .. ld - 1 do
                     NativePtr.set dst (p * ld + j) Unchecked.defaultof<'T>
 
+    /// Row-major copies of weight matrices, inside `withFixedWeights` on this thread (null
+    /// outside): W's array → its copy, made at W's first product there.
+    [<Sealed; AbstractClass>]
+    type private FixedWeights =
+        [<ThreadStatic; DefaultValue>]
+        static val mutable private copies: Collections.Generic.Dictionary<obj, obj>
+
+        /// Starts the scope (false when it had begun already).
+        static member Begin() =
+            if isNull FixedWeights.copies then
+                FixedWeights.copies <- Collections.Generic.Dictionary<obj, obj>(Collections.Generic.ReferenceEqualityComparer.Instance :> Collections.Generic.IEqualityComparer<obj>)
+                true
+            else false
+
+        /// Ends the scope, dropping its copies.
+        static member End() = FixedWeights.copies <- null
+
+        /// W (k × n, column-major) in row-major with rows `padded n` long, zeros past n: made once
+        /// in the scope; null outside it.
+        static member RowMajorOf<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
+            (W: 'T[]) (k: int) (n: int) : 'T[] =
+            let copies = FixedWeights.copies
+            if isNull copies then null
+            else
+                match copies.TryGetValue W with
+                | true, copy -> copy :?> 'T[]
+                | _ ->
+                    let ld = padded<'T> n
+                    let copy = Array.zeroCreate<'T> (k * ld)
+                    use pw = fixed W
+                    use pc = fixed copy
+                    toRowMajor pw k n pc ld
+                    copies[W] <- copy
+                    copy
+
+    /// Runs f with the weights of the sparse products it makes on this thread taken as fixed:
+    /// each W is copied to row-major once, at its first product, and read there by the products
+    /// after it, instead of a tile of it being transposed for each (an evaluation multiplies
+    /// the same W1 by 700 blocks of 100 images). f must not change a W it multiplies (the core's
+    /// models never change). The copies go when f returns.
+    let withFixedWeights (f: unit -> 'a) : 'a =
+        if FixedWeights.Begin() then
+            try f () finally FixedWeights.End()
+        else
+            f ()
+
     /// The entries of rows 0 .. m-1 of A whose columns lie in p0 .. p1-1, against tile (rows
-    /// p0 .. p1-1 of W, row-major, ld columns): out[i] += values[e] · tile[p - p0] for each such
-    /// entry e = (i, p), at columns j0 .. j0 + count·w - 1 (w the vector width), with the `count`
-    /// (1 to 8, a literal at each call) vectors of out's row i in registers meanwhile. Row i's
-    /// entries in the tile start at cursor[i]; where they end is written to after[i].
+    /// p0 .. p1-1 of W, row-major, wld apart): out[i] += values[e] · tile[p - p0] for each such
+    /// entry e = (i, p), at columns j0 .. j0 + count·w - 1 (w the vector width; out's rows ld
+    /// apart), with the `count` (1 to 8, a literal at each call) vectors of out's row i in
+    /// registers meanwhile. Row i's entries in the tile start at cursor[i]; where they end is
+    /// written to after[i].
     let inline private forwardTile
-        (count: int) (rp: nativeptr<int>) (ci: nativeptr<int>) (vs: nativeptr<'T>) (tile: nativeptr<'T>) (ld: int) (j0: int)
+        (count: int) (rp: nativeptr<int>) (ci: nativeptr<int>) (vs: nativeptr<'T>) (tile: nativeptr<'T>) (wld: int) (ld: int) (j0: int)
         (out: nativeptr<'T>) (p0: int) (p1: int) (m: int) (cursor: nativeptr<int>) (after: nativeptr<int>) =
         let w = Vector<'T>.Count
-        // W's row p at columns j0.. is origin + p·ld (origin lies before the tile when p0 > 0)
-        let origin = NativePtr.add tile (j0 - p0 * ld)
+        // W's row p at columns j0.. is origin + p·wld (origin lies before the tile when p0 > 0)
+        let origin = NativePtr.add tile (j0 - p0 * wld)
         for i in 0 .. m - 1 do
             let start = NativePtr.get cursor i
             let stop = NativePtr.get rp (i + 1)
@@ -228,7 +275,7 @@ module Sparse =
                 while NativePtr.toNativeInt pc < last do
                     // out[i, :] += x[i, p] · W[p, :] for the entry's column p
                     let x = Vector<'T>(NativePtr.read pv)
-                    let row = NativePtr.add origin (NativePtr.read pc * ld)
+                    let row = NativePtr.add origin (NativePtr.read pc * wld)
                     a0 <- fma x (at row 0) a0
                     if count > 1 then a1 <- fma x (at row 1) a1
                     if count > 2 then a2 <- fma x (at row 2) a2
@@ -354,9 +401,11 @@ module Sparse =
             Halves.run (fun () -> part 0 half 0 ld) (fun () -> part half total 0 ld)
 
     /// Rows i0 .. i1-1 and columns c0 .. c1-1 (whole vectors; the last may run past n) of
-    /// out ← A · W + bias.
+    /// out ← A · W + bias. With `rowMajor` (W whole in row-major, rows `padded n` long, zeros past
+    /// n: see `withFixedWeights`) each tile of W is read there instead of transposed afresh; the
+    /// tiles, and so the sums, are the same.
     let private forwardPart<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
-        (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (W: 'T[]) (n: int) (bias: 'T[]) (out: 'T[])
+        (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (W: 'T[]) (rowMajor: 'T[]) (n: int) (bias: 'T[]) (out: 'T[])
         (i0: int) (i1: int) (c0: int) (c1: int) =
         let w = Vector<'T>.Count
         let ld = c1 - c0 // the part's row length in the scratch arrays, whole vectors
@@ -374,6 +423,8 @@ module Sparse =
             Array.Copy(rowPointers, i0, cursor, 0, rows)
             use pw = fixed W
             use ptile = fixed tile
+            use pcopy = fixed (if isNull rowMajor then tile else rowMajor)
+            let wide = padded<'T> n // the copy's row length
             use prp0 = fixed rowPointers
             let prp = NativePtr.add prp0 i0 // the part's rows as rows 0 .. rows-1
             use pci = fixed (if columnIndices.Length = 0 then [| 0 |] else columnIndices)
@@ -385,11 +436,16 @@ module Sparse =
             let mutable p0 = 0
             while p0 < k do
                 let p1 = min k (p0 + rowsPerTile)
-                // W[p0 .. p1-1, c0 .. c0+nc-1] row by row: W's columns are rows of length k
-                transpose (NativePtr.add pw (c0 * k + p0)) nc (p1 - p0) k ptile ld
-                if ld > nc then
-                    for p in 0 .. p1 - p0 - 1 do Array.Fill(tile, Unchecked.defaultof<'T>, p * ld + nc, ld - nc)
-                eachBlock w ld (fun count j0 -> forwardTile count prp pci pvs ptile ld j0 po p0 p1 rows pcur paft)
+                if isNull rowMajor then
+                    // W[p0 .. p1-1, c0 .. c0+nc-1] row by row: W's columns are rows of length k
+                    transpose (NativePtr.add pw (c0 * k + p0)) nc (p1 - p0) k ptile ld
+                    if ld > nc then
+                        for p in 0 .. p1 - p0 - 1 do Array.Fill(tile, Unchecked.defaultof<'T>, p * ld + nc, ld - nc)
+                    eachBlock w ld (fun count j0 -> forwardTile count prp pci pvs ptile ld ld j0 po p0 p1 rows pcur paft)
+                else
+                    // the same rows of the copy, at its columns c0 ..
+                    let ptileCopy = NativePtr.add pcopy (p0 * wide + c0)
+                    eachBlock w ld (fun count j0 -> forwardTile count prp pci pvs ptileCopy wide ld j0 po p0 p1 rows pcur paft)
                 Array.Copy(after, cursor, rows)
                 p0 <- p1
             // out[i0 + r, c0 + j] = out[c0·m + i0 + r + j·m]
@@ -409,7 +465,8 @@ module Sparse =
         checkRows m k rowPointers columnIndices values
         if W.Length < k * n || out.Length < m * n || (bias.Length <> 0 && bias.Length < n) then invalidArg "W" "W, bias or out is smaller than the shapes say"
         if m > 0 && n > 0 then
-            inHalves<'T> (int64 rowPointers[m] * int64 n) m (padded<'T> n) (fun i0 i1 c0 c1 -> forwardPart m k rowPointers columnIndices values W n bias out i0 i1 c0 c1)
+            let rowMajor = FixedWeights.RowMajorOf W k n
+            inHalves<'T> (int64 rowPointers[m] * int64 n) m (padded<'T> n) (fun i0 i1 c0 c1 -> forwardPart m k rowPointers columnIndices values W rowMajor n bias out i0 i1 c0 c1)
 
     /// Rows q0 .. q1-1 (the columns of A, pixels) and columns c0 .. c1-1 (whole vectors; the
     /// last may run past n) of out ← Aᵀ · D, from dRows (D row-major, dld columns).
