@@ -195,21 +195,30 @@ module Sparse =
                     NativePtr.set dst (p * ld + j) Unchecked.defaultof<'T>
 
     /// Row-major copies of weight matrices, inside `withFixedWeights` on this thread (null
-    /// outside): W's array → its copy, made at W's first product there.
+    /// outside): W's array → its copy, made at W's first product there, in an array from
+    /// ArrayPool (so that evaluation after evaluation makes no garbage) returned at the end.
     [<Sealed; AbstractClass>]
     type private FixedWeights =
         [<ThreadStatic; DefaultValue>]
         static val mutable private copies: Collections.Generic.Dictionary<obj, obj>
 
+        [<ThreadStatic; DefaultValue>]
+        static val mutable private returns: Collections.Generic.List<unit -> unit>
+
         /// Starts the scope (false when it had begun already).
         static member Begin() =
             if isNull FixedWeights.copies then
                 FixedWeights.copies <- Collections.Generic.Dictionary<obj, obj>(Collections.Generic.ReferenceEqualityComparer.Instance :> Collections.Generic.IEqualityComparer<obj>)
+                FixedWeights.returns <- Collections.Generic.List<unit -> unit>()
                 true
             else false
 
-        /// Ends the scope, dropping its copies.
-        static member End() = FixedWeights.copies <- null
+        /// Ends the scope, giving its copies back to the pool.
+        static member End() =
+            let returns = FixedWeights.returns
+            FixedWeights.copies <- null
+            FixedWeights.returns <- null
+            for giveBack in returns do giveBack ()
 
         /// W (k × n, column-major) in row-major with rows `padded n` long, zeros past n: made once
         /// in the scope; null outside it.
@@ -222,7 +231,8 @@ module Sparse =
                 | true, copy -> copy :?> 'T[]
                 | _ ->
                     let ld = padded<'T> n
-                    let copy = Array.zeroCreate<'T> (k * ld)
+                    let copy = ArrayPool<'T>.Shared.Rent(max 1 (k * ld)) // every entry used is written
+                    FixedWeights.returns.Add(fun () -> ArrayPool<'T>.Shared.Return copy)
                     use pw = fixed W
                     use pc = fixed copy
                     toRowMajor pw k n pc ld
