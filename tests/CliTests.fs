@@ -83,6 +83,21 @@ let tests =
             Expect.stringContains out "garbage collections " "--verbose prints the collector's figures"
             Expect.stringContains out "second core: " "and the second core's"
         }
+        test "train without --data reads the shipped MNIST (read ahead while the arguments are parsed): the same run as with --data" {
+            let before = Environment.CurrentDirectory
+            Environment.CurrentDirectory <- repoRoot // where data/mnist is found
+            let shipped, given =
+                try run [ "train"; "--iters"; "30"; "--verbose" ], run [ "train"; "--iters"; "30"; "--verbose"; "--data"; mnistDir ]
+                finally Environment.CurrentDirectory <- before
+            let code, out, err = shipped
+            Expect.equal (code, err) (0, "") "exit code and stderr"
+            Expect.stringContains out (Path.GetFullPath mnistDir) "the header names the shipped data"
+            let figures (text: string) =
+                text.Split('\n') |> Array.filter (fun l -> l.StartsWith "epoch" || l.StartsWith "done") |> Array.map (fun l -> l.Substring(0, l.IndexOf " elapsed"))
+            let _, outGiven, _ = given
+            Expect.equal (figures out) (figures outGiven) "the same losses and accuracies as with --data"
+            Expect.equal (figures out).Length 2 "an epoch line and the summary"
+        }
         test "gradcheck prints W1, b1, W2, b2 below 1e-9 with two-digit exponents, then ok" {
             let code, out, _ = run [ "gradcheck"; "--hidden"; "10"; "--data"; mnistDir ]
             Expect.equal code 0 "exit code"
