@@ -260,7 +260,7 @@ let tests =
         }
         test "withFixedWeights (W read from one row-major copy): A·W + b equals the definition and, bit for bit, the tile-by-tile product, widths 1 to 2000, every shape" {
             let m, k = 100, 784
-            let a, rowPointers, columns, values = compressed 23 m k 0.81
+            let _, rowPointers, columns, values = compressed 23 m k 0.81
             let cases =
                 [ for n in widths -> m, k, n, rowPointers, columns, values ]
                 @ [ for (m, k, n) in shapes ->
