@@ -78,14 +78,47 @@ module private Rows =
             start <- start + rows
         out
 
-    /// The run with the optimizer of `specs` on the given batches of indices, one report per
-    /// epoch, each evaluated: Run.epochsWith's fold (Training.trainedOnWith), its batches drawn
-    /// by the caller (Api.Batches, which ends early on cancellation).
-    let inline epochsWith (specs: OptimizerSpec[]) (config: TrainConfig) (train: Dataset) (test: Dataset) (initial: Model< ^T >) (batches: seq<int[]>) =
-        batches
-        |> Seq.map (Dataset.batch train)
-        |> Training.trainedOnWith (Optimizer.ofSpec (List.ofArray specs)) (Training.iterationsPerEpoch config train.Count) (Training.start initial)
-        |> Seq.map (Run.evaluated config train test)
+    /// The two-core run of `step` (Pipeline.epochsWatchedBy: the numbers of Run.epochs, or of
+    /// Run.epochsWith for Training.stepWith) from `initial`, as a list of its reports, each also
+    /// passed to `report` on the calling thread, in order: as soon as its evaluation (on the
+    /// second core, while the next epoch trains) is done, between two steps; the last ones when
+    /// the run ends. The token is observed before every step: a run cancelled before its first
+    /// step has no report; one cancelled later ends after the step in progress, with a last,
+    /// partial epoch. A run cancelled by `report` itself (early stopping) ends at that report, as
+    /// if no step had been taken after its epoch: the reports after it are neither passed on nor
+    /// returned (the steps the next epoch took meanwhile are dropped).
+    let inline watched
+        ([<InlineIfLambda>] step: TrainState< ^T > -> Matrix< ^T > * Labels< ^T > -> TrainState< ^T > * ^T)
+        (config: TrainConfig)
+        (train: Dataset)
+        (test: Dataset)
+        (initial: Model< ^T >)
+        (token: CancellationToken)
+        (report: EpochReport< ^T > -> unit)
+        : EpochReport< ^T > list =
+        if token.IsCancellationRequested then []
+        else
+            // Evaluated reports by epoch, put there by the thread that evaluated them; the
+            // training thread passes them on in order between its steps.
+            let evaluated = System.Collections.Concurrent.ConcurrentDictionary<int, EpochReport< ^T >>()
+            let next = ref 1
+            let cut = ref Int32.MaxValue // the epoch of a report that cancelled the run
+            let passOn (r: EpochReport< ^T >) =
+                if r.Epoch = next.Value && r.Epoch <= cut.Value then
+                    next.Value <- r.Epoch + 1
+                    let before = token.IsCancellationRequested
+                    report r
+                    if not before && token.IsCancellationRequested then cut.Value <- r.Epoch
+            let passOnEvaluated () =
+                let mutable r = Unchecked.defaultof<EpochReport< ^T >>
+                while cut.Value = Int32.MaxValue && evaluated.TryRemove(next.Value, &r) do
+                    passOn r
+            let reports =
+                Pipeline.epochsWatchedBy step config train test (Training.start initial) (fun _ _ -> passOnEvaluated (); not token.IsCancellationRequested) (fun r -> evaluated[r.Epoch] <- r)
+                |> Seq.toList
+            for r in reports do
+                passOn r
+            reports |> List.filter (fun r -> r.Epoch <= cut.Value)
 
 open Rows
 
@@ -104,24 +137,27 @@ type Api =
     /// A model of the given layers with weights drawn as weightInit says (Network.initWith), in float64.
     static member InitDouble(seed: int, weightInit: WeightInit, layers: Layer[]) : Model<float> = Network.initWith weightInit seed (List.ofArray layers)
 
-    /// The run of Run.epochs in float32, on the config's batches; the token is observed
-    /// before every step: a cancelled run ends after the step in progress, with a last, partial epoch.
-    static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float32>, token: CancellationToken) : seq<EpochReport<float32>> =
-        Api.Batches(config, train, token) |> Seq.map (Dataset.batch train) |> Training.trainedOn config (Training.iterationsPerEpoch config train.Count) (Training.start initial) |> Seq.map (Run.evaluated config train test)
+    /// The run of Run.epochs (the book's SGD at config.LearningRate) in float32, computed on two
+    /// cores (Pipeline): each report is passed to `report` on this thread as soon as it is
+    /// evaluated, in order, and the reports are returned. The token is observed before every
+    /// step: a cancelled run ends after the step in progress, with a last, partial epoch (no
+    /// report at all if it is cancelled before the first step).
+    static member Train(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float32>, token: CancellationToken, report: Action<EpochReport<float32>>) : EpochReport<float32>[] =
+        watched (Training.step (ofFloat config.LearningRate: float32)) config train test initial token report.Invoke |> Array.ofList
 
-    /// The run of Run.epochs in float64, on the config's batches; the token is observed before every step.
-    static member Epochs(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float>, token: CancellationToken) : seq<EpochReport<float>> =
-        Api.Batches(config, train, token) |> Seq.map (Dataset.batch train) |> Training.trainedOn config (Training.iterationsPerEpoch config train.Count) (Training.start initial) |> Seq.map (Run.evaluated config train test)
+    /// The run of Run.epochs in float64 on two cores, as the float32 overload.
+    static member Train(config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float>, token: CancellationToken, report: Action<EpochReport<float>>) : EpochReport<float>[] =
+        watched (Training.step (ofFloat config.LearningRate: float)) config train test initial token report.Invoke |> Array.ofList
 
     /// The run of Run.epochsWith in float32 with the optimizer of `specs` (one transformation, or
-    /// their chain: [ WeightDecay λ; Adam ... ]); config.LearningRate is unused. The token is
-    /// observed before every step, as in Epochs.
-    static member Epochs(specs: OptimizerSpec[], config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float32>, token: CancellationToken) : seq<EpochReport<float32>> =
-        epochsWith specs config train test initial (Api.Batches(config, train, token))
+    /// their chain: [ WeightDecay λ; Adam ... ]) on two cores, as Train without specs;
+    /// config.LearningRate is unused.
+    static member Train(specs: OptimizerSpec[], config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float32>, token: CancellationToken, report: Action<EpochReport<float32>>) : EpochReport<float32>[] =
+        watched (Training.stepWith (Optimizer.ofSpec (List.ofArray specs))) config train test initial token report.Invoke |> Array.ofList
 
-    /// The run of Run.epochsWith in float64 with the optimizer of `specs`; the token is observed before every step.
-    static member Epochs(specs: OptimizerSpec[], config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float>, token: CancellationToken) : seq<EpochReport<float>> =
-        epochsWith specs config train test initial (Api.Batches(config, train, token))
+    /// The run of Run.epochsWith in float64 with the optimizer of `specs` on two cores, as the float32 overload.
+    static member Train(specs: OptimizerSpec[], config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float>, token: CancellationToken, report: Action<EpochReport<float>>) : EpochReport<float>[] =
+        watched (Training.stepWith (Optimizer.ofSpec (List.ofArray specs))) config train test initial token report.Invoke |> Array.ofList
 
     /// The core's own run, Run.epochsWith (Optimizer.ofSpec specs) from Training.start initial,
     /// in float32, with no cancellation: the reference the facade's runs are tested against.
@@ -131,12 +167,6 @@ type Api =
     /// The core's own run, Run.epochsWith, in float64 (see the float32 overload).
     static member RunEpochsWith(specs: OptimizerSpec[], config: TrainConfig, train: Dataset, test: Dataset, initial: Model<float>) : EpochReport<float>[] =
         Run.epochsWith (Optimizer.ofSpec (List.ofArray specs)) config train test (Training.start initial) |> Array.ofSeq
-
-    /// The config's batches, ending early once the token is cancelled.
-    static member private Batches(config: TrainConfig, train: Dataset, token: CancellationToken) =
-        Training.batchesBy config.Sampling (config.Seed + 1) config.BatchSize train.Count
-        |> Seq.truncate config.Iterations
-        |> Seq.takeWhile (fun _ -> not token.IsCancellationRequested)
 
     /// The class probabilities (softmax of the scores) of one flattened image, in float32: the
     /// batch path (ProbabilitiesOfRows) on one row, so that one image gives the numbers it

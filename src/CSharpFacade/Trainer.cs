@@ -225,8 +225,9 @@ public sealed record Trainer
     /// <param name="train">The training images.</param>
     /// <param name="evaluation">The images to measure test accuracy on (e.g. the MNIST test set); null for none (<see cref="EpochReport.TestAccuracy"/> is then NaN).</param>
     /// <param name="progress">
-    /// Receives one report per epoch: <see cref="IProgress{T}.Report"/> is called on the training thread
-    /// as the epoch ends, before the next step. <see cref="Progress{T}"/> then posts the report to its
+    /// Receives one report per epoch, in order: <see cref="IProgress{T}.Report"/> is called on the training
+    /// thread, between two steps, as soon as the epoch's evaluation is done (it runs on the second core
+    /// while the next epoch trains; the last epoch's, before Train returns). <see cref="Progress{T}"/> then posts the report to its
     /// captured <see cref="SynchronizationContext"/> (the thread pool in a console app), so its handler
     /// may run after Train returns: use <see cref="SynchronousProgress{T}"/> to handle each report at once.
     /// </param>
@@ -329,18 +330,18 @@ public sealed record Trainer
         var test = evaluation?.Data ?? DatasetModule.take(0, train.Data);
         var history = new List<EpochReport>();
         NeuralNetwork? last = null;
+        // On two cores (the core's Pipeline, as the CLI's train): each report reaches Report on
+        // this thread as soon as its evaluation is done, in order.
         if (network.Single is not null)
-            foreach (var r in specs is null ? Api.Epochs(config, train.Data, test, network.Single, cancellationToken) : Api.Epochs(specs, config, train.Data, test, network.Single, cancellationToken))
-            {
-                last = new NeuralNetwork(r.Model);
-                Report(r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.Losses);
-            }
+        {
+            void Single(Core.EpochReport<float> r) { last = new NeuralNetwork(r.Model); Report(r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.Losses); }
+            _ = specs is null ? Api.Train(config, train.Data, test, network.Single, cancellationToken, Single) : Api.Train(specs, config, train.Data, test, network.Single, cancellationToken, Single);
+        }
         else
-            foreach (var r in specs is null ? Api.Epochs(config, train.Data, test, network.Double!, cancellationToken) : Api.Epochs(specs, config, train.Data, test, network.Double!, cancellationToken))
-            {
-                last = new NeuralNetwork(r.Model);
-                Report(r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.Losses);
-            }
+        {
+            void Double(Core.EpochReport<double> r) { last = new NeuralNetwork(r.Model); Report(r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.Losses); }
+            _ = specs is null ? Api.Train(config, train.Data, test, network.Double!, cancellationToken, Double) : Api.Train(specs, config, train.Data, test, network.Double!, cancellationToken, Double);
+        }
         if (history.Count == 0)
         {
             // Cancelled before the first step: the untrained network, measured as an epoch would be.
