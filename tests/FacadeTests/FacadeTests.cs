@@ -194,6 +194,31 @@ public sealed class FacadeTests : IClassFixture<MnistFixture>
     }
 
     [Fact]
+    public async Task Train_CancelledFromAnotherThread_EndsAfterTheStepInProgressWithWhatItTrained()
+    {
+        // Not early stopping: the first report starts a task that cancels a millisecond later, from
+        // another thread, while the run goes on (the first report itself arrives during epoch 2,
+        // its evaluation having run on the second core). The run ends after the step in progress
+        // then, past epoch 1: its reports are epochs of 60 steps and a last one up to that step,
+        // and it is exactly an uncancelled run of that many steps.
+        using var cts = new CancellationTokenSource();
+        Task? canceller = null;
+        var progress = new SynchronousProgress<EpochReport>(r => canceller ??= Task.Run(() => { Thread.Sleep(1); cts.Cancel(); }));
+        var (train, test) = (mnist.Train.Take(6000), mnist.Test.Take(500));
+        var result = Trainer.Create().WithEpochs(200).Train(BookNetwork(), train, test, progress, cts.Token);
+        await canceller!;
+        Assert.True(result.Cancelled);
+        var steps = result.History[^1].Iteration;
+        Assert.InRange(steps, 61, 200 * 60 - 1);
+        Assert.Equal(Enumerable.Range(1, result.History.Count - 1).Select(e => e * 60).Append(steps), result.History.Select(r => r.Iteration));
+        var whole = Trainer.Create().WithIterations(steps).Train(BookNetwork(), train, test);
+        Assert.False(whole.Cancelled);
+        Assert.Equal(whole.History.SelectMany(r => r.Losses), result.History.SelectMany(r => r.Losses));
+        Assert.Equal(whole.History[^1].TestAccuracy, result.History[^1].TestAccuracy);
+        Assert.Equal(whole.Model.GetParameters()["W1"].ToSingleArray(), result.Model.GetParameters()["W1"].ToSingleArray());
+    }
+
+    [Fact]
     public async Task TrainAsync_CancelledFromTheProgressCallback_CompletesWithCancelledAtThatReport()
     {
         using var cts = new CancellationTokenSource();
