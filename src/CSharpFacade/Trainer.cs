@@ -334,13 +334,13 @@ public sealed record Trainer
         // this thread as soon as its evaluation is done, in order.
         if (network.Single is not null)
         {
-            void Single(Core.EpochReport<float> r) { last = new NeuralNetwork(r.Model); Report(r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.Losses); }
-            _ = specs is null ? Api.Train(config, train.Data, test, network.Single, cancellationToken, Single) : Api.Train(specs, config, train.Data, test, network.Single, cancellationToken, Single);
+            void OnReport32(Core.EpochReport<float> r) { last = new NeuralNetwork(r.Model); Report(r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.Losses); }
+            _ = specs is null ? Api.Train(config, train.Data, test, network.Single, cancellationToken, OnReport32) : Api.Train(specs, config, train.Data, test, network.Single, cancellationToken, OnReport32);
         }
         else
         {
-            void Double(Core.EpochReport<double> r) { last = new NeuralNetwork(r.Model); Report(r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.Losses); }
-            _ = specs is null ? Api.Train(config, train.Data, test, network.Double!, cancellationToken, Double) : Api.Train(specs, config, train.Data, test, network.Double!, cancellationToken, Double);
+            void OnReport64(Core.EpochReport<double> r) { last = new NeuralNetwork(r.Model); Report(r.Epoch, r.Iteration, r.TrainAccuracy, r.TestAccuracy, r.Losses); }
+            _ = specs is null ? Api.Train(config, train.Data, test, network.Double!, cancellationToken, OnReport64) : Api.Train(specs, config, train.Data, test, network.Double!, cancellationToken, OnReport64);
         }
         if (history.Count == 0)
         {
