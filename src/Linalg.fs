@@ -112,6 +112,22 @@ let sparsePays (m: int) (k: int) (nonzeros: int) (n: int) (vectorWidth: int) =
     let dense = float m * float k * (float n / w) + float m * float k / w
     sparse <= dense
 
+/// Whether gatherImages stores a batch of this data sparsely (storesSparse) and a product of a
+/// typical such batch of `batch` images against `width` columns of 'T (the first layer's x·W + b
+/// and xᵀ·dout) then runs on the sparse kernels: always under InputStorage.Sparse, under Auto
+/// where `sparsePays` for the mean nonzeros of the first 1,000 images. Each product judges its
+/// own batch, so near the cost model's break-even (MNIST in float32: 3, 4, 9 or 10 outputs) a
+/// few batches go the other way. False for dense storage.
+let firstProductsSparse<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType> (pixels: byte[]) (rowLength: int) (batch: int) (width: int) =
+    storesSparse pixels rowLength
+    && match (current ()).InputStorage with
+       | InputStorage.Auto ->
+           let images = min (pixels.Length / max rowLength 1) 1000
+           let sample = ReadOnlySpan(pixels, 0, images * rowLength)
+           let perImage = float (sample.Length - MemoryExtensions.Count(sample, 0uy)) / float (max images 1)
+           sparsePays batch rowLength (int (perImage * float batch)) width System.Numerics.Vector<'T>.Count
+       | _ -> true
+
 /// A thread's scratch for a dense copy of a sparse matrix (the product runs on it before the
 /// thread's next product): reused, so that densifying a batch allocates nothing.
 [<AbstractClass; Sealed>]

@@ -125,6 +125,11 @@ let tests =
             Expect.equal (code, err) (0, "") "exit code and stderr"
             Expect.stringContains out ", inputs sparse (zero pixels skipped)\n" "the default for MNIST"
         }
+        test "train says when the first layer runs dense on sparse inputs: 2 outputs in float32" {
+            let code, out, err = run [ "train"; "--iters"; "3"; "--hidden"; "2"; "--data"; mnistDir ]
+            Expect.equal (code, err) (0, "") "exit code and stderr"
+            Expect.stringContains out ", inputs sparse, but the first layer's products run dense on a copy of most batches (its 2 outputs are too few for the sparse kernels to pay)\n" "width 2"
+        }
         test "bad options: one line naming the option, exit 2" {
             for args, expected in
                 [ [ "train"; "--lr"; "-1" ], "--lr must be a positive number, got -1"

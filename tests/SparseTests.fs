@@ -318,6 +318,24 @@ let tests =
                 Expect.isFalse (Linalg.sparsePays 100 784 39_200 n 8) $"float32, 50%% nonzero, width %d{n}: dense"
             Expect.isFalse (Linalg.sparsePays 100 784 15_000 1 8) "width 1: a whole vector per nonzero for one column, dense"
         }
+        test "train's account of the first layer's kernels is the decision of most MNIST batches, widths 1 to 12 and 50 to 2000" {
+            // Linalg.firstProductsSparse (what train prints) judges from the first 1,000 images;
+            // each product judges its own batch (sparsePays on its nonzeros): over the 600
+            // sequential batches of 100 training images, the majority must agree with it.
+            let train, _ = Common.mnist.Force()
+            let nonzeros =
+                Array.init 600 (fun b ->
+                    let block = ReadOnlySpan(train.Pixels, b * 100 * 784, 100 * 784)
+                    block.Length - MemoryExtensions.Count(block, 0uy))
+            let majority n w = 2 * (nonzeros |> Array.filter (fun z -> Linalg.sparsePays 100 784 z n w) |> Array.length) > nonzeros.Length
+            Linalg.using (Linalg.settings Linalg.Backend.Auto Linalg.InputStorage.Auto 2) (fun () ->
+                for n in [ 1 .. 12 ] @ [ 50; 300; 1000; 2000 ] do
+                    Expect.equal (Linalg.firstProductsSparse<float32> train.Pixels 784 100 n) (majority n 8) $"float32, width %d{n}"
+                    Expect.equal (Linalg.firstProductsSparse<float> train.Pixels 784 100 n) (majority n 4) $"float64, width %d{n}")
+            Expect.isFalse (Linalg.using (Linalg.settings Linalg.Backend.Auto Linalg.InputStorage.Auto 2) (fun () -> Linalg.firstProductsSparse<float32> train.Pixels 784 100 2)) "float32, 2 outputs: dense"
+            Expect.isTrue (Linalg.using (Linalg.settings Linalg.Backend.Auto Linalg.InputStorage.Sparse 2) (fun () -> Linalg.firstProductsSparse<float32> train.Pixels 784 100 2)) "InputStorage.Sparse: the sparse kernels at any width"
+            Expect.isFalse (Linalg.using (Linalg.settings Linalg.Backend.Auto Linalg.InputStorage.Dense 2) (fun () -> Linalg.firstProductsSparse<float32> train.Pixels 784 100 50)) "InputStorage.Dense: no sparse storage"
+        }
         test "whichever kernel Linalg picks, x·W + b and xᵀ·dout equal the dense products, widths 1 to 2000" {
             let train, _ = Common.mnist.Force()
             let indices = [| 0 .. 99 |]

@@ -537,7 +537,17 @@ let train (args: ParseResults<TrainArgs>) =
         | Some(file, _) -> $"parameters from {file}"
         | None -> describeInit weightInit
     printfn $"train: network {describeLayers layers} + softmax-with-loss, {describeOptimizer specs}, batch %d{config.BatchSize} ({sampling}), iterations %d{config.Iterations} (%d{perEpoch} per epoch), seed %d{config.Seed}"
-    printfn $"""  {start}, precision {precisionName}, backend {Linalg.describe ()}, inputs {(if sparse then "sparse (zero pixels skipped)" else "dense")}"""
+    // Sparse storage, and whether the first layer's products then run on the sparse kernels: under
+    // Auto, too few outputs (MNIST: 1 to 3 in float32) run them dense on a copy of the batch.
+    let inputs =
+        let width = layers |> List.tryPick (function Layer.Affine(_, o) -> Some o | _ -> None) |> Option.defaultValue 0
+        let kernels =
+            if precision = Single then Linalg.firstProductsSparse<float32> trainSet.Pixels trainSet.PixelCount config.BatchSize width
+            else Linalg.firstProductsSparse<float> trainSet.Pixels trainSet.PixelCount config.BatchSize width
+        if not sparse then "dense"
+        elif kernels then "sparse (zero pixels skipped)"
+        else $"sparse, but the first layer's products run dense on a copy of most batches (its %d{width} outputs are too few for the sparse kernels to pay)"
+    printfn $"""  {start}, precision {precisionName}, backend {Linalg.describe ()}, inputs {inputs}"""
     let measured =
         match evalSample with
         | Some n when sampled -> $"accuracy after each epoch on the first %d{n} images of each set only (sampled)"
