@@ -144,3 +144,16 @@ module Pipeline =
         (onEvaluated: EpochReport< ^T > -> unit)
         : seq<EpochReport< ^T >> =
         epochsWatchedBy (Training.stepWith optimizer) config train test initial onStep onEvaluated
+
+    /// The reports of Run.epochsWith (any optimizer: Adam, a chain with weight decay, ...),
+    /// report for report, computed on two cores: epochsWatchedFromWith without hooks. From a
+    /// state at step 0 the run is Run.epochsWith's; from a saved state it continues that run's
+    /// batches (as epochsWatchedBy does).
+    let inline epochsWith
+        (optimizer: Optimizer< ^T >)
+        (config: TrainConfig)
+        (train: Dataset)
+        (test: Dataset)
+        (initial: TrainState< ^T >)
+        : seq<EpochReport< ^T >> =
+        epochsWatchedFromWith optimizer config train test initial (fun _ _ -> true) ignore

@@ -242,6 +242,20 @@ let pipelineTests =
             Expect.equal (Network.states (List.last piped).Model) (Network.states (List.last plain).Model) "the same running statistics and keys"
             Expect.equal (List.last piped).State.Optimizer (List.last plain).State.Optimizer "the same Adam moments"
         }
+        test "Pipeline.epochsWith (two cores, no hooks) gives exactly the reports of Run.epochsWith, Nesterov in float64, BatchNorm" {
+            let train, test = mnist.Force()
+            let sub, testSub = Dataset.take 500 train, Dataset.take 200 test
+            let config = { Training.bookRecipe with BatchSize = 25; Iterations = 50; Seed = 11 }
+            let optimizer: Optimizer<float> = Optimizer.nesterov 0.01 0.9
+            let initial: Model<float> = Network.initWith WeightInit.He 5 (Network.extended Activation.ReLU [ 784; 20; 10 ] true None)
+            let strip (r: EpochReport<float>) = r.Epoch, r.Iteration, r.Losses, r.TrainAccuracy, r.TestAccuracy
+            let plain = Run.epochsWith optimizer config sub testSub (Training.startWith optimizer initial) |> Seq.toList
+            let piped = Pipeline.epochsWith optimizer config sub testSub (Training.startWith optimizer initial) |> Seq.toList
+            Expect.equal (plain |> List.map (fun r -> r.Epoch, r.Iteration)) [ 1, 20; 2, 40; 3, 50 ] "three epochs, the last partial"
+            Expect.equal (List.map strip piped) (List.map strip plain) "the same epochs, losses and accuracies"
+            Expect.equal (Network.parameters (List.last piped).Model) (Network.parameters (List.last plain).Model) "the same parameters"
+            Expect.equal (List.last piped).State.Optimizer (List.last plain).State.Optimizer "the same velocities"
+        }
         test "from a state after N steps it continues the batches: N then M steps equal N + M, the losses too" {
             let train, test = mnist.Force()
             let sub, testSub = Dataset.take 600 train, Dataset.take 300 test
