@@ -111,7 +111,7 @@ module private Rows =
                     if not before && token.IsCancellationRequested then cut.Value <- r.Epoch
             let passOnEvaluated () =
                 let mutable r = Unchecked.defaultof<EpochReport< ^T >>
-                while cut.Value = Int32.MaxValue && evaluated.TryRemove(next.Value, &r) do
+                while evaluated.TryRemove(next.Value, &r) do
                     passOn r
             let reports =
                 Pipeline.epochsWatchedBy step config train test (Training.start initial) (fun _ _ -> passOnEvaluated (); not token.IsCancellationRequested) (fun r -> evaluated[r.Epoch] <- r)

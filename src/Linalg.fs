@@ -55,6 +55,12 @@ let describe () =
     | ProductBackend.Managed -> Gemm.describe () + split
     | _ -> "mathnet (managed provider)"
 
+/// The nonzero pixels among the first 1,000 images of this data (row-major bytes, rowLength per
+/// image), and the pixels looked at: the sample Auto judges the data by.
+let private firstImagesNonzero (pixels: byte[]) (rowLength: int) =
+    let sample = ReadOnlySpan(pixels, 0, min pixels.Length (1000 * max rowLength 1))
+    sample.Length - MemoryExtensions.Count(sample, 0uy), sample.Length
+
 /// Whether gatherImages stores the images of this data (row-major bytes, rowLength per image)
 /// sparsely: as the settings in effect say, and with Auto when at most a third of the pixels of its
 /// first 1,000 images are nonzero (MNIST: about one in five; Fashion-MNIST: one in two).
@@ -63,9 +69,8 @@ let storesSparse (pixels: byte[]) (rowLength: int) =
     | InputStorage.Dense -> false
     | InputStorage.Sparse -> true
     | InputStorage.Auto ->
-        let sample = ReadOnlySpan(pixels, 0, min pixels.Length (1000 * max rowLength 1))
-        let nonzero = sample.Length - MemoryExtensions.Count(sample, 0uy)
-        nonzero * 3 <= sample.Length
+        let nonzero, looked = firstImagesNonzero pixels rowLength
+        nonzero * 3 <= looked
 
 /// Products of at least this many multiply-adds are split over two threads (Backend/Halves.fs):
 /// the Affine layer's 100 × 784 by 784 × 50 is 3.9 million; the 50 × 10 layer stays whole.
@@ -122,9 +127,8 @@ let firstProductsSparse<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> V
     storesSparse pixels rowLength
     && match (current ()).InputStorage with
        | InputStorage.Auto ->
-           let images = min (pixels.Length / max rowLength 1) 1000
-           let sample = ReadOnlySpan(pixels, 0, images * rowLength)
-           let perImage = float (sample.Length - MemoryExtensions.Count(sample, 0uy)) / float (max images 1)
+           let nonzero, looked = firstImagesNonzero pixels rowLength
+           let perImage = float nonzero * float (max rowLength 1) / float (max looked 1)
            sparsePays batch rowLength (int (perImage * float batch)) width System.Numerics.Vector<'T>.Count
        | _ -> true
 
