@@ -166,22 +166,24 @@ let tests =
             Expect.equal code 0 $"exit code: {err}"
             Expect.stringContains out "gen0 floor 0x1000000 (DOTNET_GCgen0size)" "the user's floor kept"
         }
-        test "train relaunches a wide network with 32 MB collector regions, and a narrow one without" {
+        test "train relaunches a wide network with 32 MB collector regions, a deep wide one with a 256 MB gen0 too, and a narrow one with neither" {
             let apphost = Path.Combine(AppContext.BaseDirectory, "Backprop.Cli")
             if not (File.Exists apphost) || OperatingSystem.IsWindows() then skiptest "no Backprop.Cli executable beside the tests"
-            let regions (hidden: string) =
+            let settings (hidden: string list) =
                 let psi = ProcessStartInfo(apphost, RedirectStandardOutput = true, RedirectStandardError = true)
-                for a in [ "train"; "--hidden"; hidden; "--iters"; "2"; "--eval-sample"; "100"; "--verbose"; "--data"; mnistDir ] do
+                for a in [ "train"; "--hidden" ] @ hidden @ [ "--iters"; "2"; "--eval-sample"; "100"; "--verbose"; "--data"; mnistDir ] do
                     psi.ArgumentList.Add a
-                for v in [ "DOTNET_GCgen0size"; "DOTNET_GCRegionSize" ] do psi.Environment.Remove v |> ignore
+                for v in [ "DOTNET_GCgen0size"; "DOTNET_GCRegionSize"; "DOTNET_GCGen0MaxBudget" ] do psi.Environment.Remove v |> ignore
                 use p = Process.Start psi
                 let err = p.StandardError.ReadToEndAsync()
                 let out = p.StandardOutput.ReadToEnd()
                 p.WaitForExit()
                 Expect.equal p.ExitCode 0 $"exit code: {err.Result}"
-                Regex.Match(out, "region size (\\S+) \\(DOTNET_GCRegionSize\\)").Groups[1].Value
-            Expect.equal (regions "1000") "0x2000000" "784-1000-10 (W1 3.1 MB)"
-            Expect.equal (regions "50") "default" "the book's 784-50-10"
+                let value (name: string) = Regex.Match(out, $"(\\S+) \\({name}\\)").Groups[1].Value
+                value "DOTNET_GCRegionSize", value "DOTNET_GCgen0size", value "DOTNET_GCGen0MaxBudget"
+            Expect.equal (settings [ "1000" ]) ("0x2000000", "0x2000000", "runtimeconfig's") "784-1000-10 (W1 3.1 MB): larger regions"
+            Expect.equal (settings [ "50" ]) ("default", "0x2000000", "runtimeconfig's") "the book's 784-50-10"
+            Expect.equal (settings [ "1000"; "1000" ]) ("0x2000000", "0x10000000", "0x10000000") "784-1000-1000-10 (7.2 MB of small-object weights): 256 MB gen0"
         }
         test "the width that asks for larger regions: the largest weight matrix from --hidden, --precision or --init-from's file" {
             let widest (args: string) = Backprop.Cli.Relaunch.widestWeights (args.Split(' ', StringSplitOptions.RemoveEmptyEntries))
@@ -194,6 +196,17 @@ let tests =
             Expect.isTrue (Backprop.Cli.Relaunch.wide [| "train"; "--hidden"; "300"; "--precision"; "double" |]) "784-300-10 in float64: 1.9 MB"
             Expect.isFalse (Backprop.Cli.Relaunch.wide [| "train"; "--hidden"; "300" |]) "784-300-10 in float32: 0.94 MB"
             Expect.isFalse (Backprop.Cli.Relaunch.wide [| "train"; "--hidden"; "100"; "100"; "100"; "100"; "--precision"; "double" |]) "chapter 6's 784-100x4-10"
+            let small (args: string) = Backprop.Cli.Relaunch.smallObjectWeights (args.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            // the matrices under the 4 MB (4,194,304-byte) large-object threshold, added up
+            Expect.equal (small "train --hidden 1000 1000 1000 1000") (784L * 1000L * 4L + 3L * 1000L * 1000L * 4L + 1000L * 10L * 4L) "784-1000x4-10: all five"
+            Expect.equal (small "train --hidden 2000") (2000L * 10L * 4L) "784-2000-10: W1 (6.3 MB) is a large object"
+            Expect.equal (small "train --hidden 1000 1000 --precision double") (1000L * 10L * 8L) "784-1000-1000-10 in float64: W1 6.3 MB and W2 8 MB are large objects"
+            Expect.isTrue (Backprop.Cli.Relaunch.deep [| "train"; "--hidden"; "1000"; "1000" |]) "784-1000-1000-10: 7.2 MB"
+            Expect.isTrue (Backprop.Cli.Relaunch.deep [| "train"; "--hidden"; "500"; "500"; "500"; "500"; "--precision"; "double" |]) "784-500x4-10 in float64: 9.2 MB"
+            Expect.isFalse (Backprop.Cli.Relaunch.deep [| "train"; "--hidden"; "1000"; "500" |]) "784-1000-500-10: 5.2 MB"
+            Expect.isFalse (Backprop.Cli.Relaunch.deep [| "train"; "--hidden"; "1000" |]) "784-1000-10: 3.2 MB"
+            Expect.isFalse (Backprop.Cli.Relaunch.deep [| "train"; "--hidden"; "100"; "100"; "100"; "100" |]) "chapter 6's 784-100x4-10"
+            Expect.isFalse (Backprop.Cli.Relaunch.deep [| "evaluate"; "--hidden"; "1000"; "1000" |]) "only train"
             let file = Path.GetTempFileName()
             try
                 File.WriteAllBytes(file, Array.zeroCreate 2_000_000)

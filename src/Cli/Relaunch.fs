@@ -22,6 +22,16 @@
 /// 784-100x4-10) no gain and 20-40 MB more peak memory, which chapter 6's Adam run cannot
 /// spare (its limit is 250 MB). So the region size is set only when the arguments ask for a
 /// weight matrix of 1 MB or more (`wide`).
+///
+/// For deep wide networks it also raises the gen0 floor and cap to 256 MB (`deep`). Weight
+/// matrices under the 4 MB large-object threshold (784-1000x4-10's 1000 x 1000 float32 ones) are
+/// made afresh each step in gen0; with a 32 MB budget a collection comes about every step and
+/// copies the live ones into the older generations, where they die a step later (784-1000x4-10:
+/// 319 gen0, 59 gen1 and 58 full collections in 400 steps, 1.9 s of 11.8 paused). With 256 MB:
+/// 82, 60 and 3, 0.6 s paused. Measured, alternating (docs/PERFORMANCE.md): 784-1000x4-10 about
+/// 12% less time, 784-1000-1000-10 a third, 784-500x4-10 in float64 a fifth, 784-1000-500-10 7%,
+/// at 100-160 MB more peak memory; but 784-1000-10, 784-300-10 in float64 and chapter 6's
+/// networks no faster or slower. So it is set only when those matrices add up to 6 MB or more.
 module internal Backprop.Cli.Relaunch
 
 open System
@@ -36,23 +46,54 @@ let variable, value = "DOTNET_GCgen0size", "0x2000000"
 /// The region size set for wide networks: 32 MB, in the runtime's hexadecimal.
 let regionVariable, regionValue = "DOTNET_GCRegionSize", "0x2000000"
 
-/// The largest weight matrix that `train` with these arguments makes, in bytes, estimated before
-/// the arguments are parsed or anything is read: from `--hidden`'s sizes as `train` reads them
+/// The words that follow `name` in the arguments, if it is there.
+let private after (argv: string[]) (name: string) =
+    argv |> Array.tryFindIndex ((=) name) |> Option.map (fun i -> argv[i + 1 ..])
+
+/// The bytes of each weight matrix that `train` with these arguments makes, estimated before the
+/// arguments are parsed or anything is read: from `--hidden`'s sizes as `train` reads them
 /// (Commands.hiddenSizes: 50 when absent, `none` for no hidden layer; sizes it would refuse, or
 /// none at all, count as no hidden layer), MNIST's 784 inputs and 10 classes and `--precision`
-/// (double: 8 bytes an entry, else 4); with `--init-from FILE` and no `--hidden`, the file's
-/// length (all of its arrays, so at least its largest). 0 for any other command.
-let widestWeights (argv: string[]) : int64 =
-    let after (name: string) = argv |> Array.tryFindIndex ((=) name) |> Option.map (fun i -> argv[i + 1 ..])
-    let bytes = if after "--precision" |> Option.bind Array.tryHead = Some "double" then 8L else 4L
-    let given = after "--hidden" |> Option.map (Array.takeWhile (fun a -> not (a.StartsWith "--")) >> List.ofArray)
-    match Array.tryHead argv, given, after "--init-from" |> Option.bind Array.tryHead with
-    | Some "train", None, Some file -> (try FileInfo(file).Length with _ -> 0L)
+/// (double: 8 bytes an entry, else 4). Empty for any other command, and for `--init-from` without
+/// `--hidden` (the file's layers are not read here).
+let weightMatrices (argv: string[]) : int64 list =
+    let bytes = if after argv "--precision" |> Option.bind Array.tryHead = Some "double" then 8L else 4L
+    let given = after argv "--hidden" |> Option.map (Array.takeWhile (fun a -> not (a.StartsWith "--")) >> List.ofArray)
+    match Array.tryHead argv, given, after argv "--init-from" with
+    | Some "train", None, Some _ -> []
     | Some "train", given, _ ->
         let hidden = try Commands.hiddenSizes given with _ -> []
-        let layers = 784L :: List.map int64 hidden @ [ 10L ]
-        (layers |> List.pairwise |> List.map (fun (a, b) -> a * b) |> List.max) * bytes
-    | _ -> 0L
+        784L :: List.map int64 hidden @ [ 10L ] |> List.pairwise |> List.map (fun (a, b) -> a * b * bytes)
+    | _ -> []
+
+/// The largest weight matrix that `train` with these arguments makes, in bytes (`weightMatrices`);
+/// with `--init-from FILE` and no `--hidden`, the file's length (all of its arrays, so at least its
+/// largest). 0 for any other command.
+let widestWeights (argv: string[]) : int64 =
+    match Array.tryHead argv, after argv "--hidden", after argv "--init-from" |> Option.bind Array.tryHead with
+    | Some "train", None, Some file -> (try FileInfo(file).Length with _ -> 0L)
+    | _ -> List.max (0L :: weightMatrices argv)
+
+/// The collector's large-object threshold that Cli.fsproj sets (System.GC.LOHThreshold): arrays of
+/// this many bytes or more live in the large-object heap, which gen0 collections do not copy.
+let largeObjectBytes = 4_194_304L
+
+/// The weight matrices that live in the small-object heap (under `largeObjectBytes`), added up:
+/// what a gen0 collection in the middle of a step finds alive and copies.
+let smallObjectWeights (argv: string[]) =
+    weightMatrices argv |> List.filter (fun b -> b < largeObjectBytes) |> List.sum
+
+/// Whether the arguments ask for a network whose small-object weights add up to 6 MB or more
+/// (784-1000-1000-10 and deeper in float32, 784-500x4-10 in float64; not 784-1000-10, 784-2000-10,
+/// whose W1 is a large object, or chapter 6's networks): then the gen0 floor and cap are 256 MB.
+let deep (argv: string[]) = smallObjectWeights argv >= 6_291_456L
+
+/// The gen0 floor and cap for `deep` networks: 256 MB, in the runtime's hexadecimal.
+let deepValue = "0x10000000"
+
+/// The variable that caps the gen0 budget (runtimeconfig's System.GC.Gen0MaxBudget, 64 MB, is
+/// below the deep networks' floor).
+let budgetVariable = "DOTNET_GCGen0MaxBudget"
 
 /// Whether the arguments ask for a network wide enough for the larger regions: a weight matrix
 /// of 1 MB or more (784-300-10 in float64, 784-1000-10 in float32, not the book's recipe or
@@ -78,7 +119,8 @@ let relaunch (argv: string[]) =
     let path = Environment.ProcessPath
     let environment =
         [| for entry in Environment.GetEnvironmentVariables() |> Seq.cast<DictionaryEntry> -> $"{entry.Key}={entry.Value}"
-           yield $"{variable}={value}"
+           yield $"{variable}={if deep argv then deepValue else value}"
+           if deep argv && isNull (Environment.GetEnvironmentVariable budgetVariable) then yield $"{budgetVariable}={deepValue}"
            if wide argv && isNull (Environment.GetEnvironmentVariable regionVariable) then yield $"{regionVariable}={regionValue}"
            yield null |]
     execve(path, Array.concat [ [| path |]; argv; [| null |] ], environment) |> ignore
