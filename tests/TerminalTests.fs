@@ -183,7 +183,7 @@ let tests =
                 value "DOTNET_GCRegionSize", value "DOTNET_GCgen0size", value "DOTNET_GCGen0MaxBudget"
             Expect.equal (settings [ "1000" ]) ("0x2000000", "0x2000000", "runtimeconfig's") "784-1000-10 (W1 3.1 MB): larger regions"
             Expect.equal (settings [ "50" ]) ("default", "0x2000000", "runtimeconfig's") "the book's 784-50-10"
-            Expect.equal (settings [ "1000"; "1000" ]) ("0x2000000", "0x10000000", "0x10000000") "784-1000-1000-10 (8.8 MB a step in the small-object heap): 256 MB gen0"
+            Expect.equal (settings [ "1000"; "1000" ]) ("0x2000000", "0x10000000", "0x10000000") "784-1000-1000-10 (7.2 MB of small-object weights): 256 MB gen0"
         }
         test "the width that asks for larger regions: the largest weight matrix from --hidden, --precision or --init-from's file" {
             let widest (args: string) = Backprop.Cli.Relaunch.widestWeights (args.Split(' ', StringSplitOptions.RemoveEmptyEntries))
@@ -196,22 +196,16 @@ let tests =
             Expect.isTrue (Backprop.Cli.Relaunch.wide [| "train"; "--hidden"; "300"; "--precision"; "double" |]) "784-300-10 in float64: 1.9 MB"
             Expect.isFalse (Backprop.Cli.Relaunch.wide [| "train"; "--hidden"; "300" |]) "784-300-10 in float32: 0.94 MB"
             Expect.isFalse (Backprop.Cli.Relaunch.wide [| "train"; "--hidden"; "100"; "100"; "100"; "100"; "--precision"; "double" |]) "chapter 6's 784-100x4-10"
-            let small (args: string) = Backprop.Cli.Relaunch.smallObjectBytes (args.Split(' ', StringSplitOptions.RemoveEmptyEntries))
-            // the weight matrices and two batch x width arrays a hidden layer under the 4 MB (4,194,304-byte) large-object threshold, added up
-            Expect.equal (small "train --hidden 1000 1000 1000 1000") (784L * 1000L * 4L + 3L * 1000L * 1000L * 4L + 1000L * 10L * 4L + 8L * 100L * 1000L * 4L) "784-1000x4-10: all five matrices and eight activations"
-            Expect.equal (small "train --hidden 2000") (2000L * 10L * 4L + 2L * 100L * 2000L * 4L) "784-2000-10: W1 (6.3 MB) is a large object"
-            Expect.equal (small "train --hidden 1000 1000 --precision double") (1000L * 10L * 8L + 4L * 100L * 1000L * 8L) "784-1000-1000-10 in float64: W1 6.3 MB and W2 8 MB are large objects"
-            Expect.equal (small "train --hidden 1000 --batch 1000") (784L * 1000L * 4L + 1000L * 10L * 4L + 2L * 1000L * 1000L * 4L) "784-1000-10 at batch 1000: 4 MB activations"
-            Expect.equal (small "train --hidden 1000 --batch 2000") (784L * 1000L * 4L + 1000L * 10L * 4L) "at batch 2000 the activations (8 MB) are large objects"
-            Expect.equal (small "evaluate --hidden 1000 1000") 0L "only train"
-            let deep (args: string) = Backprop.Cli.Relaunch.deep (args.Split(' ', StringSplitOptions.RemoveEmptyEntries))
-            Expect.isTrue (deep "train --hidden 1000 1000") "784-1000-1000-10: 8.8 MB"
-            Expect.isTrue (deep "train --hidden 500 500 500 500 --precision double") "784-500x4-10 in float64: 12.4 MB"
-            Expect.isTrue (deep "train --hidden 1000 --batch 1000") "784-1000-10 at batch 1000: 11.2 MB"
-            Expect.isFalse (deep "train --hidden 1000") "784-1000-10: 4.0 MB"
-            Expect.isFalse (deep "train --hidden 300 --batch 1000") "784-300-10 at batch 1000: 3.4 MB"
-            Expect.isFalse (deep "train --hidden 2000 --precision double") "784-2000-10 in float64: 3.4 MB"
-            Expect.isFalse (deep "train --hidden 100 100 100 100 --batch 128") "chapter 6's 784-100x4-10"
+            let small (args: string) = Backprop.Cli.Relaunch.smallObjectWeights (args.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            // the matrices under the 4 MB (4,194,304-byte) large-object threshold, added up
+            Expect.equal (small "train --hidden 1000 1000 1000 1000") (784L * 1000L * 4L + 3L * 1000L * 1000L * 4L + 1000L * 10L * 4L) "784-1000x4-10: all five"
+            Expect.equal (small "train --hidden 2000") (2000L * 10L * 4L) "784-2000-10: W1 (6.3 MB) is a large object"
+            Expect.equal (small "train --hidden 1000 1000 --precision double") (1000L * 10L * 8L) "784-1000-1000-10 in float64: W1 6.3 MB and W2 8 MB are large objects"
+            Expect.isTrue (Backprop.Cli.Relaunch.deep [| "train"; "--hidden"; "1000"; "1000" |]) "784-1000-1000-10: 7.2 MB"
+            Expect.isTrue (Backprop.Cli.Relaunch.deep [| "train"; "--hidden"; "500"; "500"; "500"; "500"; "--precision"; "double" |]) "784-500x4-10 in float64: 9.2 MB"
+            Expect.isFalse (Backprop.Cli.Relaunch.deep [| "train"; "--hidden"; "1000"; "500" |]) "784-1000-500-10: 5.2 MB"
+            Expect.isFalse (Backprop.Cli.Relaunch.deep [| "train"; "--hidden"; "1000" |]) "784-1000-10: 3.2 MB"
+            Expect.isFalse (Backprop.Cli.Relaunch.deep [| "train"; "--hidden"; "100"; "100"; "100"; "100" |]) "chapter 6's 784-100x4-10"
             Expect.isFalse (Backprop.Cli.Relaunch.deep [| "evaluate"; "--hidden"; "1000"; "1000" |]) "only train"
             let file = Path.GetTempFileName()
             try

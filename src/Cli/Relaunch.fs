@@ -23,17 +23,15 @@
 /// spare (its limit is 250 MB). So the region size is set only when the arguments ask for a
 /// weight matrix of 1 MB or more (`wide`).
 ///
-/// For deep wide networks, and wide ones at large batches, it also raises the gen0 floor and cap
-/// to 256 MB (`deep`). Arrays under the 4 MB large-object threshold (784-1000x4-10's 1000 x 1000
-/// float32 matrices, 784-1000-10's activations at batch 1000) are made afresh each step in gen0;
-/// with a 32 MB budget a collection comes about every step and copies the live ones into the
-/// older generations, where they die a step later (784-1000x4-10: 319 gen0, 59 gen1 and 58 full
-/// collections in 400 steps, 1.9 s of 11.8 paused). With 256 MB: 82, 60 and 3, 0.6 s paused.
-/// Measured, alternating (docs/PERFORMANCE.md): 784-1000x4-10 about 12% less time,
-/// 784-1000-1000-10 a third, 784-500x4-10 in float64 a fifth, 784-1000-10 at batch 1000 12%,
-/// 784-1000-500-10 7%, at 100-220 MB more peak memory; but 784-1000-10, 784-300-10 in float64 and
-/// chapter 6's networks no faster or slower. So it is set only when what a step keeps alive in
-/// the small-object heap adds up to 6 MB or more (`smallObjectBytes`).
+/// For deep wide networks it also raises the gen0 floor and cap to 256 MB (`deep`). Weight
+/// matrices under the 4 MB large-object threshold (784-1000x4-10's 1000 x 1000 float32 ones) are
+/// made afresh each step in gen0; with a 32 MB budget a collection comes about every step and
+/// copies the live ones into the older generations, where they die a step later (784-1000x4-10:
+/// 319 gen0, 59 gen1 and 58 full collections in 400 steps, 1.9 s of 11.8 paused). With 256 MB:
+/// 82, 60 and 3, 0.6 s paused. Measured, alternating (docs/PERFORMANCE.md): 784-1000x4-10 about
+/// 12% less time, 784-1000-1000-10 a third, 784-500x4-10 in float64 a fifth, 784-1000-500-10 7%,
+/// at 100-160 MB more peak memory; but 784-1000-10, 784-300-10 in float64 and chapter 6's
+/// networks no faster or slower. So it is set only when those matrices add up to 6 MB or more.
 module internal Backprop.Cli.Relaunch
 
 open System
@@ -52,29 +50,21 @@ let regionVariable, regionValue = "DOTNET_GCRegionSize", "0x2000000"
 let private after (argv: string[]) (name: string) =
     argv |> Array.tryFindIndex ((=) name) |> Option.map (fun i -> argv[i + 1 ..])
 
-/// The layer sizes (784 inputs, the hidden widths, 10 classes) and the bytes an entry of the
-/// network that `train` with these arguments makes, estimated before the arguments are parsed or
-/// anything is read: from `--hidden`'s sizes as `train` reads them (Commands.hiddenSizes: 50 when
-/// absent, `none` for no hidden layer; sizes it would refuse, or none at all, count as no hidden
-/// layer), MNIST's 784 inputs and 10 classes and `--precision` (double: 8 bytes an entry, else 4).
-/// None for any other command, and for `--init-from` without `--hidden` (the file's layers are
-/// not read here).
-let private layers (argv: string[]) : (int64 list * int64) option =
+/// The bytes of each weight matrix that `train` with these arguments makes, estimated before the
+/// arguments are parsed or anything is read: from `--hidden`'s sizes as `train` reads them
+/// (Commands.hiddenSizes: 50 when absent, `none` for no hidden layer; sizes it would refuse, or
+/// none at all, count as no hidden layer), MNIST's 784 inputs and 10 classes and `--precision`
+/// (double: 8 bytes an entry, else 4). Empty for any other command, and for `--init-from` without
+/// `--hidden` (the file's layers are not read here).
+let weightMatrices (argv: string[]) : int64 list =
     let bytes = if after argv "--precision" |> Option.bind Array.tryHead = Some "double" then 8L else 4L
     let given = after argv "--hidden" |> Option.map (Array.takeWhile (fun a -> not (a.StartsWith "--")) >> List.ofArray)
     match Array.tryHead argv, given, after argv "--init-from" with
-    | Some "train", None, Some _ -> None
+    | Some "train", None, Some _ -> []
     | Some "train", given, _ ->
         let hidden = try Commands.hiddenSizes given with _ -> []
-        Some(784L :: List.map int64 hidden @ [ 10L ], bytes)
-    | _ -> None
-
-/// The bytes of each weight matrix that `train` with these arguments makes (`layers`); empty for
-/// any other command, and for `--init-from` without `--hidden`.
-let weightMatrices (argv: string[]) : int64 list =
-    match layers argv with
-    | Some(sizes, bytes) -> sizes |> List.pairwise |> List.map (fun (a, b) -> a * b * bytes)
-    | None -> []
+        784L :: List.map int64 hidden @ [ 10L ] |> List.pairwise |> List.map (fun (a, b) -> a * b * bytes)
+    | _ -> []
 
 /// The largest weight matrix that `train` with these arguments makes, in bytes (`weightMatrices`);
 /// with `--init-from FILE` and no `--hidden`, the file's length (all of its arrays, so at least its
@@ -88,28 +78,15 @@ let widestWeights (argv: string[]) : int64 =
 /// this many bytes or more live in the large-object heap, which gen0 collections do not copy.
 let largeObjectBytes = 4_194_304L
 
-/// The arrays of a step that live in the small-object heap (under `largeObjectBytes`) and that a
-/// gen0 collection in the middle of the step finds alive and copies, added up: the weight
-/// matrices, and for each hidden layer two batch x width arrays (its Affine output and its
-/// activation, kept for the backward pass), with `--batch` as given (100 when absent or not a
-/// positive number). 0 for any other command.
-let smallObjectBytes (argv: string[]) : int64 =
-    match layers argv with
-    | None -> 0L
-    | Some(sizes, bytes) ->
-        let batch =
-            match after argv "--batch" |> Option.bind Array.tryHead |> Option.map Int64.TryParse with
-            | Some(true, n) when n > 0L -> n
-            | _ -> 100L
-        let hidden = sizes |> List.tail |> List.truncate (sizes.Length - 2)
-        let activations = hidden |> List.collect (fun h -> [ batch * h * bytes; batch * h * bytes ])
-        weightMatrices argv @ activations |> List.filter (fun b -> b < largeObjectBytes) |> List.sum
+/// The weight matrices that live in the small-object heap (under `largeObjectBytes`), added up:
+/// what a gen0 collection in the middle of a step finds alive and copies.
+let smallObjectWeights (argv: string[]) =
+    weightMatrices argv |> List.filter (fun b -> b < largeObjectBytes) |> List.sum
 
-/// Whether the arguments ask for a network whose step keeps 6 MB or more alive in the
-/// small-object heap (`smallObjectBytes`: 784-1000-1000-10 and deeper in float32, 784-500x4-10 in
-/// float64, 784-1000-10 at batch 1000; not 784-1000-10 or 784-2000-10 at batch 100, whose largest
-/// matrices are large objects, nor chapter 6's networks): then the gen0 floor and cap are 256 MB.
-let deep (argv: string[]) = smallObjectBytes argv >= 6_291_456L
+/// Whether the arguments ask for a network whose small-object weights add up to 6 MB or more
+/// (784-1000-1000-10 and deeper in float32, 784-500x4-10 in float64; not 784-1000-10, 784-2000-10,
+/// whose W1 is a large object, or chapter 6's networks): then the gen0 floor and cap are 256 MB.
+let deep (argv: string[]) = smallObjectWeights argv >= 6_291_456L
 
 /// The gen0 floor and cap for `deep` networks: 256 MB, in the runtime's hexadecimal.
 let deepValue = "0x10000000"
