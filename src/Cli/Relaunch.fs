@@ -117,10 +117,11 @@ let wanted (argv: string[]) =
 /// when that fails (then the command runs here, as it would have without the variable).
 let relaunch (argv: string[]) =
     let path = Environment.ProcessPath
+    let deep = deep argv
     let environment =
         [| for entry in Environment.GetEnvironmentVariables() |> Seq.cast<DictionaryEntry> -> $"{entry.Key}={entry.Value}"
-           yield $"{variable}={if deep argv then deepValue else value}"
-           if deep argv && isNull (Environment.GetEnvironmentVariable budgetVariable) then yield $"{budgetVariable}={deepValue}"
+           yield $"{variable}={if deep then deepValue else value}"
+           if deep && isNull (Environment.GetEnvironmentVariable budgetVariable) then yield $"{budgetVariable}={deepValue}"
            if wide argv && isNull (Environment.GetEnvironmentVariable regionVariable) then yield $"{regionVariable}={regionValue}"
            yield null |]
     execve(path, Array.concat [ [| path |]; argv; [| null |] ], environment) |> ignore
