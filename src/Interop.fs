@@ -47,16 +47,17 @@ module private Rows =
             Backend.RowGather.denseColumnMajor values inputs rows buffer.Dense
             Matrix< ^T>.Build.Dense(rows, inputs, buffer.Dense)
 
-    /// Api.ProbabilitiesOfRows: blocks of Evaluate.blockSize rows gathered straight from `values`,
+    /// Api.ProbabilitiesOfRows: blocks of Evaluate.blockSizeFor rows gathered straight from `values`,
     /// Network.predict, then each row's softmax alone.
     let inline probabilitiesOfRows (model: Model< ^T >) (values: ReadOnlySpan< ^T >) (count: int) : ^T[] =
         let inputs = if count = 0 then 0 else values.Length / count
         let classes = List.last (Network.sizes model.Layers)
         let out = GC.AllocateUninitializedArray(count * classes) // every element is written
         let buffer = Linalg.ImageBuffer() // one block's rows, reused
+        let block = Evaluate.blockSizeFor model
         let mutable start = 0
         while start < count do
-            let rows = min count (start + Evaluate.blockSize) - start
+            let rows = min count (start + block) - start
             let scores = Network.predict model (gather buffer (values.Slice(start * inputs, rows * inputs)) inputs rows)
             let s = match scores.AsColumnMajorArray() with null -> scores.ToColumnMajorArray() | a -> a
             // Each row's softmax (the book's exp(a - max) / Σ exp(a - max)) one row at a time, in
@@ -210,7 +211,7 @@ type Api =
 
     /// The class probabilities of `count` flattened samples (row-major, count × inputs values),
     /// row-major count × classes, computed as Evaluate does: Network.predict (inference mode) on
-    /// blocks of Evaluate.blockSize rows stored as the evaluation stores images (sparse where the
+    /// blocks of Evaluate.blockSizeFor rows stored as the evaluation stores images (sparse where the
     /// input storage in effect says so), each row's softmax computed alone: a sample's numbers do
     /// not depend on the others (Probabilities gives the same bits). In float32.
     /// The values are read where they lie, block by block, with no copy of the whole.

@@ -76,14 +76,21 @@ let storesSparse (pixels: byte[]) (rowLength: int) =
 /// the Affine layer's 100 × 784 by 784 × 50 is 3.9 million; the 50 × 10 layer stays whole.
 let private splitAbove = 1_000_000L
 
+/// Products of at least this many multiply-adds are split evenly; smaller ones give the training
+/// thread 9/16 of the columns, since the helper starts its share later (a few microseconds, up to
+/// tens when it was asleep), which is a large part of a 3.9-million product (about 40 µs a half)
+/// but not of 784-1000x4-10's 100-million ones, where the 9/16 left the helper idle a fifth of
+/// its time (1,000 steps: 19.1-19.5 s with 9/16, 17.9-18.5 even; docs/PERFORMANCE.md).
+let private evenAbove = 5_000_000L
+
 /// C ← alpha·op(A)·op(B) + beta·C through `gemmAt` (a backend's offset gemm), the columns of C
-/// in two halves on two threads when the product is large. (Halves of the rows, which pack only
-/// half of op(A) each, measured slower here.)
+/// in two halves on two threads when the product is large (`splitAbove`; even halves from
+/// `evenAbove`). (Halves of the rows, which pack only half of op(A) each, measured slower here.)
 let inline private gemmInHalves gemmAt transA transB m n k (alpha: ^T) (a: ^T[]) lda (b: ^T[]) ldb (beta: ^T) (c: ^T[]) ldc =
     // Columns j0 .. j0+nj-1 of C need those columns of op(B): B's columns, or with transB its rows.
     let columns j0 nj = gemmAt transA transB m nj k alpha a 0 lda b (if transB then j0 else j0 * ldb) ldb beta c (j0 * ldc) ldc
     if int64 m * int64 n * int64 k >= splitAbove && n >= 2 then
-        let half = (n * 9 + 8) / 16
+        let half = if int64 m * int64 n * int64 k >= evenAbove then (n + 1) / 2 else (n * 9 + 8) / 16
         Halves.run (fun () -> columns 0 half) (fun () -> columns half (n - half))
     else
         columns 0 n

@@ -66,6 +66,26 @@ let tests =
             Expect.equal oneThread alone "one thread = image by image"
             Expect.isGreaterThan (Array.distinct alone).Length 2 "not one class for every image"
         }
+        test "Evaluate.predictions: 500-row blocks for wide later layers, the same classes as image by image" {
+            let train, _ = mnist.Force()
+            // 1,250 images: two 500-row blocks and a partial third
+            let images = Dataset.take 1250 train
+            let model: Model<float> =
+                Network.init 3 0.1 [ Layer.Affine(784, 30); Layer.Relu; Layer.Affine(30, 600); Layer.Relu; Layer.Affine(600, 500); Layer.Relu; Layer.Affine(500, 10) ]
+            Expect.equal (Evaluate.blockSizeFor model) 500 "600 x 500 = 300,000 weights after the first layer: 500-row blocks"
+            Expect.equal (Evaluate.blockSizeFor (Network.init 3 0.1 Training.bookNetwork: Model<float>)) 100 "the book's network: 100-row blocks"
+            Expect.equal (Evaluate.blockSizeFor (Network.init 3 0.1 [ Layer.Affine(784, 2000); Layer.Relu; Layer.Affine(2000, 10) ]: Model<float>)) 100 "a wide first layer alone: 100"
+            let twoCores = Linalg.using (Linalg.settings Linalg.Backend.Auto Linalg.InputStorage.Auto 2) (fun () -> Evaluate.predictions model images)
+            let oneThread = Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 1) (fun () -> Evaluate.predictions model images)
+            let alone =
+                [| for i in 0 .. images.Count - 1 ->
+                       let x, _ = Dataset.batch images [| i |]
+                       let scores = Network.predict model x
+                       [ 0 .. 9 ] |> List.maxBy (fun c -> scores[0, c]) |]
+            Expect.equal twoCores alone "two halves of 500-row blocks = image by image"
+            Expect.equal oneThread alone "one thread = image by image"
+            Expect.isGreaterThan (Array.distinct alone).Length 2 "not one class for every image"
+        }
         test "sampling: sequential takes the images in order, shuffle each once an epoch" {
             let sequential = Training.batchesBy Sampling.Sequential 1 4 10 |> Seq.take 3 |> Seq.toList
             Expect.equal sequential [ [| 0; 1; 2; 3 |]; [| 4; 5; 6; 7 |]; [| 8; 9; 0; 1 |] ] "in order, wrapping"
