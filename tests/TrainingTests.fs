@@ -5,6 +5,14 @@ open Expecto
 open Backprop.Core
 open Common
 
+/// The reference for Evaluate.predictions: each image alone, as a 1-row batch, its largest score
+/// found by hand.
+let private classesAlone (model: Model<float>) (images: Dataset) =
+    [| for i in 0 .. images.Count - 1 ->
+           let x, _ = Dataset.batch images [| i |]
+           let scores = Network.predict model x
+           [ 0 .. 9 ] |> List.maxBy (fun c -> scores[0, c]) |]
+
 let private small = { Training.bookRecipe with Iterations = 50; BatchSize = 20 }
 
 [<Tests>]
@@ -55,12 +63,7 @@ let tests =
             let model: Model<float> = Network.init 7 0.1 [ Layer.Affine(784, 30); Layer.Relu; Layer.Affine(30, 10) ]
             let twoCores = Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 2) (fun () -> Evaluate.predictions model images)
             let oneThread = Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 1) (fun () -> Evaluate.predictions model images)
-            // the reference: each image alone, as a 1-row batch, its largest score by hand
-            let alone =
-                [| for i in 0 .. images.Count - 1 ->
-                       let x, _ = Dataset.batch images [| i |]
-                       let scores = Network.predict model x
-                       [ 0 .. 9 ] |> List.maxBy (fun c -> scores[0, c]) |]
+            let alone = classesAlone model images
             Expect.equal twoCores.Length 1050 "one class per image"
             Expect.equal twoCores alone "two halves = image by image"
             Expect.equal oneThread alone "one thread = image by image"
@@ -77,11 +80,7 @@ let tests =
             Expect.equal (Evaluate.blockSizeFor (Network.init 3 0.1 [ Layer.Affine(784, 2000); Layer.Relu; Layer.Affine(2000, 10) ]: Model<float>)) 100 "a wide first layer alone: 100"
             let twoCores = Linalg.using (Linalg.settings Linalg.Backend.Auto Linalg.InputStorage.Auto 2) (fun () -> Evaluate.predictions model images)
             let oneThread = Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 1) (fun () -> Evaluate.predictions model images)
-            let alone =
-                [| for i in 0 .. images.Count - 1 ->
-                       let x, _ = Dataset.batch images [| i |]
-                       let scores = Network.predict model x
-                       [ 0 .. 9 ] |> List.maxBy (fun c -> scores[0, c]) |]
+            let alone = classesAlone model images
             Expect.equal twoCores alone "two halves of 500-row blocks = image by image"
             Expect.equal oneThread alone "one thread = image by image"
             Expect.isGreaterThan (Array.distinct alone).Length 2 "not one class for every image"
