@@ -102,12 +102,11 @@ module Evaluate =
         | _ :: later when later |> List.exists (fun weights -> weights >= 250_000L) -> 500
         | _ -> blockSize
 
-    /// The predicted class of images first .. last - 1 of d, block by block from first.
+    /// The predicted class of images first .. last - 1 of d, in blocks of `rows` from first.
     /// The model does not change meanwhile: its first layer's W is transposed for the sparse
     /// products once, not for every block (Backend.Sparse.withFixedWeights).
-    let inline private predictionsIn (model: Model< ^T >) (d: Dataset) (first: int) (last: int) : int[] =
+    let inline private predictionsIn (rows: int) (model: Model< ^T >) (d: Dataset) (first: int) (last: int) : int[] =
         let buffer = Linalg.ImageBuffer() // one block's images, reused
-        let rows = blockSizeFor model
         Backend.Sparse.withFixedWeights (fun () ->
             [| for start in first .. rows .. last - 1 do
                    yield! Network.argmax (Network.predict model (Dataset.imagesInto buffer d [| start .. min last (start + rows) - 1 |])) |])
@@ -121,10 +120,10 @@ module Evaluate =
         if d.Count >= 2 * rows && Backend.Halves.splitPays () then
             let middle = d.Count / rows / 2 * rows
             let mutable first, second = [||], [||]
-            Backend.Halves.run (fun () -> first <- predictionsIn model d 0 middle) (fun () -> second <- predictionsIn model d middle d.Count)
+            Backend.Halves.run (fun () -> first <- predictionsIn rows model d 0 middle) (fun () -> second <- predictionsIn rows model d middle d.Count)
             Array.append first second
         else
-            predictionsIn model d 0 d.Count
+            predictionsIn rows model d 0 d.Count
 
     /// The fraction of images in d whose predicted class is their label.
     let inline accuracy (model: Model< ^T >) (d: Dataset) : float =

@@ -89,8 +89,9 @@ let private evenAbove = 5_000_000L
 let inline private gemmInHalves gemmAt transA transB m n k (alpha: ^T) (a: ^T[]) lda (b: ^T[]) ldb (beta: ^T) (c: ^T[]) ldc =
     // Columns j0 .. j0+nj-1 of C need those columns of op(B): B's columns, or with transB its rows.
     let columns j0 nj = gemmAt transA transB m nj k alpha a 0 lda b (if transB then j0 else j0 * ldb) ldb beta c (j0 * ldc) ldc
-    if int64 m * int64 n * int64 k >= splitAbove && n >= 2 then
-        let half = if int64 m * int64 n * int64 k >= evenAbove then (n + 1) / 2 else (n * 9 + 8) / 16
+    let work = int64 m * int64 n * int64 k
+    if work >= splitAbove && n >= 2 then
+        let half = if work >= evenAbove then (n + 1) / 2 else (n * 9 + 8) / 16
         Halves.run (fun () -> columns 0 half) (fun () -> columns half (n - half))
     else
         columns 0 n
