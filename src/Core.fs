@@ -627,6 +627,15 @@ module Value =
         | Value.Vector p, Value.Vector g -> Value.Vector(p + g * alpha)
         | _ -> invalidArg "g" $"a gradient of shape %A{shape g} for a parameter of shape %A{shape p}"
 
+    /// p + alpha · g as addScaled computes it, written over g's matrix, which the caller gives up
+    /// (Training.step's own fresh gradient, which nothing else holds): the book updates its
+    /// parameters in place; here the old parameters stay as they were, and the gradient's memory
+    /// holds the new ones. Vectors (biases, γ, β) are made afresh.
+    let inline addScaledOver (p: Value< ^T >) (alpha: ^T) (g: Value< ^T >) : Value< ^T > =
+        match p, g with
+        | Value.Matrix p, Value.Matrix g -> Value.Matrix(Linalg.addScaledOver p alpha g)
+        | _ -> addScaled p alpha g
+
 /// The parameters of one layer.
 [<RequireQualifiedAccess>]
 type Params<'T when 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable> =
@@ -1572,10 +1581,12 @@ module Training =
 
     /// One SGD step (the book's `params[key] -= learning_rate * grads[key]` for every key): the
     /// gradient by backpropagation, then each named parameter moved against its gradient.
-    /// Returns the new state and the loss before the step.
+    /// Returns the new state and the loss before the step. The gradients are this step's own,
+    /// so each new weight matrix is written over its gradient's memory (Value.addScaledOver):
+    /// the old model is left as it was, and a step makes one weight-sized matrix less.
     let inline step (learningRate: ^T) (state: TrainState< ^T >) (x: Matrix< ^T >, t: Labels< ^T >) =
         let loss, grads, layerStates = Network.gradient state.Model x t
-        let parameters = List.map2 (fun (name, p) (_, g) -> name, Value.addScaled p -learningRate g) (Network.parameters state.Model) grads
+        let parameters = List.map2 (fun (name, p) (_, g) -> name, Value.addScaledOver p -learningRate g) (Network.parameters state.Model) grads
         let model = { Network.withParameters state.Model parameters with States = layerStates }
         { state with Model = model; Step = state.Step + 1 }, loss
 

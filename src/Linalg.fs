@@ -254,9 +254,9 @@ let rec affine (a: Matrix<'T>) (b: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
         box (Double.DenseMatrix(m, n, c)) :?> Matrix<'T>
     | _ -> product false false a b + Matrix<'T>.Build.Dense(m, n, fun _ j -> r[j])
 
-/// out ← y + alpha · x over whole arrays, with System.Numerics vectors.
-let inline private axpy (y: ^T[]) (alpha: ^T) (x: ^T[]) =
-    let out = GC.AllocateUninitializedArray y.Length
+/// out ← y + alpha · x over whole arrays, with System.Numerics vectors; out may be x itself
+/// (each element is read before it is written).
+let inline private axpyInto (out: ^T[]) (y: ^T[]) (alpha: ^T) (x: ^T[]) =
     let w = System.Numerics.Vector< ^T>.Count
     let a = System.Numerics.Vector< ^T>(alpha)
     let range start stop =
@@ -275,6 +275,9 @@ let inline private axpy (y: ^T[]) (alpha: ^T) (x: ^T[]) =
         range 0 y.Length
     out
 
+/// y + alpha · x into a new array.
+let inline private axpy (y: ^T[]) (alpha: ^T) (x: ^T[]) = axpyInto (GC.AllocateUninitializedArray y.Length) y alpha x
+
 /// Y + alpha · X, element by element, in one vectorized pass (the SGD update W - lr · dW).
 let addScaled (y: Matrix<'T>) (alpha: 'T) (x: Matrix<'T>) : Matrix<'T> =
     if x.RowCount <> y.RowCount || x.ColumnCount <> y.ColumnCount then
@@ -285,6 +288,20 @@ let addScaled (y: Matrix<'T>) (alpha: 'T) (x: Matrix<'T>) : Matrix<'T> =
     | (:? Double.DenseMatrix as y), (:? Double.DenseMatrix as x), (:? float as alpha) ->
         box (Double.DenseMatrix(y.RowCount, y.ColumnCount, axpy y.Values alpha x.Values)) :?> Matrix<'T>
     | _ -> y + x.Multiply alpha
+
+/// Y + alpha · X as addScaled computes it (the same numbers), written over X's array, which the
+/// caller gives up: X must be a matrix that nothing else holds (Training.step's gradient, fresh
+/// from backpropagation). The result is a new matrix over that array; Y is untouched. For a
+/// matrix that is not dense float32 or float64, a new one (addScaled).
+let addScaledOver (y: Matrix<'T>) (alpha: 'T) (x: Matrix<'T>) : Matrix<'T> =
+    if x.RowCount <> y.RowCount || x.ColumnCount <> y.ColumnCount then
+        invalidArg "x" $"%d{x.RowCount}x%d{x.ColumnCount} added to %d{y.RowCount}x%d{y.ColumnCount}"
+    match box y, box x, box alpha with
+    | (:? Single.DenseMatrix as y), (:? Single.DenseMatrix as x), (:? float32 as alpha) ->
+        box (Single.DenseMatrix(y.RowCount, y.ColumnCount, axpyInto x.Values y.Values alpha x.Values)) :?> Matrix<'T>
+    | (:? Double.DenseMatrix as y), (:? Double.DenseMatrix as x), (:? float as alpha) ->
+        box (Double.DenseMatrix(y.RowCount, y.ColumnCount, axpyInto x.Values y.Values alpha x.Values)) :?> Matrix<'T>
+    | _ -> addScaled y alpha x
 
 /// Aᵀ · B (used for the weight gradient xᵀ · dout).
 let transposeTimes (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product true false a b

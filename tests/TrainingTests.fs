@@ -30,6 +30,31 @@ let tests =
                 Expect.notEqual p'.W before "new W1 moved"
             | _ -> failtest "W1"
         }
+        test "Training.step: each new parameter is p - lr·g element by element, written over the gradient, the old model untouched" {
+            let train, _ = mnist.Force()
+            let inline check (lr: ^T) (model: Model< ^T >) (minus: ^T -> ^T -> ^T -> ^T) =
+                let batch = Dataset.batch train [| 0 .. 31 |]
+                let before = Network.clone model
+                // the reference: the gradient of a copy, and the update by hand, element by element
+                let _, grads, _ = Network.gradient (Network.clone model) (fst batch) (snd batch)
+                let expected =
+                    List.map2 (fun (name, p) (_, g) -> name, Array.map2 (fun p g -> minus p lr g) (Value.toRowMajor p) (Value.toRowMajor g)) (Network.parameters model) grads
+                let state, _ = Training.step lr (Training.start model) batch
+                let again, _ = Training.step lr (Training.start model) batch
+                let after = Network.parameters state.Model |> List.map (fun (name, v) -> name, Value.toRowMajor v)
+                Expect.equal after expected "W - lr·dW, b - lr·db for every parameter"
+                Expect.equal (Network.parameters again.Model |> List.map (fun (name, v) -> name, Value.toRowMajor v)) expected "the same step again from the same model: the same parameters"
+                Expect.equal (Network.parameters model) (Network.parameters before) "the old model's parameters unchanged"
+                for (_, a), (_, b) in List.zip (Network.parameters state.Model) (Network.parameters again.Model) do
+                    Expect.isFalse (obj.ReferenceEquals(Value.storage a, Value.storage b)) "two steps share no parameter memory"
+                for (_, a), (_, b) in List.zip (Network.parameters state.Model) (Network.parameters model) do
+                    Expect.isFalse (obj.ReferenceEquals(Value.storage a, Value.storage b)) "the new parameters share no memory with the old"
+            let layers = [ Layer.Affine(784, 40); Layer.Relu; Layer.Affine(40, 30); Layer.Sigmoid; Layer.Affine(30, 10) ]
+            check 0.1 (Network.init 5 0.1 layers: Model<float>) (fun p lr g -> p - lr * g)
+            check 0.1f (Network.init 5 0.1 layers: Model<float32>) (fun p lr g -> p - lr * g)
+            Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Dense 1) (fun () ->
+                check 0.1 (Network.init 6 0.1 layers: Model<float>) (fun p lr g -> p - lr * g))
+        }
         test "same seed, same numbers; another seed, other numbers" {
             let train, test = mnist.Force()
             let sub = Dataset.take 1000 train
