@@ -275,33 +275,26 @@ let inline private axpyInto (out: ^T[]) (y: ^T[]) (alpha: ^T) (x: ^T[]) =
         range 0 y.Length
     out
 
-/// y + alpha · x into a new array.
-let inline private axpy (y: ^T[]) (alpha: ^T) (x: ^T[]) = axpyInto (GC.AllocateUninitializedArray y.Length) y alpha x
-
-/// Y + alpha · X, element by element, in one vectorized pass (the SGD update W - lr · dW).
-let addScaled (y: Matrix<'T>) (alpha: 'T) (x: Matrix<'T>) : Matrix<'T> =
+/// Y + alpha · X in one vectorized pass: into a new array, or, `over`, into X's own array.
+let private scaledSum (over: bool) (y: Matrix<'T>) (alpha: 'T) (x: Matrix<'T>) : Matrix<'T> =
     if x.RowCount <> y.RowCount || x.ColumnCount <> y.ColumnCount then
         invalidArg "x" $"%d{x.RowCount}x%d{x.ColumnCount} added to %d{y.RowCount}x%d{y.ColumnCount}"
+    let inline out (x: 'U[]) = if over then x else GC.AllocateUninitializedArray x.Length
     match box y, box x, box alpha with
     | (:? Single.DenseMatrix as y), (:? Single.DenseMatrix as x), (:? float32 as alpha) ->
-        box (Single.DenseMatrix(y.RowCount, y.ColumnCount, axpy y.Values alpha x.Values)) :?> Matrix<'T>
+        box (Single.DenseMatrix(y.RowCount, y.ColumnCount, axpyInto (out x.Values) y.Values alpha x.Values)) :?> Matrix<'T>
     | (:? Double.DenseMatrix as y), (:? Double.DenseMatrix as x), (:? float as alpha) ->
-        box (Double.DenseMatrix(y.RowCount, y.ColumnCount, axpy y.Values alpha x.Values)) :?> Matrix<'T>
+        box (Double.DenseMatrix(y.RowCount, y.ColumnCount, axpyInto (out x.Values) y.Values alpha x.Values)) :?> Matrix<'T>
     | _ -> y + x.Multiply alpha
+
+/// Y + alpha · X, element by element, in one vectorized pass (the SGD update W - lr · dW).
+let addScaled (y: Matrix<'T>) (alpha: 'T) (x: Matrix<'T>) : Matrix<'T> = scaledSum false y alpha x
 
 /// Y + alpha · X as addScaled computes it (the same numbers), written over X's array, which the
 /// caller gives up: X must be a matrix that nothing else holds (Training.step's gradient, fresh
 /// from backpropagation). The result is a new matrix over that array; Y is untouched. For a
-/// matrix that is not dense float32 or float64, a new one (addScaled).
-let addScaledOver (y: Matrix<'T>) (alpha: 'T) (x: Matrix<'T>) : Matrix<'T> =
-    if x.RowCount <> y.RowCount || x.ColumnCount <> y.ColumnCount then
-        invalidArg "x" $"%d{x.RowCount}x%d{x.ColumnCount} added to %d{y.RowCount}x%d{y.ColumnCount}"
-    match box y, box x, box alpha with
-    | (:? Single.DenseMatrix as y), (:? Single.DenseMatrix as x), (:? float32 as alpha) ->
-        box (Single.DenseMatrix(y.RowCount, y.ColumnCount, axpyInto x.Values y.Values alpha x.Values)) :?> Matrix<'T>
-    | (:? Double.DenseMatrix as y), (:? Double.DenseMatrix as x), (:? float as alpha) ->
-        box (Double.DenseMatrix(y.RowCount, y.ColumnCount, axpyInto x.Values y.Values alpha x.Values)) :?> Matrix<'T>
-    | _ -> addScaled y alpha x
+/// matrix that is not dense float32 or float64, a new one (as addScaled).
+let addScaledOver (y: Matrix<'T>) (alpha: 'T) (x: Matrix<'T>) : Matrix<'T> = scaledSum true y alpha x
 
 /// Aᵀ · B (used for the weight gradient xᵀ · dout).
 let transposeTimes (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product true false a b
