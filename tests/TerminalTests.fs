@@ -182,7 +182,8 @@ let tests =
                 let value (name: string) = Regex.Match(out, $"(\\S+) \\({name}\\)").Groups[1].Value
                 value "DOTNET_GCRegionSize", value "DOTNET_GCgen0size", value "DOTNET_GCGen0MaxBudget"
             Expect.equal (settings [ "1000" ]) ("0x2000000", "0x2000000", "runtimeconfig's") "784-1000-10 (W1 3.1 MB): larger regions"
-            Expect.equal (settings [ "50" ]) ("default", "0x2000000", "runtimeconfig's") "the book's 784-50-10"
+            Expect.equal (settings [ "50" ]) ("default", "0x2000000", "0x2000000") "the book's 784-50-10: the cap pinned at the floor"
+            Expect.equal (settings [ "50"; "--optimizer"; "adam" ]) ("default", "0x2000000", "runtimeconfig's") "784-50-10 with Adam: runtimeconfig's cap"
             Expect.equal (settings [ "1000"; "1000" ]) ("0x2000000", "0x10000000", "0x10000000") "784-1000-1000-10 (7.2 MB of small-object weights): 256 MB gen0"
         }
         test "the width that asks for larger regions: the largest weight matrix from --hidden, --precision or --init-from's file" {
@@ -207,6 +208,17 @@ let tests =
             Expect.isFalse (Backprop.Cli.Relaunch.deep [| "train"; "--hidden"; "1000" |]) "784-1000-10: 3.2 MB"
             Expect.isFalse (Backprop.Cli.Relaunch.deep [| "train"; "--hidden"; "100"; "100"; "100"; "100" |]) "chapter 6's 784-100x4-10"
             Expect.isFalse (Backprop.Cli.Relaunch.deep [| "evaluate"; "--hidden"; "1000"; "1000" |]) "only train"
+            let pinned (args: string) = Backprop.Cli.Relaunch.pinnedBudget (args.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            Expect.isTrue (pinned "train") "the book's recipe"
+            Expect.isTrue (pinned "train --hidden 100 100 100 100 --batch 128 --optimizer sgd --lr 0.05") "784-100x4-10, SGD, batch 128"
+            Expect.isTrue (pinned "train --hidden 300 --iters 2000") "784-300-10 in float32 (W1 0.94 MB)"
+            Expect.isFalse (pinned "train --hidden 300 --precision double") "784-300-10 in float64 is wide"
+            Expect.isFalse (pinned "train --hidden 1000 1000") "deep"
+            Expect.isFalse (pinned "train --batch 129") "a batch over 128"
+            Expect.isFalse (pinned "train --batch many") "a batch train refuses"
+            for option in [ "--optimizer adam"; "--weight-decay 0.1"; "--batchnorm"; "--dropout 0.5"; "--init-from model.npz" ] do
+                Expect.isFalse (pinned $"train --hidden 100 100 100 100 {option}") $"{option}: the runtimeconfig's cap"
+            Expect.isFalse (pinned "compare optimizers") "only train"
             let file = Path.GetTempFileName()
             try
                 File.WriteAllBytes(file, Array.zeroCreate 2_000_000)
