@@ -1,15 +1,11 @@
 namespace Backprop.Core
 
-#nowarn "9" // the address of a fresh array, for madvise
-
 // The I/O edge of the core: reading IDX files (LeCun's MNIST format, gzip-compressed or raw)
 // into Datasets. Bad files raise DataError with one line that names the file and the fault.
 
 open System
 open System.IO
 open System.IO.Compression
-open System.Runtime.InteropServices
-open Microsoft.FSharp.NativeInterop
 
 /// A data file that cannot be used: the file and what is wrong with it.
 exception DataError of file: string * problem: string with
@@ -65,30 +61,6 @@ module Mnist =
         else
             file.Seek(0L, SeekOrigin.Begin) |> ignore
             file :> Stream, file.Length, None
-
-    [<DllImport("libc", EntryPoint = "madvise")>]
-    extern int private madvise(nativeint address, unativeint length, int advice)
-
-    /// The size of a transparent huge page on x64 and arm64 Linux: 2 MB.
-    let private hugePage = 2_097_152L
-
-    /// An array of n bytes for a file's data, not cleared (the file fills it). On Linux, when it
-    /// spans whole 2 MB pages, those are advised as transparent huge pages (madvise
-    /// MADV_HUGEPAGE) before anything is written, so that where the system allows them (its
-    /// default, "madvise") filling the 47 MB of MNIST's training images takes 23 page faults
-    /// instead of about 11,500, each of which costs several microseconds on a virtual machine
-    /// (docs/PERFORMANCE.md). Only a hint: refused or ignored, nothing changes but the time.
-    let private freshData (n: int) : byte[] =
-        let data = GC.AllocateUninitializedArray<byte> n
-        if OperatingSystem.IsLinux() && int64 n >= 2L * hugePage then
-            try
-                use p = fixed data
-                let address = NativePtr.toNativeInt p |> int64
-                let first = (address + hugePage - 1L) / hugePage * hugePage
-                let last = (address + int64 n) / hugePage * hugePage
-                if last > first then madvise (nativeint first, unativeint (last - first), 14 (* MADV_HUGEPAGE *)) |> ignore
-            with _ -> ()
-        data
 
     /// Fills buffer from the stream as far as the stream goes; returns the bytes read.
     let private readUpTo (stream: Stream) (buffer: byte[]) =
@@ -153,7 +125,7 @@ module Mnist =
                     fail path $"corrupt gzip data: the header announces %d{size} data bytes, the gzip footer a content of %d{n} bytes (mod 2^32)"
                 if total > fileLength * deflateMaxRatio then
                     fail path $"corrupt gzip data: the header announces %d{size} data bytes, more than a %d{fileLength}-byte gzip file can hold"
-            let data = freshData (int size)
+            let data = Array.zeroCreate<byte> (int size)
             let got = readUpTo stream data
             if got < data.Length then truncated $"the header announces %d{size} data bytes, the file has %d{got}"
             if stream.ReadByte() <> -1 then fail path $"trailing data after the %d{size} bytes the header announces"
