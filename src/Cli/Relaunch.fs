@@ -98,11 +98,11 @@ let deepValue = "0x10000000"
 /// below the deep networks' floor, and above the floor `pinnedBudget` pins it at).
 let budgetVariable = "DOTNET_GCGen0MaxBudget"
 
-/// The batch size `train` with these arguments takes: `--batch`'s, else the book's 100; a value
+/// The batch size `train` with these arguments takes: `--batch`'s, else the book's (100); a value
 /// it would refuse counts as large (Int32.MaxValue).
 let private batchOf (argv: string[]) =
     match after argv "--batch" |> Option.bind Array.tryHead with
-    | None -> 100
+    | None -> Backprop.Core.Training.bookRecipe.BatchSize
     | Some text ->
         match Int32.TryParse text with
         | true, b when b > 0 -> b
@@ -154,11 +154,14 @@ let wanted (argv: string[]) =
 let relaunch (argv: string[]) =
     let path = Environment.ProcessPath
     let deep = deep argv
+    // The gen0 cap: 256 MB with the deep networks' floor, pinned at the 32 MB floor, or runtimeconfig's.
+    let budget = if deep then Some deepValue elif pinnedBudget argv then Some value else None
     let environment =
         [| for entry in Environment.GetEnvironmentVariables() |> Seq.cast<DictionaryEntry> -> $"{entry.Key}={entry.Value}"
            yield $"{variable}={if deep then deepValue else value}"
-           if deep && isNull (Environment.GetEnvironmentVariable budgetVariable) then yield $"{budgetVariable}={deepValue}"
-           if pinnedBudget argv && isNull (Environment.GetEnvironmentVariable budgetVariable) then yield $"{budgetVariable}={value}"
+           match budget with
+           | Some cap when isNull (Environment.GetEnvironmentVariable budgetVariable) -> yield $"{budgetVariable}={cap}"
+           | _ -> ()
            if wide argv && isNull (Environment.GetEnvironmentVariable regionVariable) then yield $"{regionVariable}={regionValue}"
            yield null |]
     execve(path, Array.concat [ [| path |]; argv; [| null |] ], environment) |> ignore
