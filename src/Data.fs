@@ -104,12 +104,18 @@ module Evaluate =
 
     /// The predicted class of images first .. last - 1 of d, in blocks of `rows` from first.
     /// The model does not change meanwhile: its first layer's W is transposed for the sparse
-    /// products once, not for every block (Backend.Sparse.withFixedWeights).
+    /// products once, not for every block (Backend.Sparse.withFixedWeights). Each block keeps
+    /// only its classes, so its matrices are made in the arrays of the block before
+    /// (Linalg.reusingResults).
     let inline private predictionsIn (rows: int) (model: Model< ^T >) (d: Dataset) (first: int) (last: int) : int[] =
         let buffer = Linalg.ImageBuffer() // one block's images, reused
         Backend.Sparse.withFixedWeights (fun () ->
-            [| for start in first .. rows .. last - 1 do
-                   yield! Network.argmax (Network.predict model (Dataset.imagesInto buffer d [| start .. min last (start + rows) - 1 |])) |])
+            // each block's activations in the arrays of the block before (Linalg.reusingResults)
+            Linalg.reusingResults (fun giveBack ->
+                [| for start in first .. rows .. last - 1 do
+                       let classes = Network.argmax (Network.predict model (Dataset.imagesInto buffer d [| start .. min last (start + rows) - 1 |]))
+                       giveBack ()
+                       yield! classes |]))
 
     /// The predicted class of every image of d, computed block by block in inference mode. Where
     /// a second core is free (Backend.Halves.splitPays: the training waiting for its last

@@ -177,12 +177,71 @@ let private onSparseKernels<'T when 'T: unmanaged and 'T: struct and 'T: (new: u
         sparsePays a.RowCount a.ColumnCount s.RowPointers[a.RowCount] n (System.Numerics.Vector<'T>.Count)
     | _ -> true
 
+/// A thread's pool of result arrays, inside `reusingResults`: for each element type and length,
+/// the arrays given back, and the arrays lent since the last give-back.
+[<Sealed; AllowNullLiteral>]
+type private ResultPool() =
+    let free = Dictionary<struct (Type * int), Stack<Array>>()
+    let lent = List<Array>()
+
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private current: ResultPool
+
+    /// This thread's pool (null outside `reusingResults`).
+    static member Current
+        with get () = ResultPool.current
+        and set (pool: ResultPool) = ResultPool.current <- pool
+
+    /// An array of n elements, given back earlier or new; its contents are whatever they were.
+    member _.Take<'T>(n: int) : 'T[] =
+        let a =
+            match free.TryGetValue(struct (typeof<'T>, n)) with
+            | true, given when given.Count > 0 -> given.Pop() :?> 'T[]
+            | _ -> GC.AllocateUninitializedArray<'T> n
+        lent.Add a
+        a
+
+    /// Every array lent since the last give-back, back in the pool.
+    member _.GiveBack() =
+        for a in lent do
+            let key = struct (a.GetType().GetElementType(), a.Length)
+            match free.TryGetValue key with
+            | true, given -> given.Push a
+            | _ ->
+                let given = Stack<Array>()
+                given.Push a
+                free[key] <- given
+        lent.Clear()
+
+/// A new array of n elements for a result that writes every one of them: from this thread's
+/// pool inside `reusingResults`, else from the collector (uninitialized).
+let private fresh<'T> (n: int) : 'T[] =
+    match ResultPool.Current with
+    | null -> GC.AllocateUninitializedArray<'T> n
+    | pool -> pool.Take<'T> n
+
+/// Runs f with a pool for the result arrays of the dense and sparse products, the affine maps
+/// (x·W + b) and the elementwise maps (ReLU and its mask) that this thread computes meanwhile.
+/// f is given `giveBack`, which puts every array taken since its last call back in the pool,
+/// for the next results of the same size. For a loop whose every turn computes matrices and
+/// drops them (an evaluation's blocks, which keep only each block's predicted classes): the
+/// arrays are made at the first turn and reused by the others, instead of a few MB of fresh
+/// memory for the collector and the page faults at every turn. A matrix made before a
+/// giveBack must not be used after it. Nothing outside f sees the pool: other threads, and
+/// code after f returns, allocate as before; a reusingResults inside f has its own pool.
+let reusingResults (f: (unit -> unit) -> 'a) : 'a =
+    let outer = ResultPool.Current
+    let pool = ResultPool()
+    ResultPool.Current <- pool
+    try f pool.GiveBack
+    finally ResultPool.Current <- outer
+
 /// A·B + r (r added to every row; empty for none) for a sparse A and a dense B with n columns,
 /// as a new column-major array.
 let private sparseAffine<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType and 'T :> IEquatable<'T> and 'T :> IFormattable>
     (a: Matrix<'T>) (b: 'T[]) (r: 'T[]) (n: int) : 'T[] =
     let s = a.Storage :?> Storage.SparseCompressedRowMatrixStorage<'T>
-    let c = GC.AllocateUninitializedArray(a.RowCount * n)
+    let c = fresh (a.RowCount * n)
     Sparse.mulAddRow a.RowCount a.ColumnCount s.RowPointers s.ColumnIndices s.Values b n r c
     c
 
@@ -212,11 +271,11 @@ let rec private product transA transB (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'
         if onSparseKernels a n then box (Double.DenseMatrix(m, n, sparseProduct transA a b.Values n)) :?> Matrix<'T>
         else product transA transB (densify (box a :?> Matrix<'T>)) (box b :?> Matrix<'T>)
     | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b) when backend <> ProductBackend.MathNet ->
-        let c = GC.AllocateUninitializedArray (m * n) // beta = 0: every element is written
+        let c = fresh (m * n) // beta = 0: every element is written
         sgemm backend transA transB m n k 1.0f a.Values a.RowCount b.Values b.RowCount 0.0f c (max m 1)
         box (Single.DenseMatrix(m, n, c)) :?> Matrix<'T>
     | (:? Double.DenseMatrix as a), (:? Double.DenseMatrix as b) when backend <> ProductBackend.MathNet ->
-        let c = GC.AllocateUninitializedArray (m * n)
+        let c = fresh (m * n)
         dgemm backend transA transB m n k 1.0 a.Values a.RowCount b.Values b.RowCount 0.0 c (max m 1)
         box (Double.DenseMatrix(m, n, c)) :?> Matrix<'T>
     | _ ->
@@ -243,12 +302,12 @@ let rec affine (a: Matrix<'T>) (b: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
         if onSparseKernels a n then box (Double.DenseMatrix(m, n, sparseAffine a b.Values r.Values n)) :?> Matrix<'T>
         else affine (densify (box a :?> Matrix<'T>)) (box b :?> Matrix<'T>) (box r :?> Vector<'T>)
     | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b), (:? Single.DenseVector as r) when backend <> ProductBackend.MathNet && a.ColumnCount = b.RowCount ->
-        let c = GC.AllocateUninitializedArray (m * n) // filled with the bias below
+        let c = fresh (m * n) // filled with the bias below
         for j in 0 .. n - 1 do Array.Fill(c, r.Values[j], j * m, m)
         sgemm backend false false m n a.ColumnCount 1.0f a.Values m b.Values b.RowCount 1.0f c (max m 1)
         box (Single.DenseMatrix(m, n, c)) :?> Matrix<'T>
     | (:? Double.DenseMatrix as a), (:? Double.DenseMatrix as b), (:? Double.DenseVector as r) when backend <> ProductBackend.MathNet && a.ColumnCount = b.RowCount ->
-        let c = GC.AllocateUninitializedArray (m * n)
+        let c = fresh (m * n)
         for j in 0 .. n - 1 do Array.Fill(c, r.Values[j], j * m, m)
         dgemm backend false false m n a.ColumnCount 1.0 a.Values m b.Values b.RowCount 1.0 c (max m 1)
         box (Double.DenseMatrix(m, n, c)) :?> Matrix<'T>
@@ -309,11 +368,11 @@ let timesTranspose (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product false 
 let inline private elementwise (m: Matrix<'T>) ([<InlineIfLambda>] single: float32[] -> float32[] -> unit) ([<InlineIfLambda>] double: float[] -> float[] -> unit) ([<InlineIfLambda>] other: unit -> Matrix<'T>) : Matrix<'T> =
     match box m with
     | :? Single.DenseMatrix as m ->
-        let out = GC.AllocateUninitializedArray m.Values.Length // every kernel writes every element
+        let out = fresh m.Values.Length // every kernel writes every element
         single m.Values out
         box (Single.DenseMatrix(m.RowCount, m.ColumnCount, out)) :?> Matrix<'T>
     | :? Double.DenseMatrix as m ->
-        let out = GC.AllocateUninitializedArray m.Values.Length
+        let out = fresh m.Values.Length
         double m.Values out
         box (Double.DenseMatrix(m.RowCount, m.ColumnCount, out)) :?> Matrix<'T>
     | _ -> other ()

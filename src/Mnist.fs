@@ -125,7 +125,7 @@ module Mnist =
                     fail path $"corrupt gzip data: the header announces %d{size} data bytes, the gzip footer a content of %d{n} bytes (mod 2^32)"
                 if total > fileLength * deflateMaxRatio then
                     fail path $"corrupt gzip data: the header announces %d{size} data bytes, more than a %d{fileLength}-byte gzip file can hold"
-            let data = Array.zeroCreate<byte> (int size)
+            let data = GC.AllocateUninitializedArray<byte> (int size) // every byte is read into, or the read fails below
             let got = readUpTo stream data
             if got < data.Length then truncated $"the header announces %d{size} data bytes, the file has %d{got}"
             if stream.ReadByte() <> -1 then fail path $"trailing data after the %d{size} bytes the header announces"

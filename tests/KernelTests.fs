@@ -162,6 +162,37 @@ let tests =
                 if m'[i] <> mi || v'[i] <> vi || u[i] <> -(lrT * mi / (sqrt vi + eps)) then failtestf "float32 element %d: %g %g %g" i u[i] m'[i] v'[i]
             Expect.throwsT<ArgumentException> (fun () -> Linalg.adam lrT b1 b2 eps g (Array.zeroCreate 3) v |> ignore) "lengths must match"
         }
+        test "reusingResults: after giveBack the next results of a size take the arrays given back, with the same numbers; before it, and outside, new arrays" {
+            let x, w = Common.random 31 40 60, Common.random 32 60 70
+            let b = Vector<float>.Build.Dense(70, fun j -> float j / 70.0)
+            let x32, w32 = x.Map float32, w.Map float32
+            // The references: MathNet's own product and maximum, outside any pool.
+            let affineRef, reluRef = x * w + Matrix<float>.Build.Dense(40, 70, fun _ j -> b[j]), (x * w).PointwiseMaximum 0.0
+            let arrayOf (m: Matrix<'T>) = m.AsColumnMajorArray()
+            let outside = Linalg.times x w
+            let seen, again, inside =
+                Linalg.reusingResults (fun giveBack ->
+                    let first, product = Linalg.affine x w b, Linalg.times x w
+                    let second = Linalg.relu product
+                    let single = Linalg.times x32 w32
+                    Expect.isFalse (obj.ReferenceEquals(arrayOf first, arrayOf second)) "two results before a giveBack: two arrays"
+                    Expect.isFalse (obj.ReferenceEquals(arrayOf product, arrayOf second)) "a map's result: not its argument's array"
+                    Expect.floatClose Accuracy.high ((first - affineRef).FrobeniusNorm()) 0.0 "x·W + b"
+                    Expect.floatClose Accuracy.high ((second - reluRef).FrobeniusNorm()) 0.0 "max(x·W, 0)"
+                    let seen = [ arrayOf first; arrayOf product; arrayOf second ]
+                    giveBack ()
+                    let again = [ Linalg.relu (Linalg.times x w); Linalg.affine x w b ]
+                    Expect.floatClose Accuracy.high ((again[0] - reluRef).FrobeniusNorm()) 0.0 "max(x·W, 0) in reused arrays"
+                    Expect.floatClose Accuracy.high ((again[1] - affineRef).FrobeniusNorm()) 0.0 "x·W + b in reused arrays"
+                    Expect.isLessThan (float ((Linalg.times x32 w32 - x32 * w32).FrobeniusNorm() / (x32 * w32).FrobeniusNorm())) 1e-5 "float32 x·W in a pool of its own type"
+                    Expect.isFalse (obj.ReferenceEquals(arrayOf single, arrayOf (Linalg.times x32 w32))) "float32 taken before no giveBack: new"
+                    seen, again, Threading.Tasks.Task.Run(fun () -> Linalg.times x w).Result)
+            let wasSeen (m: Matrix<float>) = seen |> List.exists (fun a -> obj.ReferenceEquals(a, arrayOf m))
+            Expect.equal (again |> List.filter wasSeen |> List.length) 2 "both results after giveBack took the arrays given back"
+            Expect.isFalse (wasSeen inside) "another thread does not take from this thread's pool"
+            Expect.isFalse (wasSeen (Linalg.times x w)) "after the scope, a new array"
+            Expect.isFalse (wasSeen outside) "before the scope, a new array"
+        }
     ]
 
 /// Settings with the managed kernel and two threads (the helper in use) or one (no helper).
