@@ -214,10 +214,12 @@ type private ResultPool() =
         lent.Clear()
 
 /// A new array of n elements for a result that writes every one of them: from this thread's
-/// pool inside `reusingResults`, else from the collector (uninitialized).
+/// pool inside `reusingResults`, else from the collector (uninitialized; a large one, such as a
+/// wide first layer's weight gradient, may be one that the collector found unreachable:
+/// Backend/Recycled.fs).
 let private fresh<'T> (n: int) : 'T[] =
     match ResultPool.Current with
-    | null -> GC.AllocateUninitializedArray<'T> n
+    | null -> Recycled.take<'T> n
     | pool -> pool.Take<'T> n
 
 /// Runs f with a pool for the result arrays of the dense and sparse products, the affine maps
@@ -250,7 +252,7 @@ let private sparseProduct<'T when 'T: unmanaged and 'T: struct and 'T: (new: uni
     (transA: bool) (a: Matrix<'T>) (b: 'T[]) (n: int) : 'T[] =
     if transA then
         let s = a.Storage :?> Storage.SparseCompressedRowMatrixStorage<'T>
-        let c = GC.AllocateUninitializedArray(a.ColumnCount * n)
+        let c = fresh (a.ColumnCount * n)
         Sparse.mulTN a.RowCount a.ColumnCount s.RowPointers s.ColumnIndices s.Values b n c
         c
     else

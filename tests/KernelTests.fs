@@ -19,6 +19,12 @@ let private gatherDefinition (data: byte[]) columns (indices: int[]) =
         let i, j = idx % indices.Length, idx / indices.Length
         float data[indices[i] * columns + j] / 255.0)
 
+/// xᵀ·d, dropped as soon as it is made: a long weak reference to its array (which follows the
+/// array through its finalization), from a frame of its own so that nothing else holds it.
+[<System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)>]
+let private droppedProduct (x: Matrix<float>) (d: Matrix<float>) =
+    WeakReference((Linalg.transposeTimes x d).AsColumnMajorArray(), true)
+
 [<Tests>]
 let tests =
     testList "kernels" [
@@ -192,6 +198,33 @@ let tests =
             Expect.isFalse (wasSeen inside) "another thread does not take from this thread's pool"
             Expect.isFalse (wasSeen (Linalg.times x w)) "after the scope, a new array"
             Expect.isFalse (wasSeen outside) "before the scope, a new array"
+        }
+        test "a large result (4 MB or more) takes only an array that nothing holds any more, and its numbers are right" {
+            // xᵀ·d for a sparse x (MNIST's first 100 images, 784 pixels each) and a dense d with 1,001
+            // columns, in float64: 784 × 1001 × 8 bytes, a wide first layer's weight gradient (a
+            // size no other test makes, so no other test takes from its bin).
+            let train, _ = Common.mnist.Force()
+            let x: Matrix<float> = Dataset.images train [| 0 .. 99 |]
+            let dense = Matrix<float>.Build.DenseOfMatrix x
+            let d1, d2 = Common.random 51 100 1001, Common.random 52 100 1001
+            // The references: MathNet's own product on the dense copy.
+            let reference1, reference2 = dense.TransposeThisAndMultiply d1, dense.TransposeThisAndMultiply d2
+            let arrayOf (m: Matrix<float>) = m.AsColumnMajorArray()
+            let held = Linalg.transposeTimes x d1
+            // A result dropped at once, tracked through its finalization (a long weak reference).
+            let dropped = droppedProduct x d1
+            GC.Collect()
+            GC.WaitForPendingFinalizers()
+            let next = Linalg.transposeTimes x d2
+            Expect.isTrue (obj.ReferenceEquals(dropped.Target, arrayOf next)) "the dropped result's array is taken again"
+            Expect.isLessThan (Common.maxAbsDiff next reference2) 1e-12 "xᵀ·d2 in the reused array (which held xᵀ·d1)"
+            for _ in 1..3 do
+                let other = Linalg.transposeTimes x d2
+                Expect.isFalse (obj.ReferenceEquals(arrayOf other, arrayOf held) || obj.ReferenceEquals(arrayOf other, arrayOf next)) "an array still held is not taken"
+                GC.Collect()
+                GC.WaitForPendingFinalizers()
+            Expect.isLessThan (Common.maxAbsDiff held reference1) 1e-12 "the held result keeps its numbers"
+            Expect.isLessThan (Common.maxAbsDiff next reference2) 1e-12 "so does the other"
         }
     ]
 
