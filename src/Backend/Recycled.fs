@@ -37,40 +37,35 @@ let capacity = 4
 let share = 0.2
 
 /// The bins: the unreachable arrays of each element type and length.
-type private Bin() =
-    member val Free = ConcurrentStack<Array>()
+let private bins = ConcurrentDictionary<struct (Type * int), ConcurrentStack<Array>>()
 
-let private bins = ConcurrentDictionary<struct (Type * int), Bin>()
+/// When the next collection may be asked for (Stopwatch ticks).
+let mutable private nextCollection = 0L
 
-/// When the next collection may be asked for (Stopwatch ticks), and the waits' factor (doubled
-/// after a collection that brought nothing back, reset by one that did).
-type private Collections() =
-    member val Next = 0L with get, set
-    member val Factor = 1L with get, set
-
-let private collections = Collections()
+/// The waits' factor: doubled after a collection that brought nothing back, reset by one that did.
+let mutable private waitFactor = 1L
 
 /// Tied to one array's lifetime: when the array is unreachable, puts it in its bin.
 [<Sealed; AllowNullLiteral>]
-type private Lease(array: Array, bin: Bin) =
+type private Lease(array: Array, bin: ConcurrentStack<Array>) =
     override _.Finalize() =
-        if bin.Free.Count < capacity then bin.Free.Push array
+        if bin.Count < capacity then bin.Push array
 
 let private leases = ConditionalWeakTable<Array, Lease>()
 
 /// An unreachable array from the bin, after a full collection (and its finalizers) if the bin is
 /// empty and the time allows one; else null.
-let private reused (bin: Bin) : Array =
-    match bin.Free.TryPop() with
+let private reused (bin: ConcurrentStack<Array>) : Array =
+    match bin.TryPop() with
     | true, a -> a
-    | _ when Stopwatch.GetTimestamp() >= collections.Next ->
+    | _ when Stopwatch.GetTimestamp() >= nextCollection ->
         let started = Stopwatch.GetTimestamp()
         GC.Collect(2, GCCollectionMode.Forced, true, false)
         GC.WaitForPendingFinalizers()
         let ended = Stopwatch.GetTimestamp()
-        let back, a = bin.Free.TryPop()
-        collections.Factor <- if back then 1L else min 64L (2L * collections.Factor)
-        collections.Next <- ended + int64 ((1.0 - share) / share * float (ended - started)) * collections.Factor
+        let back, a = bin.TryPop()
+        waitFactor <- if back then 1L else min 64L (2L * waitFactor)
+        nextCollection <- ended + int64 ((1.0 - share) / share * float (ended - started)) * waitFactor
         if back then a else null
     | _ -> null
 
@@ -80,7 +75,7 @@ let take<'T> (n: int) : 'T[] =
     if int64 n * int64 sizeof<'T> < threshold then
         GC.AllocateUninitializedArray<'T> n
     else
-        let bin = bins.GetOrAdd(struct (typeof<'T>, n), fun _ -> Bin())
+        let bin = bins.GetOrAdd(struct (typeof<'T>, n), fun _ -> ConcurrentStack<Array>())
         let a =
             match reused bin with
             | null -> GC.AllocateUninitializedArray<'T> n
