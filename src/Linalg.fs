@@ -11,6 +11,8 @@
 [<RequireQualifiedAccess>]
 module Backprop.Core.Linalg
 
+#nowarn "9" // a large Aᵀ is transposed through native pointers before the managed product
+
 open System
 open System.Collections.Generic
 open System.Numerics.Tensors
@@ -46,11 +48,16 @@ let current () : Settings = Backprop.Core.Backend.Settings.current ()
 let using (settings: Settings) (f: unit -> 'a) : 'a = Backprop.Core.Backend.Settings.using settings f
 
 /// The backend and threads in effect in words, e.g. "openblas (libopenblas.so.0), large products
-/// in halves on 2 threads".
+/// in halves on 2 threads", or where the products of 5 million multiply-adds and more run on the
+/// managed kernel (Settings.LargeProductsOnManaged) "openblas (libopenblas.so.0; large products:
+/// managed Vector512), 2 threads" (short enough for `train`'s header line).
 let describe () =
     let s = current ()
     let split = if s.Threads >= 2 then ", large products in halves on 2 threads" else ", 1 thread"
     match s.Backend with
+    | ProductBackend.OpenBlas when s.LargeProductsOnManaged ->
+        let threads = if s.Threads >= 2 then ", 2 threads" else ", 1 thread"
+        $"""openblas ({defaultArg (OpenBlas.libraryName ()) "?"}; large products: managed Vector512){threads}"""
     | ProductBackend.OpenBlas -> $"""openblas ({defaultArg (OpenBlas.libraryName ()) "?"}){split}"""
     | ProductBackend.Managed -> Gemm.describe () + split
     | _ -> "mathnet (managed provider)"
@@ -96,13 +103,46 @@ let inline private gemmInHalves gemmAt transA transB m n k (alpha: ^T) (a: ^T[])
     else
         columns 0 n
 
-/// C ← alpha·op(A)·op(B) + beta·C on the given backend, in float32 (column-major arrays).
-let private sgemm backend transA transB m n k alpha a lda b ldb beta c ldc =
-    gemmInHalves (if backend = ProductBackend.OpenBlas then OpenBlas.sgemmAt else Gemm.sgemmAt) transA transB m n k alpha a lda b ldb beta c ldc
+/// Products of at least this many multiply-adds run on the managed kernel where the settings say
+/// that it outruns OpenBLAS's (Settings.LargeProductsOnManaged): 784-1000x4-10's 100 × 1000 by
+/// 1000 × 1000 (100 million), not the book's network nor chapter 6's (at most 1 million).
+let private managedAbove = evenAbove
 
-/// C ← alpha·op(A)·op(B) + beta·C on the given backend, in float64 (column-major arrays).
-let private dgemm backend transA transB m n k alpha a lda b ldb beta c ldc =
-    gemmInHalves (if backend = ProductBackend.OpenBlas then OpenBlas.dgemmAt else Gemm.dgemmAt) transA transB m n k alpha a lda b ldb beta c ldc
+/// Whether this product (m·n·k multiply-adds) runs on the managed kernel under these settings.
+let private onManaged (s: Settings) m n k =
+    s.Backend = ProductBackend.Managed || (s.LargeProductsOnManaged && int64 m * int64 n * int64 k >= managedAbove)
+
+/// op(A) = Aᵀ (A: k × m, leading dimension lda) as an m × k column-major array from the pool
+/// (the caller returns it), transposed in 8 × 8 blocks in AVX registers (Sparse.transpose).
+let private transposedCopy<'T when 'T: unmanaged> (a: 'T[]) (m: int) (k: int) (lda: int) : 'T[] =
+    let at = Buffers.ArrayPool<'T>.Shared.Rent(m * k)
+    use pa = fixed a
+    use pat = fixed at
+    Sparse.transpose pa m k lda pat m
+    at
+
+/// C ← alpha·op(A)·op(B) + beta·C on the settings' backend (column-major arrays): `blasAt` and
+/// `managedAt` are OpenBLAS's and the managed kernel's offset gemm of the element type. On the
+/// managed kernel a large op(A) = Aᵀ is transposed once into a pooled array, which both halves
+/// then read in place, instead of each half packing all of Aᵀ element by element (784-1000x4-10's
+/// xᵀ·dout: 124 → 173 GFLOP/s, docs/PERFORMANCE.md).
+let inline private gemmOn (s: Settings) blasAt managedAt transA transB m n k (alpha: ^T) (a: ^T[]) lda (b: ^T[]) ldb (beta: ^T) (c: ^T[]) ldc =
+    if not (onManaged s m n k) then
+        gemmInHalves (if s.Backend = ProductBackend.OpenBlas then blasAt else managedAt) transA transB m n k alpha a lda b ldb beta c ldc
+    elif transA && int64 m * int64 n * int64 k >= splitAbove then
+        let at = transposedCopy a m k lda
+        try gemmInHalves managedAt false transB m n k alpha at m b ldb beta c ldc
+        finally Buffers.ArrayPool< ^T>.Shared.Return at
+    else
+        gemmInHalves managedAt transA transB m n k alpha a lda b ldb beta c ldc
+
+/// C ← alpha·op(A)·op(B) + beta·C on the settings' backend, in float32 (gemmOn).
+let private sgemm (s: Settings) transA transB m n k (alpha: float32) a lda b ldb beta c ldc =
+    gemmOn s OpenBlas.sgemmAt Gemm.sgemmAt transA transB m n k alpha a lda b ldb beta c ldc
+
+/// C ← alpha·op(A)·op(B) + beta·C on the settings' backend, in float64 (gemmOn).
+let private dgemm (s: Settings) transA transB m n k (alpha: float) a lda b ldb beta c ldc =
+    gemmOn s OpenBlas.dgemmAt Gemm.dgemmAt transA transB m n k alpha a lda b ldb beta c ldc
 
 /// The sparse kernels' cost per nonzero and per vector of output columns, against the dense
 /// product's cost per multiply-add and per vector, a ratio measured at batch 100 (see
@@ -260,7 +300,8 @@ let private sparseProduct<'T when 'T: unmanaged and 'T: struct and 'T: (new: uni
 
 /// C = op(A)·op(B) on the backend in effect, op(X) = Xᵀ when transX.
 let rec private product transA transB (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> =
-    let backend = (current ()).Backend
+    let settings = current ()
+    let backend = settings.Backend
     let m, k = if transA then a.ColumnCount, a.RowCount else a.RowCount, a.ColumnCount
     let k', n = if transB then b.ColumnCount, b.RowCount else b.RowCount, b.ColumnCount
     if k <> k' then
@@ -274,11 +315,11 @@ let rec private product transA transB (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'
         else product transA transB (densify (box a :?> Matrix<'T>)) (box b :?> Matrix<'T>)
     | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b) when backend <> ProductBackend.MathNet ->
         let c = fresh (m * n) // beta = 0: every element is written
-        sgemm backend transA transB m n k 1.0f a.Values a.RowCount b.Values b.RowCount 0.0f c (max m 1)
+        sgemm settings transA transB m n k 1.0f a.Values a.RowCount b.Values b.RowCount 0.0f c (max m 1)
         box (Single.DenseMatrix(m, n, c)) :?> Matrix<'T>
     | (:? Double.DenseMatrix as a), (:? Double.DenseMatrix as b) when backend <> ProductBackend.MathNet ->
         let c = fresh (m * n)
-        dgemm backend transA transB m n k 1.0 a.Values a.RowCount b.Values b.RowCount 0.0 c (max m 1)
+        dgemm settings transA transB m n k 1.0 a.Values a.RowCount b.Values b.RowCount 0.0 c (max m 1)
         box (Double.DenseMatrix(m, n, c)) :?> Matrix<'T>
     | _ ->
         match transA, transB with
@@ -294,7 +335,8 @@ let times (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> = product false false a b
 /// accumulates onto a matrix whose rows already hold r.
 let rec affine (a: Matrix<'T>) (b: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
     if r.Count <> b.ColumnCount then invalidArg "r" $"a row of %d{r.Count} values added to a product with %d{b.ColumnCount} columns"
-    let backend = (current ()).Backend
+    let settings = current ()
+    let backend = settings.Backend
     let m, n = a.RowCount, b.ColumnCount
     match box a, box b, box r with
     | (:? Single.SparseMatrix as a), (:? Single.DenseMatrix as b), (:? Single.DenseVector as r) when backend <> ProductBackend.MathNet && a.ColumnCount = b.RowCount ->
@@ -306,12 +348,12 @@ let rec affine (a: Matrix<'T>) (b: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
     | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as b), (:? Single.DenseVector as r) when backend <> ProductBackend.MathNet && a.ColumnCount = b.RowCount ->
         let c = fresh (m * n) // filled with the bias below
         for j in 0 .. n - 1 do Array.Fill(c, r.Values[j], j * m, m)
-        sgemm backend false false m n a.ColumnCount 1.0f a.Values m b.Values b.RowCount 1.0f c (max m 1)
+        sgemm settings false false m n a.ColumnCount 1.0f a.Values m b.Values b.RowCount 1.0f c (max m 1)
         box (Single.DenseMatrix(m, n, c)) :?> Matrix<'T>
     | (:? Double.DenseMatrix as a), (:? Double.DenseMatrix as b), (:? Double.DenseVector as r) when backend <> ProductBackend.MathNet && a.ColumnCount = b.RowCount ->
         let c = fresh (m * n)
         for j in 0 .. n - 1 do Array.Fill(c, r.Values[j], j * m, m)
-        dgemm backend false false m n a.ColumnCount 1.0 a.Values m b.Values b.RowCount 1.0 c (max m 1)
+        dgemm settings false false m n a.ColumnCount 1.0 a.Values m b.Values b.RowCount 1.0 c (max m 1)
         box (Double.DenseMatrix(m, n, c)) :?> Matrix<'T>
     | _ -> product false false a b + Matrix<'T>.Build.Dense(m, n, fun _ j -> r[j])
 

@@ -72,6 +72,55 @@ let tests =
                 Expect.floatClose { absolute = 1e-5; relative = 1e-5 } (float loss) (float rl) $"%A{backend} float32 loss"
                 Expect.isLessThan ((w1 - rw).Enumerate() |> Seq.map abs |> Seq.max) 1e-6f $"%A{backend} float32 W1 after a step"
         }
+        for name, dgemm, sgemm in gemms do
+            test $"%s{name} gemm with beta = 0 never reads C (NaN there stays out), at every sliver tail" {
+                // m = 100 leaves 4 rows past three 32-row slivers (the managed kernel's half-height
+                // tail), 16 and 17 sit on either side of half a 512-bit sliver, 8 and 9 of a 256-bit one.
+                for m, n, k in [ 100, 13, 70; 16, 7, 300; 17, 6, 9; 8, 12, 5; 9, 1, 260; 1, 1, 1 ] do
+                    for transA in [ false; true ] do
+                        for transB in [ false; true ] do
+                            let a, b = randomArray (m * k), randomArray (k * n)
+                            let lda, ldb = (if transA then k else m), (if transB then n else k)
+                            let expected = naive transA transB m n k a lda b ldb
+                            let c = Array.create (m * n) nan
+                            dgemm transA transB m n k 1.5 a lda b ldb 0.0 c m
+                            let worst = Seq.map2 (fun c e -> abs (c - 1.5 * e)) c expected |> Seq.max
+                            Expect.isLessThan worst 1e-12 $"float64 %d{m}x%d{n}x%d{k} transA %b{transA} transB %b{transB}"
+                            let c32 = Array.create (m * n) Single.NaN
+                            sgemm transA transB m n k 1.0f (Array.map float32 a) lda (Array.map float32 b) ldb 0.0f c32 m
+                            let worst32 = Seq.map2 (fun (c: float32) e -> abs (float c - e)) c32 expected |> Seq.max
+                            Expect.isLessThan worst32 (1e-5 * sqrt (float k)) $"float32 %d{m}x%d{n}x%d{k} transA %b{transA} transB %b{transB}"
+            }
+        test "large products (5 million multiply-adds and more) equal the definition under every settings, whichever kernel Auto picks for them" {
+            // x·W (100 x 240 by 240 x 210), xᵀ·dout (300 x 100 by 100 x 200, the transposed
+            // copy of x on the managed kernel) and dout·Wᵀ (100 x 210 by 210 x 240), the shapes
+            // of a wide layer's forward and backward products.
+            let cases =
+                [ "x·W", false, false, 100, 210, 240
+                  "xᵀ·dout", true, false, 300, 200, 100
+                  "dout·Wᵀ", false, true, 100, 240, 210 ]
+            let backends = [ yield Linalg.Backend.Auto; yield Linalg.Backend.Managed; if OpenBlas.isAvailable () then yield Linalg.Backend.OpenBlas ]
+            for label, transA, transB, m, n, k in cases do
+                Expect.isGreaterThanOrEqual (m * n * k) 5_000_000 $"{label} is a large product"
+                let a, b = randomArray (m * k), randomArray (k * n)
+                let lda, ldb = (if transA then k else m), (if transB then n else k)
+                let expected = naive transA transB m n k a lda b ldb
+                let am = Matrix<float>.Build.Dense((if transA then k else m), (if transA then m else k), a)
+                let bm = Matrix<float>.Build.Dense((if transB then n else k), (if transB then k else n), b)
+                let product (x: Matrix<'T>) (y: Matrix<'T>) =
+                    match transA, transB with
+                    | false, false -> Linalg.times x y
+                    | true, false -> Linalg.transposeTimes x y
+                    | _ -> Linalg.timesTranspose x y
+                for backend in backends do
+                    let s = Linalg.settings backend Linalg.InputStorage.Auto 2
+                    let c = Linalg.using s (fun () -> product am bm)
+                    let worst = Seq.map2 (fun c e -> abs (c - e) / (abs e + 1.0)) (c.ToColumnMajorArray()) expected |> Seq.max
+                    Expect.isLessThan worst 1e-12 $"{label} float64, {s}"
+                    let c32 = Linalg.using s (fun () -> product (am.Map float32) (bm.Map float32))
+                    let worst32 = Seq.map2 (fun (c: float32) e -> abs (float c - e) / (abs e + 1.0)) (c32.ToColumnMajorArray()) expected |> Seq.max
+                    Expect.isLessThan worst32 1e-5 $"{label} float32, {s}"
+        }
         test "a product of mismatched shapes names the sizes" {
             let ex = Expect.throwsC (fun () -> Linalg.times (Common.random 1 3 4) (Common.random 2 5 2) |> ignore) id
             Expect.stringContains ex.Message "op(A) 3x4 by op(B) 5x2" "message"
@@ -95,6 +144,15 @@ let settings =
             Expect.isTrue (obj.ReferenceEquals(d, Linalg.defaults ())) "made once"
             Expect.equal (d.Backend, d.InputStorage, d.Threads) (resolved, Linalg.InputStorage.Auto, min 2 Environment.ProcessorCount) "the defaults"
             Expect.equal (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Sparse 2) (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Sparse 2) "equal settings are equal"
+            // The large products leave OpenBLAS only under Auto, and never for OpenBLAS's own
+            // AVX-512 kernels or kernels it does not name.
+            Expect.isFalse (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 2).LargeProductsOnManaged "Managed: every product is managed already"
+            if OpenBlas.isAvailable () then
+                Expect.isFalse (Linalg.settings Linalg.Backend.OpenBlas Linalg.InputStorage.Auto 2).LargeProductsOnManaged "OpenBlas asked for by name: all of it"
+            for core in [ Some "SkylakeX"; Some "Cooperlake"; Some "SapphireRapids"; None ] do
+                Expect.isFalse (Gemm.outrunsOpenBlas core) $"OpenBLAS kernels {core}"
+            if not Runtime.Intrinsics.Vector512.IsHardwareAccelerated then
+                Expect.isFalse (Gemm.outrunsOpenBlas (Some "Haswell")) "no 512-bit vectors here: OpenBLAS's"
         }
         test "using puts settings in effect for its call (and the tasks it starts) alone, nests, and restores the outer ones after an exception" {
             let a = Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Dense 1

@@ -25,6 +25,9 @@ module OpenBlas =
     [<DllImport("openblas", CallingConvention = CallingConvention.Cdecl)>]
     extern void private openblas_set_num_threads(int n)
 
+    [<DllImport("openblas", CallingConvention = CallingConvention.Cdecl)>]
+    extern nativeint private openblas_get_corename()
+
     /// The names tried, in order.
     let candidates =
         [ "libopenblas.so.0"; "libopenblas.so"; "libopenblas.0.dylib"; "libopenblas.dylib"
@@ -34,7 +37,7 @@ module OpenBlas =
     /// The library found (its name) and loaded, with the P/Invoke declarations above bound to it
     /// and set to one thread: the products of a small network are faster on one thread than
     /// split over two, and the second core is left to evaluation.
-    let private library: Lazy<string option> =
+    let private library: Lazy<(string * string option) option> =
         lazy
             (candidates
              |> List.tryPick (fun name ->
@@ -47,13 +50,22 @@ module OpenBlas =
                      Assembly.GetExecutingAssembly(),
                      DllImportResolver(fun lib _ _ -> if lib = "openblas" then handle else IntPtr.Zero))
                  if fst (NativeLibrary.TryGetExport(handle, "openblas_set_num_threads")) then openblas_set_num_threads 1
-                 name))
+                 let core =
+                     if fst (NativeLibrary.TryGetExport(handle, "openblas_get_corename")) then
+                         Marshal.PtrToStringAnsi(openblas_get_corename ()) |> Option.ofObj |> Option.filter (fun c -> c.Trim() <> "")
+                     else None
+                 name, core))
 
     /// Whether OpenBLAS was found on this system.
     let isAvailable () = library.Value.IsSome
 
     /// The file name OpenBLAS was loaded from, if it was found.
-    let libraryName () = library.Value
+    let libraryName () = library.Value |> Option.map fst
+
+    /// The kernels OpenBLAS runs on this CPU, by its own name for them ("Haswell", "Zen",
+    /// "SkylakeX", ...: what it detected, or what the environment's OPENBLAS_CORETYPE asked for),
+    /// if OpenBLAS was found and tells (openblas_get_corename).
+    let coreName () = library.Value |> Option.bind snd
 
     let private check () =
         if not (isAvailable ()) then

@@ -32,9 +32,14 @@ type InputStorage =
 /// applies inside `Settings.using` (Linalg.using), to that call and to the work it hands to other
 /// threads, and nowhere else: two trainings in one process may run under different settings.
 [<Sealed>]
-type Settings internal (backend: ProductBackend, storage: InputStorage, threads: int) =
+type Settings internal (backend: ProductBackend, storage: InputStorage, threads: int, largeOnManaged: bool) =
     /// The backend that runs the products: never Auto (resolved when the settings were made).
     member _.Backend = backend
+    /// Whether the large products (5 million multiply-adds and more) run on the managed kernel
+    /// although Backend is OpenBlas: chosen by Auto where that kernel outruns OpenBLAS's
+    /// (Gemm.outrunsOpenBlas: 512-bit vectors against OpenBLAS's 256-bit Haswell or Zen
+    /// kernels), never when OpenBlas was asked for by name.
+    member _.LargeProductsOnManaged = largeOnManaged
     /// How gathered images are stored.
     member _.InputStorage = storage
     /// The threads a training uses: 1, or 2 and more for the helper thread of Backend/Halves.fs
@@ -44,31 +49,36 @@ type Settings internal (backend: ProductBackend, storage: InputStorage, threads:
     /// Equal settings: the same backend, storage and threads.
     override _.Equals(other: obj) =
         match other with
-        | :? Settings as s -> s.Backend = backend && s.InputStorage = storage && s.Threads = threads
+        | :? Settings as s -> s.Backend = backend && s.InputStorage = storage && s.Threads = threads && s.LargeProductsOnManaged = largeOnManaged
         | _ -> false
-    /// A hash of the three fields.
-    override _.GetHashCode() = HashCode.Combine(backend, storage, threads)
-    /// E.g. "Managed, inputs Auto, 2 threads".
-    override _.ToString() = $"""{backend}, inputs {storage}, {threads} thread{if threads = 1 then "" else "s"}"""
+    /// A hash of the four fields.
+    override _.GetHashCode() = HashCode.Combine(backend, storage, threads, largeOnManaged)
+    /// E.g. "Managed, inputs Auto, 2 threads" or "OpenBlas (large products Managed), inputs Auto, 2 threads".
+    override _.ToString() =
+        let large = if largeOnManaged then " (large products Managed)" else ""
+        $"""{backend}{large}, inputs {storage}, {threads} thread{if threads = 1 then "" else "s"}"""
 
 /// Making settings, reading the ones in effect, and running code under other ones. The settings in
 /// effect live in an AsyncLocal: they follow the code that runs under them (into tasks it starts,
 /// and into the work it offers to the helper thread, see Halves), and nothing else sees them.
 [<RequireQualifiedAccess>]
 module Settings =
-    /// Settings with the given backend (Auto: OpenBLAS if the system has it, else Managed),
-    /// storage and threads (at least 1). Raises ArgumentException for OpenBlas when the system has
-    /// no OpenBLAS, ArgumentOutOfRangeException for fewer than one thread.
+    /// Settings with the given backend (Auto: OpenBLAS if the system has it, else Managed; with
+    /// OpenBLAS, the large products on the managed kernel where it outruns OpenBLAS's, see
+    /// Settings.LargeProductsOnManaged), storage and threads (at least 1). Raises ArgumentException
+    /// for OpenBlas when the system has no OpenBLAS, ArgumentOutOfRangeException for fewer than
+    /// one thread.
     let create (backend: ProductBackend) (storage: InputStorage) (threads: int) : Settings =
         if threads < 1 then
             raise (ArgumentOutOfRangeException("threads", threads, "at least one thread"))
-        let backend =
+        let backend, largeOnManaged =
             match backend with
-            | ProductBackend.Auto -> if OpenBlas.isAvailable () then ProductBackend.OpenBlas else ProductBackend.Managed
+            | ProductBackend.Auto when OpenBlas.isAvailable () -> ProductBackend.OpenBlas, Gemm.outrunsOpenBlas (OpenBlas.coreName ())
+            | ProductBackend.Auto -> ProductBackend.Managed, false
             | ProductBackend.OpenBlas when not (OpenBlas.isAvailable ()) ->
                 invalidArg "backend" $"""OpenBLAS was not found on this system (tried {String.concat ", " OpenBlas.candidates}); install it (Debian: libopenblas0-pthread) or use the managed backend"""
-            | b -> b
-        Settings(backend, storage, threads)
+            | b -> b, false
+        Settings(backend, storage, threads, largeOnManaged)
 
     let private defaultSettings = lazy (create ProductBackend.Auto InputStorage.Auto (min 2 Environment.ProcessorCount))
 

@@ -735,6 +735,7 @@ let train (args: ParseResults<TrainArgs>) =
             $"garbage collections %d{GC.CollectionCount 0}/%d{GC.CollectionCount 1}/%d{GC.CollectionCount 2} (gen0/1/2), paused %.2f{GC.GetTotalPauseDuration().TotalSeconds}s, peak working set %d{Process.GetCurrentProcess().PeakWorkingSet64 / 1048576L} MB, gen0 floor {floor} (DOTNET_GCgen0size), gen0 cap {cap} (DOTNET_GCGen0MaxBudget), region size {regions} (DOTNET_GCRegionSize)"
         let helped, takenBack, waited = Backend.Halves.statistics ()
         printfn $"second core: %d{helped} pieces of work done by the helper thread, %d{takenBack} taken back by their owner, %.2f{waited}s spent waiting for the helper to finish a piece"
+        printfn $"JIT: %d{Runtime.JitInfo.GetCompiledMethodCount false} methods compiled at run time in %.2f{Runtime.JitInfo.GetCompilationTime(false).TotalSeconds}s (the rest came precompiled: ReadyToRun)"
     match ending with
     | Diverged(step, loss) ->
         let what = if Double.IsNaN loss then "NaN" else "infinite"
