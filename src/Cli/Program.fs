@@ -91,6 +91,19 @@ let private backgroundFailures =
                 | e -> eprintfn "%s" (internalError trace e); exit exitInternal
             | other -> eprintfn "%s" (oneLine $"backprop: internal error: {other}"); exit exitInternal))
 
+/// `train`'s options read by a parser of TrainArgs alone, when they parse: Argu builds the
+/// whole program's parser (every subcommand's options) in about 0.2 s on the critical path of
+/// `train`'s start, and TrainArgs' alone in less (docs/PERFORMANCE.md). None for anything else,
+/// for help, and for a command line it refuses: the whole program's parser then reads it again
+/// and reports what it always reports.
+let private quickTrain (argv: string[]) : ParseResults<TrainArgs> option =
+    if argv.Length >= 1 && argv[0] = "train" && not (argv |> Array.exists (fun a -> a = "--help" || a = "-h")) then
+        try
+            Some(ArgumentParser.Create<TrainArgs>(programName = "backprop train", checkStructure = false).ParseCommandLine(argv[1..], raiseOnUsage = true))
+        with :? ArguParseException -> None
+    else
+        None
+
 /// `backprop`: parses the command line and runs the subcommand under guard. --verbose may come
 /// anywhere (it is taken out before parsing).
 [<EntryPoint>]
@@ -106,8 +119,12 @@ let main argv =
     guard trace (fun () ->
         // The structure of the argument types is checked by a test (tests/CliTests.fs), not on
         // every start: checking it costs about 40 ms of reflection per run.
-        let parser = ArgumentParser.Create<Command>(programName = "backprop", checkStructure = false)
+        let parser () = ArgumentParser.Create<Command>(programName = "backprop", checkStructure = false)
         try
+            match quickTrain argv with
+            | Some args -> train args
+            | None ->
+            let parser = parser ()
             if argv = [| "--version" |] then
                 printfn $"backprop {version}"
                 0
