@@ -128,7 +128,7 @@ let private transposedCopy<'T when 'T: unmanaged> (a: 'T[]) (m: int) (k: int) (l
 /// xᵀ·dout: 124 → 173 GFLOP/s, docs/PERFORMANCE.md).
 let inline private gemmOn (s: Settings) blasAt managedAt transA transB m n k (alpha: ^T) (a: ^T[]) lda (b: ^T[]) ldb (beta: ^T) (c: ^T[]) ldc =
     if not (onManaged s m n k) then
-        gemmInHalves (if s.Backend = ProductBackend.OpenBlas then blasAt else managedAt) transA transB m n k alpha a lda b ldb beta c ldc
+        gemmInHalves blasAt transA transB m n k alpha a lda b ldb beta c ldc // (Managed is always onManaged)
     elif transA && int64 m * int64 n * int64 k >= splitAbove then
         let at = transposedCopy a m k lda
         try gemmInHalves managedAt false transB m n k alpha at m b ldb beta c ldc

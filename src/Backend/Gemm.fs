@@ -157,27 +157,9 @@ module Gemm =
 
     /// The micro-kernel for a last sliver of at most half its height (m = 100 in 32-row slivers:
     /// rows 96-99): one vector of rows instead of two, so that the zero rows padding the sliver
-    /// cost half as much. Always into tile (ld = two vectors), which the caller adds to C.
-    let inline private half256 ([<InlineIfLambda>] fma: Vector256< ^T > -> Vector256< ^T > -> Vector256< ^T > -> Vector256< ^T >) kc (ap: nativeptr< ^T >) aStride (bp: nativeptr< ^T >) bColumnStride bDepthStride (tile: nativeptr< ^T >) =
-        let w = Vector256< ^T>.Count
-        let sq = bColumnStride
-        let mutable c0, c1, c2, c3, c4, c5 = Vector256< ^T>.Zero, Vector256< ^T>.Zero, Vector256< ^T>.Zero, Vector256< ^T>.Zero, Vector256< ^T>.Zero, Vector256< ^T>.Zero
-        let mutable pa, pb = ap, bp
-        for _ in 1 .. kc do
-            let a0 = Vector256.Load pa
-            c0 <- fma a0 (Vector256.Create(NativePtr.get pb 0)) c0
-            c1 <- fma a0 (Vector256.Create(NativePtr.get pb sq)) c1
-            c2 <- fma a0 (Vector256.Create(NativePtr.get pb (2 * sq))) c2
-            c3 <- fma a0 (Vector256.Create(NativePtr.get pb (3 * sq))) c3
-            c4 <- fma a0 (Vector256.Create(NativePtr.get pb (4 * sq))) c4
-            c5 <- fma a0 (Vector256.Create(NativePtr.get pb (5 * sq))) c5
-            pa <- NativePtr.add pa aStride
-            pb <- NativePtr.add pb bDepthStride
-        let ld = 2 * w
-        Vector256.Store(c0, tile); Vector256.Store(c1, NativePtr.add tile ld); Vector256.Store(c2, NativePtr.add tile (2 * ld))
-        Vector256.Store(c3, NativePtr.add tile (3 * ld)); Vector256.Store(c4, NativePtr.add tile (4 * ld)); Vector256.Store(c5, NativePtr.add tile (5 * ld))
-
-    /// The same half-height micro-kernel on 512-bit vectors.
+    /// cost half as much. Always into tile (ld = two vectors), which the caller adds to C. On
+    /// 512-bit vectors only: with 256-bit ones the whole kernel (kernel256 into tile) takes the
+    /// tail, its slivers being half as tall.
     let inline private half512 ([<InlineIfLambda>] fma: Vector512< ^T > -> Vector512< ^T > -> Vector512< ^T > -> Vector512< ^T >) kc (ap: nativeptr< ^T >) aStride (bp: nativeptr< ^T >) bColumnStride bDepthStride (tile: nativeptr< ^T >) =
         let w = Vector512< ^T>.Count
         let sq = bColumnStride
@@ -277,7 +259,7 @@ module Gemm =
             gemm (2 * Vector512<float32>.Count) (kernel512 fma) (half512 fma) transA transB m n k alpha a aOff lda b bOff ldb beta c cOff ldc
         else
             let fma (x: Vector256<float32>) y acc = if Fma.IsSupported then Fma.MultiplyAdd(x, y, acc) else x * y + acc
-            gemm (2 * Vector256<float32>.Count) (kernel256 fma) (half256 fma) transA transB m n k alpha a aOff lda b bOff ldb beta c cOff ldc
+            gemm (2 * Vector256<float32>.Count) (kernel256 fma) (fun kc ap aStride bp bCol bDepth tile -> kernel256 fma false kc ap aStride bp bCol bDepth 1.0f NativePtr.nullPtr 0 tile) transA transB m n k alpha a aOff lda b bOff ldb beta c cOff ldc
 
     /// dgemm on the matrices that start at the given offsets of a, b and c.
     let dgemmAt transA transB m n k (alpha: float) (a: float[]) aOff lda (b: float[]) bOff ldb (beta: float) (c: float[]) cOff ldc =
@@ -286,7 +268,7 @@ module Gemm =
             gemm (2 * Vector512<float>.Count) (kernel512 fma) (half512 fma) transA transB m n k alpha a aOff lda b bOff ldb beta c cOff ldc
         else
             let fma (x: Vector256<float>) y acc = if Fma.IsSupported then Fma.MultiplyAdd(x, y, acc) else x * y + acc
-            gemm (2 * Vector256<float>.Count) (kernel256 fma) (half256 fma) transA transB m n k alpha a aOff lda b bOff ldb beta c cOff ldc
+            gemm (2 * Vector256<float>.Count) (kernel256 fma) (fun kc ap aStride bp bCol bDepth tile -> kernel256 fma false kc ap aStride bp bCol bDepth 1.0 NativePtr.nullPtr 0 tile) transA transB m n k alpha a aOff lda b bOff ldb beta c cOff ldc
 
     /// C ← alpha·op(A)·op(B) + beta·C in float32, column-major, op(X) = Xᵀ when transX (as sgemm).
     let sgemm transA transB m n k (alpha: float32) (a: float32[]) lda (b: float32[]) ldb (beta: float32) (c: float32[]) ldc =
