@@ -56,6 +56,55 @@ let tests =
             let parser = Argu.ArgumentParser.Create<Backprop.Cli.Args.Command>(programName = "backprop", checkStructure = true)
             Expect.isNonEmpty (parser.GetSubCommandParsers()) "the subcommands are there"
         }
+        test "train's options read in one pass equal Argu's own getters, the last of a repeated option included" {
+            let parser = Argu.ArgumentParser.Create<Backprop.Cli.Args.TrainArgs>(programName = "backprop train")
+            let lines =
+                [ []
+                  [ "--hidden"; "100"; "50"; "--iters"; "20"; "--verbose" ]
+                  [ "--lr"; "0.5"; "--batch"; "7"; "--lr"; "0.25"; "--seed"; "3"; "--seed"; "4"; "--batchnorm"; "--dropout"; "0.2" ]
+                  [ "--optimizer"; "adam"; "--beta1"; "0.8"; "--beta2"; "0.99"; "--weight-decay"; "0.1"; "--weight-init"; "he"
+                    "--precision"; "double"; "--backend"; "managed"; "--input-storage"; "dense"; "--activation"; "tanh" ]
+                  [ "--optimizer"; "rmsprop"; "--decay-rate"; "0.9"; "--momentum"; "0.5"; "--weight-init-std"; "0.05"; "--epochs"; "2"
+                    "--eval-sample"; "10"; "--sampling"; "shuffle"; "--dataset"; "fashion"; "--data"; "d"; "--save"; "m.npz"
+                    "--metrics"; "m.csv"; "--plot"; "p.png"; "--inspect"; "lens"; "--init-from"; "i.npz"; "--hidden"; "none" ] ]
+            for line in lines do
+                let args = parser.ParseCommandLine(Array.ofList line)
+                let o = Backprop.Cli.Args.TrainOptions.ofResults args
+                let at = String.Join(" ", line)
+                Expect.equal o.Dataset (args.TryGetResult Backprop.Cli.Args.TrainArgs.Dataset) $"--dataset of '{at}'"
+                Expect.equal o.Save (args.TryGetResult Backprop.Cli.Args.TrainArgs.Save) $"--save of '{at}'"
+                Expect.equal o.InitFrom (args.TryGetResult Backprop.Cli.Args.TrainArgs.Init_From) $"--init-from of '{at}'"
+                Expect.equal o.Sampling (args.TryGetResult Backprop.Cli.Args.TrainArgs.Sampling) $"--sampling of '{at}'"
+                Expect.equal o.EvalSample (args.TryGetResult Backprop.Cli.Args.TrainArgs.Eval_Sample) $"--eval-sample of '{at}'"
+                Expect.equal o.Metrics (args.TryGetResult Backprop.Cli.Args.TrainArgs.Metrics) $"--metrics of '{at}'"
+                Expect.equal o.Plot (args.TryGetResult Backprop.Cli.Args.TrainArgs.Plot) $"--plot of '{at}'"
+                Expect.equal o.Backend (args.TryGetResult Backprop.Cli.Args.TrainArgs.Backend) $"--backend of '{at}'"
+                Expect.equal o.InputStorage (args.TryGetResult Backprop.Cli.Args.TrainArgs.Input_Storage) $"--input-storage of '{at}'"
+                Expect.equal o.Precision (args.TryGetResult Backprop.Cli.Args.TrainArgs.Precision) $"--precision of '{at}'"
+                Expect.equal o.Hidden (args.TryGetResult Backprop.Cli.Args.TrainArgs.Hidden) $"--hidden of '{at}'"
+                Expect.equal o.Activation (args.TryGetResult Backprop.Cli.Args.TrainArgs.Activation) $"--activation of '{at}'"
+                Expect.equal o.Batchnorm (args.Contains Backprop.Cli.Args.TrainArgs.Batchnorm) $"--batchnorm of '{at}'"
+                Expect.equal o.Dropout (args.TryGetResult Backprop.Cli.Args.TrainArgs.Dropout) $"--dropout of '{at}'"
+                Expect.equal o.Optimizer (args.TryGetResult Backprop.Cli.Args.TrainArgs.Optimizer) $"--optimizer of '{at}'"
+                Expect.equal o.Lr (args.TryGetResult Backprop.Cli.Args.TrainArgs.Lr) $"--lr of '{at}'"
+                Expect.equal o.Momentum (args.TryGetResult Backprop.Cli.Args.TrainArgs.Momentum) $"--momentum of '{at}'"
+                Expect.equal o.Beta1 (args.TryGetResult Backprop.Cli.Args.TrainArgs.Beta1) $"--beta1 of '{at}'"
+                Expect.equal o.Beta2 (args.TryGetResult Backprop.Cli.Args.TrainArgs.Beta2) $"--beta2 of '{at}'"
+                Expect.equal o.DecayRate (args.TryGetResult Backprop.Cli.Args.TrainArgs.Decay_Rate) $"--decay-rate of '{at}'"
+                Expect.equal o.WeightDecay (args.TryGetResult Backprop.Cli.Args.TrainArgs.Weight_Decay) $"--weight-decay of '{at}'"
+                Expect.equal o.Batch (args.TryGetResult Backprop.Cli.Args.TrainArgs.Batch) $"--batch of '{at}'"
+                Expect.equal o.Iters (args.TryGetResult Backprop.Cli.Args.TrainArgs.Iters) $"--iters of '{at}'"
+                Expect.equal o.Epochs (args.TryGetResult Backprop.Cli.Args.TrainArgs.Epochs) $"--epochs of '{at}'"
+                Expect.equal o.Seed (args.TryGetResult Backprop.Cli.Args.TrainArgs.Seed) $"--seed of '{at}'"
+                Expect.equal o.WeightInit (args.TryGetResult Backprop.Cli.Args.TrainArgs.Weight_Init) $"--weight-init of '{at}'"
+                Expect.equal o.WeightInitStd (args.TryGetResult Backprop.Cli.Args.TrainArgs.Weight_Init_Std) $"--weight-init-std of '{at}'"
+                Expect.equal o.Data (args.TryGetResult Backprop.Cli.Args.TrainArgs.Data) $"--data of '{at}'"
+                Expect.equal o.Verbose (args.Contains Backprop.Cli.Args.TrainArgs.Verbose) $"--verbose of '{at}'"
+                Expect.equal o.Inspect (args.TryGetResult Backprop.Cli.Args.TrainArgs.Inspect) $"--inspect of '{at}'"
+            // The repeated options of the third line: the last value counts.
+            let o = Backprop.Cli.Args.TrainOptions.ofResults (parser.ParseCommandLine [| "--lr"; "0.5"; "--lr"; "0.25"; "--seed"; "3"; "--seed"; "4" |])
+            Expect.equal (o.Lr, o.Seed) (Some 0.25, Some 4) "the last --lr and --seed"
+        }
         test "demo prints the shopping numbers" {
             let code, out, _ = run [ "demo" ]
             Expect.equal code 0 "exit code"

@@ -175,6 +175,121 @@ type TrainArgs =
             | Verbose -> "also print the garbage collector's figures at the end."
             | Inspect _ -> "the lens: per layer and epoch the activation histogram, gradient norm and update-to-weight ratio on 1000 training images, as CSV and PNG files in DIR."
 
+/// `train`'s options as given on the command line, read in one pass over Argu's results
+/// (`ParseResults.GetAllResults`). Argu's `TryGetResult` and `Contains` take the union case as a
+/// quotation that is decoded at run time, about 1 ms each and 30 ms for the first of a process,
+/// and `train` reads some thirty options before its first step (docs/PERFORMANCE.md, "train's
+/// options in one pass"). An option given more than once counts with its last value, as with
+/// `TryGetResult`.
+type TrainOptions =
+    { /// --dataset.
+      Dataset: DatasetArg option
+      /// --save FILE.
+      Save: string option
+      /// --init-from FILE.
+      InitFrom: string option
+      /// --sampling.
+      Sampling: SamplingArg option
+      /// --eval-sample N.
+      EvalSample: int option
+      /// --metrics FILE.
+      Metrics: string option
+      /// --plot FILE.
+      Plot: string option
+      /// --backend.
+      Backend: BackendArg option
+      /// --input-storage.
+      InputStorage: InputStorageArg option
+      /// --precision.
+      Precision: PrecisionArg option
+      /// --hidden SIZE..., as written (sizes or none).
+      Hidden: string list option
+      /// --activation.
+      Activation: ActivationArg option
+      /// --batchnorm.
+      Batchnorm: bool
+      /// --dropout RATIO.
+      Dropout: float option
+      /// --optimizer.
+      Optimizer: OptimizerArg option
+      /// --lr.
+      Lr: float option
+      /// --momentum.
+      Momentum: float option
+      /// --beta1.
+      Beta1: float option
+      /// --beta2.
+      Beta2: float option
+      /// --decay-rate.
+      DecayRate: float option
+      /// --weight-decay.
+      WeightDecay: float option
+      /// --batch.
+      Batch: int option
+      /// --iters.
+      Iters: int option
+      /// --epochs.
+      Epochs: int option
+      /// --seed.
+      Seed: int option
+      /// --weight-init, as written.
+      WeightInit: string option
+      /// --weight-init-std.
+      WeightInitStd: float option
+      /// --data DIR.
+      Data: string option
+      /// --verbose.
+      Verbose: bool
+      /// --inspect DIR.
+      Inspect: string option }
+
+/// Reading `train`'s options (TrainOptions).
+module TrainOptions =
+    /// No option given.
+    let none: TrainOptions =
+        { Dataset = None; Save = None; InitFrom = None; Sampling = None; EvalSample = None; Metrics = None; Plot = None
+          Backend = None; InputStorage = None; Precision = None; Hidden = None; Activation = None; Batchnorm = false
+          Dropout = None; Optimizer = None; Lr = None; Momentum = None; Beta1 = None; Beta2 = None; DecayRate = None
+          WeightDecay = None; Batch = None; Iters = None; Epochs = None; Seed = None; WeightInit = None
+          WeightInitStd = None; Data = None; Verbose = false; Inspect = None }
+
+    /// The options of parsed arguments, in one pass over them in the order given (the last of
+    /// a repeated option wins).
+    let ofResults (args: ParseResults<TrainArgs>) : TrainOptions =
+        let add (o: TrainOptions) (arg: TrainArgs) =
+            match arg with
+            | TrainArgs.Dataset d -> { o with Dataset = Some d }
+            | Save f -> { o with Save = Some f }
+            | Init_From f -> { o with InitFrom = Some f }
+            | TrainArgs.Sampling s -> { o with Sampling = Some s }
+            | Eval_Sample n -> { o with EvalSample = Some n }
+            | Metrics f -> { o with Metrics = Some f }
+            | Plot f -> { o with Plot = Some f }
+            | TrainArgs.Backend b -> { o with Backend = Some b }
+            | TrainArgs.Input_Storage s -> { o with InputStorage = Some s }
+            | Precision p -> { o with Precision = Some p }
+            | TrainArgs.Hidden h -> { o with Hidden = Some h }
+            | TrainArgs.Activation a -> { o with Activation = Some a }
+            | TrainArgs.Batchnorm -> { o with Batchnorm = true }
+            | TrainArgs.Dropout r -> { o with Dropout = Some r }
+            | TrainArgs.Optimizer opt -> { o with Optimizer = Some opt }
+            | TrainArgs.Lr r -> { o with Lr = Some r }
+            | TrainArgs.Momentum m -> { o with Momentum = Some m }
+            | TrainArgs.Beta1 b -> { o with Beta1 = Some b }
+            | TrainArgs.Beta2 b -> { o with Beta2 = Some b }
+            | TrainArgs.Decay_Rate r -> { o with DecayRate = Some r }
+            | TrainArgs.Weight_Decay l -> { o with WeightDecay = Some l }
+            | Batch b -> { o with Batch = Some b }
+            | Iters n -> { o with Iters = Some n }
+            | Epochs n -> { o with Epochs = Some n }
+            | TrainArgs.Seed s -> { o with Seed = Some s }
+            | TrainArgs.Weight_Init w -> { o with WeightInit = Some w }
+            | Weight_Init_Std s -> { o with WeightInitStd = Some s }
+            | TrainArgs.Data d -> { o with Data = Some d }
+            | Verbose -> { o with Verbose = true }
+            | TrainArgs.Inspect d -> { o with Inspect = Some d }
+        List.fold add none (args.GetAllResults())
+
 /// Options of `gradcheck`.
 [<HelpFlags("--help", "-h")>]
 type GradcheckArgs =

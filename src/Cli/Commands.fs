@@ -181,11 +181,11 @@ let private optimizerName (o: OptimizerArg) =
 /// are sgd with lr 0.1 (the book's chapter 5 recipe) and the book's for the other optimizers
 /// (Optimizer.bookDefault). A hyperparameter that the optimizer does not have, or out of its
 /// range, is a usage error naming it.
-let optimizerSpecs (args: ParseResults<TrainArgs>) (file: string) (saved: OptimizerSpec list) : OptimizerSpec list =
+let optimizerSpecs (options: TrainOptions) (file: string) (saved: OptimizerSpec list) : OptimizerSpec list =
     let savedStep = saved |> List.tryFind (function OptimizerSpec.WeightDecay _ -> false | _ -> true)
     let savedLambda = saved |> List.tryPick (function OptimizerSpec.WeightDecay l -> Some l | _ -> None)
     let name =
-        match args.TryGetResult TrainArgs.Optimizer, savedStep with
+        match options.Optimizer, savedStep with
         | Some o, Some s when optimizerName o <> Optimizers.name s ->
             usage $"--optimizer {optimizerName o} and --init-from {file}: the model file was trained with {Optimizers.name s} and holds its state; leave --optimizer out to resume it"
         | Some o, _ -> optimizerName o
@@ -193,11 +193,11 @@ let optimizerSpecs (args: ParseResults<TrainArgs>) (file: string) (saved: Optimi
         | None, None -> "sgd"
     let belongs = [ "--momentum", [ "momentum"; "nesterov" ]; "--beta1", [ "adam" ]; "--beta2", [ "adam" ]; "--decay-rate", [ "rmsprop" ] ]
     let given =
-        [ "--lr", "lr", args.TryGetResult TrainArgs.Lr, (fun v -> v > 0.0 && Double.IsFinite v), "a positive number"
-          "--momentum", "momentum", args.TryGetResult TrainArgs.Momentum, (fun v -> v >= 0.0 && v < 1.0), "in [0, 1)"
-          "--beta1", "beta1", args.TryGetResult TrainArgs.Beta1, (fun v -> v > 0.0 && v < 1.0), "in (0, 1)"
-          "--beta2", "beta2", args.TryGetResult TrainArgs.Beta2, (fun v -> v > 0.0 && v < 1.0), "in (0, 1)"
-          "--decay-rate", "decay_rate", args.TryGetResult TrainArgs.Decay_Rate, (fun v -> v > 0.0 && v < 1.0), "in (0, 1)" ]
+        [ "--lr", "lr", options.Lr, (fun v -> v > 0.0 && Double.IsFinite v), "a positive number"
+          "--momentum", "momentum", options.Momentum, (fun v -> v >= 0.0 && v < 1.0), "in [0, 1)"
+          "--beta1", "beta1", options.Beta1, (fun v -> v > 0.0 && v < 1.0), "in (0, 1)"
+          "--beta2", "beta2", options.Beta2, (fun v -> v > 0.0 && v < 1.0), "in (0, 1)"
+          "--decay-rate", "decay_rate", options.DecayRate, (fun v -> v > 0.0 && v < 1.0), "in (0, 1)" ]
         |> List.choose (fun (option, key, value, ok, range) ->
             value
             |> Option.map (fun v ->
@@ -215,7 +215,7 @@ let optimizerSpecs (args: ParseResults<TrainArgs>) (file: string) (saved: Optimi
         match Optimizers.specOf name values with
         | Ok spec -> spec
         | Error e -> usage $"--optimizer {name}: {e}"
-    match weightDecayOf (args.TryGetResult TrainArgs.Weight_Decay) |> Option.orElse savedLambda with
+    match weightDecayOf (options.WeightDecay) |> Option.orElse savedLambda with
     | Some l when l > 0.0 -> [ OptimizerSpec.WeightDecay l; step ]
     | _ -> [ step ]
 
@@ -380,23 +380,24 @@ let inline private allFinite (model: Model< ^T >) =
 /// and named; a clean stop on Ctrl-C or SIGTERM (exit 130 or 143, with what was trained saved);
 /// a NaN or infinite loss stops the run (exit 1), keeping the last finite parameters.
 let train (args: ParseResults<TrainArgs>) =
-    if args.Contains TrainArgs.Weight_Init && args.Contains Weight_Init_Std then usage "give --weight-init or --weight-init-std, not both"
+    let options = TrainOptions.ofResults args
+    if options.WeightInit.IsSome && options.WeightInitStd.IsSome then usage "give --weight-init or --weight-init-std, not both"
     let weightInit =
-        match args.TryGetResult TrainArgs.Weight_Init, args.TryGetResult Weight_Init_Std with
+        match options.WeightInit, options.WeightInitStd with
         | Some text, _ -> weightInitOf "--weight-init" text
         | None, Some std when not (std > 0.0 && Double.IsFinite std) -> usage $"--weight-init-std must be a positive number, got %g{std}"
         | None, Some std -> WeightInit.Std std
         | None, None -> WeightInit.Std Training.bookWeightInitStd
-    let dropout = dropoutOf (args.TryGetResult TrainArgs.Dropout)
-    let batchNorm = args.Contains TrainArgs.Batchnorm
-    if args.Contains Iters && args.Contains Epochs then usage "give --iters or --epochs, not both"
-    let iters = args.TryGetResult Iters |> Option.map (positive "--iters")
-    let epochs = args.TryGetResult Epochs |> Option.map (positive "--epochs")
-    let evalSample = args.TryGetResult Eval_Sample |> Option.map (positive "--eval-sample")
-    let verbose = args.Contains Verbose
-    let save = args.TryGetResult Save
-    let metrics = args.TryGetResult Metrics
-    let plotFile = args.TryGetResult Plot
+    let dropout = dropoutOf options.Dropout
+    let batchNorm = options.Batchnorm
+    if options.Iters.IsSome && options.Epochs.IsSome then usage "give --iters or --epochs, not both"
+    let iters = options.Iters |> Option.map (positive "--iters")
+    let epochs = options.Epochs |> Option.map (positive "--epochs")
+    let evalSample = options.EvalSample |> Option.map (positive "--eval-sample")
+    let verbose = options.Verbose
+    let save = options.Save
+    let metrics = options.Metrics
+    let plotFile = options.Plot
     for option, file in [ "--save", save; "--metrics", metrics; "--plot", plotFile ] do
         match file with
         | Some f when Directory.Exists f -> usage $"{option} {f}: that is a folder; give a file name"
@@ -405,9 +406,9 @@ let train (args: ParseResults<TrainArgs>) =
             usage $"--metrics {f}: give a .csv or .json file"
         | Some f when option = "--plot" && Path.GetExtension(f).ToLowerInvariant() <> ".png" -> usage $"--plot {f}: give a .png file"
         | _ -> ()
-    let inspect = args.TryGetResult TrainArgs.Inspect
+    let inspect = options.Inspect
     inspect |> Option.iter (fun d -> if File.Exists d then usage $"--inspect {d}: that is a file; give a folder (created if missing)")
-    let initFrom = args.TryGetResult Init_From |> Option.map (fun f -> f, readModelFile f)
+    let initFrom = options.InitFrom |> Option.map (fun f -> f, readModelFile f)
     // A file saved by train --save (it has a step count) resumes its run: its optimizer, state
     // and step, and (unless given) its seed, batch size, sampling and data set.
     let resumed =
@@ -431,36 +432,36 @@ let train (args: ParseResults<TrainArgs>) =
         match savedMeta key with
         | Some(:? JsonValue as v) when fst (v.TryGetValue<string>()) -> Some(v.GetValue<string>())
         | _ -> None
-    let specs = optimizerSpecs args (match initFrom with Some(f, _) -> f | None -> "") (match resumed with Some(spec, _) -> spec | None -> [])
+    let specs = optimizerSpecs options (match initFrom with Some(f, _) -> f | None -> "") (match resumed with Some(spec, _) -> spec | None -> [])
     let startStep = match resumed with Some(_, step) -> step | None -> 0
     let lr =
         specs
         |> List.tryPick (fun s -> Optimizers.hyperparameters s |> List.tryFind (fst >> (=) "lr") |> Option.map snd)
         |> Option.defaultValue Training.bookRecipe.LearningRate
-    let batch = args.GetResult(Batch, defaultValue = defaultArg (savedInt "batch_size") Training.bookRecipe.BatchSize) |> positive "--batch"
+    let batch = defaultArg options.Batch (defaultArg (savedInt "batch_size") Training.bookRecipe.BatchSize) |> positive "--batch"
     if batch > maxBatch then usage $"--batch %d{batch}: at most %d{maxBatch} images a batch"
-    let dataDir, datasetName = resolveData (args.TryGetResult TrainArgs.Data) (args.TryGetResult TrainArgs.Dataset) (savedText "dataset")
+    let dataDir, datasetName = resolveData options.Data options.Dataset (savedText "dataset")
     // The rest of the command runs under the settings chosen.
-    Linalg.using (selectBackend (args.TryGetResult TrainArgs.Backend) (args.TryGetResult TrainArgs.Input_Storage)) <| fun () ->
-    let hidden = args.TryGetResult TrainArgs.Hidden
+    Linalg.using (selectBackend (options.Backend) (options.InputStorage)) <| fun () ->
+    let hidden = options.Hidden
     let sizes =
         match initFrom with
         | Some(file, saved) ->
             if hidden.IsSome then usage $"--hidden and --init-from {file}: the model file sets the layer sizes"
-            if args.Contains TrainArgs.Activation then usage $"--activation and --init-from {file}: the model file sets the activation"
+            if options.Activation.IsSome then usage $"--activation and --init-from {file}: the model file sets the activation"
             if batchNorm then usage $"--batchnorm and --init-from {file}: the model file sets the layers"
             if dropout.IsSome then usage $"--dropout and --init-from {file}: the model file sets the layers"
-            if args.Contains TrainArgs.Weight_Init then usage $"--weight-init and --init-from {file}: the model file sets the weights"
-            if args.Contains Weight_Init_Std then usage $"--weight-init-std and --init-from {file}: the model file sets the weights"
+            if options.WeightInit.IsSome then usage $"--weight-init and --init-from {file}: the model file sets the weights"
+            if options.WeightInitStd.IsSome then usage $"--weight-init-std and --init-from {file}: the model file sets the weights"
             Network.sizes saved.Model.Layers
         | None -> sizesOf hidden 784
     let config0 =
         { Training.bookRecipe with
             LearningRate = lr
             BatchSize = batch
-            Seed = args.GetResult(TrainArgs.Seed, defaultValue = defaultArg (savedInt "seed") Training.bookRecipe.Seed)
+            Seed = defaultArg options.Seed (defaultArg (savedInt "seed") Training.bookRecipe.Seed)
             Sampling =
-                match args.TryGetResult TrainArgs.Sampling, savedText "sampling" with
+                match options.Sampling, savedText "sampling" with
                 | Some Shuffle, _
                 | None, Some "shuffled each epoch" -> Backprop.Core.Sampling.Shuffle
                 | Some Sequential, _
@@ -495,7 +496,7 @@ let train (args: ParseResults<TrainArgs>) =
     let layers =
         match initFrom with
         | Some(_, saved) -> saved.Model.Layers
-        | None -> Network.extended (activationOf (args.TryGetResult TrainArgs.Activation)) (trainSet.PixelCount :: List.tail sizes) batchNorm dropout
+        | None -> Network.extended (activationOf (options.Activation)) (trainSet.PixelCount :: List.tail sizes) batchNorm dropout
     let classes = List.last (Network.sizes layers)
     let config =
         { config0 with
@@ -507,7 +508,7 @@ let train (args: ParseResults<TrainArgs>) =
     let totalEpochs = (config.Iterations + perEpoch - 1) / perEpoch
     let lens = inspect |> Option.map (fun _ -> Backprop.Cli.Inspect.Recorder.For(trainSet, perEpoch, config.Iterations))
     let precision =
-        match args.TryGetResult Precision, initFrom with
+        match options.Precision, initFrom with
         | Some p, _ -> p
         | None, Some(_, { Model = SavedModel.Double _ }) -> Double
         | None, _ -> Single
