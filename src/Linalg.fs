@@ -147,7 +147,7 @@ let private dgemm (s: Settings) transA transB m n k (alpha: float) a lda b ldb b
 /// The sparse kernels' cost per nonzero and per vector of output columns, against the dense
 /// product's cost per multiply-add and per vector, a ratio measured at batch 100 (see
 /// docs/PERFORMANCE.md, "Speed that holds as the work grows"): the sparse kernels do each
-/// nonzero's vector FMAs against a tile of W in L1 with the output row in registers, about
+/// nonzero's vector FMAs against a tile of W in L1 and L2 with the output row in registers, about
 /// `sparseOverDense` times what OpenBLAS spends on a multiply-add vector of a dense product
 /// (its register blocking loads each W vector once for several rows).
 let private sparseOverDense = 3.0

@@ -18,8 +18,8 @@ open Microsoft.FSharp.NativeInterop
 /// arithmetic.
 ///
 /// For each nonzero x[i, p] the products need row p of W (or of dW) as a whole, and W is stored
-/// by columns: so W is copied (and dW made) a tile of rows at a time in row-major scratch that
-/// stays in L1, rows padded to whole vectors, with AVX transposes in and out. The kernels keep up
+/// by columns: so W is copied (and dW made) a tile of rows at a time in row-major scratch of
+/// about 64 KB (in L1 and L2), rows padded to whole vectors, with AVX transposes in and out. The kernels keep up
 /// to 8 vectors of an output row (or of dout's row) in registers while a row's nonzeros stream
 /// past. Generic in the element type (float32, float64) through System.Numerics.Vector; large
 /// products in two halves on two threads (Halves); scratch from ArrayPool.
@@ -353,9 +353,17 @@ module Sparse =
             let columns = ReadOnlySpan(columnIndices, 0, nnz)
             if TensorPrimitives.Min columns < 0 || TensorPrimitives.Max columns >= k then invalidArg "columnIndices" $"a column index outside 0 .. %d{k - 1}"
 
-    /// Rows of W (or dW) in a tile: about 16 KB of them, a multiple of 8 (the transpose's blocks),
-    /// so that a tile stays in L1 while every row of A is run against it.
-    let private tileRows<'T> (ld: int) = max 8 (16384 / (ld * sizeof<'T>) / 8 * 8)
+    /// Rows of W (or dW) in a tile: about 64 KB of them, a multiple of 8 (the transpose's blocks),
+    /// so that a tile stays in the caches closest to the core (L1 and L2) while every row of A is
+    /// run against it. Every tile takes one more pass over the rows of A, each pass with its
+    /// set-up per row (the row's first entry in the tile, the output vectors loaded and stored):
+    /// at 16 KB, L1's share, that set-up outweighed what the smaller tile saved in loads.
+    /// Measured on MNIST batches against float32 W, microseconds a call (docs/PERFORMANCE.md,
+    /// "train's start, looked at a third time, and the sparse kernels' tiles"): 100 × 50 outputs
+    /// forward 50-52 → 39-47, gradient 55-63 → 49-54; 100 × 300 182-210 → 156-157 and 243-261 →
+    /// 198-203; 1000 × 300 2205 → 1524 and 2848 → 2115. The sums are the same whatever the tile's
+    /// size: each output is summed over its entries in the same order.
+    let private tileRows<'T> (ld: int) = max 8 (65536 / (ld * sizeof<'T>) / 8 * 8)
 
     /// Runs kernel for each block of up to 8 vectors (w wide) of a row ld long, from the left:
     /// `kernel count j0` with count a literal (1 to 8) at each call, so that an inline kernel
@@ -389,9 +397,9 @@ module Sparse =
         let vectors = ld / w
         // Columns c0 .. c1-1 (whole vectors) in panels of at most 8 vectors, of about equal
         // widths (19 vectors: 7, 6, 6): each panel is one pass of the kernel over the entries
-        // with all its vectors in registers, and its tiles of W (or dW) are 16 KB of rows of
-        // the panel's width alone. A part as wide as the whole row would make tiles of 8 rows
-        // (under 2 KB of entries to share the per-row set-up) and walk every row's entries once
+        // with all its vectors in registers, and its tiles of W (or dW) are 64 KB of rows of
+        // the panel's width alone. A part as wide as the whole row would make tiles of a
+        // few rows (few entries to share the per-row set-up) and walk every row's entries once
         // per 8 vectors of every tile.
         let panels r0 r1 c0 c1 =
             let v = (c1 - c0) / w
@@ -521,7 +529,7 @@ module Sparse =
 
     /// out (k × n, column-major) ← Aᵀ · D, A the m × k compressed rows, D m × n column-major.
     /// The rows of the result are made a tile of columns of A at a time, small enough to stay in
-    /// L1 while every row of A scatters its entries into it; each finished tile is transposed
+    /// L1 and L2 while every row of A scatters its entries into it; each finished tile is transposed
     /// into out. Large products go in two halves on two threads.
     let mulTN<'T when 'T: unmanaged and 'T: struct and 'T: (new: unit -> 'T) and 'T :> ValueType>
         (m: int) (k: int) (rowPointers: int[]) (columnIndices: int[]) (values: 'T[]) (D: 'T[]) (n: int) (out: 'T[]) =

@@ -179,7 +179,7 @@ type TrainArgs =
 /// (`ParseResults.GetAllResults`). Argu's `TryGetResult` and `Contains` take the union case as a
 /// quotation that is decoded at run time, about 1 ms each and 30 ms for the first of a process,
 /// and `train` reads some thirty options before its first step (docs/PERFORMANCE.md, "train's
-/// options in one pass"). An option given more than once counts with its last value, as with
+/// start, looked at a third time"). An option given more than once counts with its last value, as with
 /// `TryGetResult`.
 type TrainOptions =
     { /// --dataset.
