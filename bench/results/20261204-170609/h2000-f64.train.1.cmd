@@ -1,0 +1,1 @@
+bench/results/20261204-170609/cli/Backprop.Cli train --hidden 2000 --batch 100 --iters 2000 --precision double
