@@ -463,7 +463,10 @@ module Dropout =
     let next (key: DropoutKey) : DropoutKey = { key with Counter = key.Counter + 1u }
 
     /// The start of the key's generator: mix(seed · 2³² + counter).
-    let private start (key: DropoutKey) : uint64 = mix ((uint64 key.Seed <<< 32) ||| uint64 key.Counter)
+    let start (key: DropoutKey) : uint64 = mix ((uint64 key.Seed <<< 32) ||| uint64 key.Counter)
+
+    /// ⌊ratio · 2⁵³⌋: a unit is kept when its 53 random bits are above this.
+    let threshold (ratio: float) : uint64 = uint64 (floor (ratio * 9007199254740992.0))
 
     /// The 53 high bits of the index-th output of the generator from start.
     let inline private bits (start: uint64) (index: int) = mix (start + (uint64 index + 1UL) * 0x9E3779B97F4A7C15UL) >>> 11
@@ -477,18 +480,18 @@ module Dropout =
     /// where `uniform key (i · columns + j) > ratio` for element (i, j), else 0; compared as
     /// integers (the uniform number's 53 bits above ⌊ratio · 2⁵³⌋, the same test) in one pass.
     let kept (ratio: float) (key: DropoutKey) (rows: int) (columns: int) : byte[] =
-        let s = start key
-        let threshold = uint64 (floor (ratio * 9007199254740992.0))
+        let s, t = start key, threshold ratio
         let out = Array.zeroCreate (rows * columns)
         for j in 0 .. columns - 1 do
             for i in 0 .. rows - 1 do
-                out[j * rows + i] <- byte ((threshold - bits s (i * columns + j)) >>> 63) // 1 when bits > threshold (both below 2⁵³), without a branch
+                out[j * rows + i] <- byte ((t - bits s (i * columns + j)) >>> 63) // 1 when bits > t (both below 2⁵³), without a branch
         out
 
     /// The mask of a rows × columns input under the key: 1 where the uniform number is above the
-    /// ratio, else 0 (the book's np.random.rand(*x.shape) > self.dropout_ratio).
+    /// ratio, else 0 (the book's np.random.rand(*x.shape) > self.dropout_ratio). It is `kept`
+    /// above, computed eight elements at a time by Linalg.keptMask.
     let inline mask (ratio: float) (key: DropoutKey) (rows: int) (columns: int) : Matrix< ^T > =
-        Matrix< ^T>.Build.Dense(rows, columns, Linalg.ofBytes (kept ratio key rows columns))
+        Matrix< ^T>.Build.Dense(rows, columns, Linalg.keptMask (start key) (threshold ratio) rows columns)
 
     /// Training: out = x ⊙ mask (the book's x * self.mask).
     let inline forward (mask: Matrix< ^T >) (x: Matrix< ^T >) = Linalg.hadamard x mask, { mask = mask }

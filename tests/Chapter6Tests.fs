@@ -195,6 +195,26 @@ let layerTests =
                                 let expected = if Dropout.uniform key (i * columns + j) > ratio then 1.0f else 0.0f
                                 if mask[i, j] <> expected then failtestf "ratio %g, key %A, (%d, %d): %g, uniform %.17g" ratio key i j mask[i, j] (Dropout.uniform key (i * columns + j))
             }
+            test "the mask's eight-at-a-time kernel equals the one-by-one definition (Dropout.kept), float32 and float64, at every shape" {
+                // rows below, at and past multiples of 8 (the kernel's lanes run down a column)
+                for rows, columns in [ 1, 1; 7, 3; 8, 1; 9, 5; 16, 16; 100, 100; 128, 100; 131, 10; 3, 128 ] do
+                    for ratio in [ 0.0; 0.5; 0.9; 1.0 / 3.0 ] do
+                        for key in [ Dropout.key 42 1; Dropout.next (Dropout.key 7 3); { Seed = 0xFFFFFFFFu; Counter = 0xFFFFFFFFu } ] do
+                            let expected = Dropout.kept ratio key rows columns
+                            let single: Matrix<float32> = Dropout.mask ratio key rows columns
+                            let double: Matrix<float> = Dropout.mask ratio key rows columns
+                            for j in 0 .. columns - 1 do
+                                for i in 0 .. rows - 1 do
+                                    let e = expected[j * rows + i]
+                                    if single[i, j] <> float32 e || double[i, j] <> float e then
+                                        failtestf "%dx%d, ratio %g, key %A, (%d, %d): %g and %g, kept %d" rows columns ratio key i j single[i, j] double[i, j] e
+                            // and the definition itself against the uniform numbers, where the kernel's lanes are
+                            if rows = 128 then
+                                for j in [ 0; columns - 1 ] do
+                                    for i in 0 .. rows - 1 do
+                                        let u = Dropout.uniform key (i * columns + j)
+                                        if (expected[j * rows + i] = 1uy) <> (u > ratio) then failtestf "kept %d at (%d, %d), uniform %.17g, ratio %g" expected[j * rows + i] i j u ratio
+            }
             test "a network's loss is the same twice from the same state; its gradient gives back the keys advanced" {
                 let layers = Network.extended Activation.ReLU [ 6; 8; 3 ] false (Some 0.5)
                 let m: Model<float> = Network.initWith WeightInit.He 3 layers
