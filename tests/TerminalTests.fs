@@ -133,15 +133,17 @@ let tests =
             Expect.stringContains out $"wrote: {model} (interrupted: the parameters after step " "the model written"
             Expect.equal ((Backprop.Core.Npz.read model).Metadata["stopped_by"].GetValue<string>()) "SIGTERM" "the file says so"
         }
-        test "train started as its own executable relaunches itself once with the gen0 floor (same process id: SIGTERM still stops it, exit 143); a floor the user set is kept" {
+        test "train started as its own executable relaunches itself once with the gen0 floor and tiered compilation off (same process id: SIGTERM still stops it, exit 143); a floor or tiering the user set is kept" {
             let apphost = Path.Combine(AppContext.BaseDirectory, "Backprop.Cli")
             if not (File.Exists apphost) || OperatingSystem.IsWindows() then skiptest "no Backprop.Cli executable beside the tests"
-            let run (floor: string option) (stop: bool) =
+            let run (floor: string option) (stop: bool) (tiering: string option) =
                 let psi = ProcessStartInfo(apphost, RedirectStandardOutput = true, RedirectStandardError = true)
                 for a in [ "train"; "--hidden"; "100"; "--iters"; (if stop then "100000" else "5"); "--verbose"; "--data"; mnistDir ] do
                     psi.ArgumentList.Add a
                 psi.Environment.Remove "DOTNET_GCgen0size" |> ignore
+                psi.Environment.Remove "DOTNET_TieredCompilation" |> ignore
                 floor |> Option.iter (fun f -> psi.Environment["DOTNET_GCgen0size"] <- f)
+                tiering |> Option.iter (fun t -> psi.Environment["DOTNET_TieredCompilation"] <- t)
                 use p = Process.Start psi
                 let err = p.StandardError.ReadToEndAsync()
                 let head = Text.StringBuilder()
@@ -157,14 +159,20 @@ let tests =
                 let out = head.ToString() + p.StandardOutput.ReadToEnd()
                 p.WaitForExit()
                 p.ExitCode, out, err.Result
-            let code, out, err = run None true
+            let code, out, err = run None true None
             Expect.equal code 143 $"SIGTERM to the started process id stops the relaunched one: {err}"
             Expect.stringContains out "gen0 floor 0x2000000 (DOTNET_GCgen0size)" "the relaunched process has the floor"
+            Expect.stringContains out "tiered compilation off (DOTNET_TieredCompilation)" "and tiering off"
             Expect.equal (Regex.Matches(out, "  data ").Count) 1 "the header once: the relaunch happens before anything is printed"
             Expect.stringContains out "region size default (DOTNET_GCRegionSize)" "784-100-10 keeps the default regions"
-            let code, out, err = run (Some "0x1000000") false
+            let code, out, err = run (Some "0x1000000") false None
             Expect.equal code 0 $"exit code: {err}"
             Expect.stringContains out "gen0 floor 0x1000000 (DOTNET_GCgen0size)" "the user's floor kept"
+            Expect.stringContains out "tiered compilation on (DOTNET_TieredCompilation)" "no relaunch: tiering as the runtime has it"
+            let code, out, err = run None false (Some "1")
+            Expect.equal code 0 $"exit code: {err}"
+            Expect.stringContains out "gen0 floor 0x2000000 (DOTNET_GCgen0size)" "relaunched with the floor"
+            Expect.stringContains out "tiered compilation on (DOTNET_TieredCompilation)" "the user's tiering kept"
         }
         test "train relaunches a wide network with 32 MB collector regions, a deep wide one with a 256 MB gen0 too, and a narrow one with neither" {
             let apphost = Path.Combine(AppContext.BaseDirectory, "Backprop.Cli")

@@ -732,8 +732,9 @@ let train (args: ParseResults<TrainArgs>) =
         let floor = Environment.GetEnvironmentVariable "DOTNET_GCgen0size" |> Option.ofObj |> Option.defaultValue "none"
         let regions = Environment.GetEnvironmentVariable "DOTNET_GCRegionSize" |> Option.ofObj |> Option.defaultValue "default"
         let cap = Environment.GetEnvironmentVariable "DOTNET_GCGen0MaxBudget" |> Option.ofObj |> Option.defaultValue "runtimeconfig's"
+        let tiering = if Environment.GetEnvironmentVariable "DOTNET_TieredCompilation" = "0" then "off" else "on"
         printfn
-            $"garbage collections %d{GC.CollectionCount 0}/%d{GC.CollectionCount 1}/%d{GC.CollectionCount 2} (gen0/1/2), paused %.2f{GC.GetTotalPauseDuration().TotalSeconds}s, peak working set %d{Process.GetCurrentProcess().PeakWorkingSet64 / 1048576L} MB, gen0 floor {floor} (DOTNET_GCgen0size), gen0 cap {cap} (DOTNET_GCGen0MaxBudget), region size {regions} (DOTNET_GCRegionSize)"
+            $"garbage collections %d{GC.CollectionCount 0}/%d{GC.CollectionCount 1}/%d{GC.CollectionCount 2} (gen0/1/2), paused %.2f{GC.GetTotalPauseDuration().TotalSeconds}s, peak working set %d{Process.GetCurrentProcess().PeakWorkingSet64 / 1048576L} MB, gen0 floor {floor} (DOTNET_GCgen0size), gen0 cap {cap} (DOTNET_GCGen0MaxBudget), region size {regions} (DOTNET_GCRegionSize), tiered compilation {tiering} (DOTNET_TieredCompilation)"
         let helped, takenBack, waited = Backend.Halves.statistics ()
         printfn $"second core: %d{helped} pieces of work done by the helper thread, %d{takenBack} taken back by their owner, %.2f{waited}s spent waiting for the helper to finish a piece"
         printfn $"JIT: %d{Runtime.JitInfo.GetCompiledMethodCount false} methods compiled at run time in %.2f{Runtime.JitInfo.GetCompilationTime(false).TotalSeconds}s (the rest came precompiled: ReadyToRun)"
