@@ -499,7 +499,7 @@ module Dropout =
     /// Inference: out = x · (1 - ratio), every unit scaled by the fraction that training keeps.
     let inline forwardInference (ratio: float) (x: Matrix< ^T >) =
         let kept = ofFloat (1.0 - ratio)
-        x * kept, { mask = Matrix< ^T>.Build.Dense(x.RowCount, x.ColumnCount, kept) }
+        Linalg.scaled x kept, { mask = Linalg.filled x.RowCount x.ColumnCount kept }
 
     /// dx = dout ⊙ mask: a dropped unit passes no gradient back.
     let inline backward (cache: DropoutCache< ^T >) (dout: Matrix< ^T >) = Linalg.hadamard dout cache.mask

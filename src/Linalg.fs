@@ -264,7 +264,8 @@ let private fresh<'T> (n: int) : 'T[] =
     | pool -> pool.Take<'T> n
 
 /// Runs f with a pool for the result arrays of the dense and sparse products, the affine maps
-/// (x·W + b) and the elementwise maps (ReLU and its mask) that this thread computes meanwhile.
+/// (x·W + b), the elementwise maps (ReLU and its mask, Hadamard products, scaled and filled
+/// matrices) and the row broadcasts (Batch Normalization's) that this thread computes meanwhile.
 /// f is given `giveBack`, which puts every array taken since its last call back in the pool,
 /// for the next results of the same size. For a loop whose every turn computes matrices and
 /// drops them (an evaluation's blocks, which keep only each block's predicted classes): the
@@ -454,14 +455,33 @@ let hadamard (a: Matrix<'T>) (b: Matrix<'T>) : Matrix<'T> =
         invalidArg "b" $"%d{a.RowCount}x%d{a.ColumnCount} multiplied element by element by %d{b.RowCount}x%d{b.ColumnCount}"
     match box a, box b with
     | (:? Single.DenseMatrix as x), (:? Single.DenseMatrix as y) ->
-        let out = GC.AllocateUninitializedArray x.Values.Length
+        let out = fresh x.Values.Length
         TensorPrimitives.Multiply(ReadOnlySpan x.Values, ReadOnlySpan y.Values, Span out)
         box (Single.DenseMatrix(x.RowCount, x.ColumnCount, out)) :?> Matrix<'T>
     | (:? Double.DenseMatrix as x), (:? Double.DenseMatrix as y) ->
-        let out = GC.AllocateUninitializedArray x.Values.Length
+        let out = fresh x.Values.Length
         TensorPrimitives.Multiply(ReadOnlySpan x.Values, ReadOnlySpan y.Values, Span out)
         box (Double.DenseMatrix(x.RowCount, x.ColumnCount, out)) :?> Matrix<'T>
     | _ -> a.PointwiseMultiply b
+
+/// x · c, every element times the scalar c (Dropout's x · (1 - ratio) at inference).
+let scaled (x: Matrix<'T>) (c: 'T) : Matrix<'T> =
+    match box x, box c with
+    | (:? Single.DenseMatrix as m), (:? float32 as c) ->
+        let out = fresh m.Values.Length
+        TensorPrimitives.Multiply(ReadOnlySpan m.Values, c, Span out)
+        box (Single.DenseMatrix(m.RowCount, m.ColumnCount, out)) :?> Matrix<'T>
+    | (:? Double.DenseMatrix as m), (:? float as c) ->
+        let out = fresh m.Values.Length
+        TensorPrimitives.Multiply(ReadOnlySpan m.Values, c, Span out)
+        box (Double.DenseMatrix(m.RowCount, m.ColumnCount, out)) :?> Matrix<'T>
+    | _ -> x.Multiply c
+
+/// A rows × columns matrix with every element c.
+let filled (rows: int) (columns: int) (c: 'T) : Matrix<'T> =
+    let out = fresh (rows * columns)
+    Array.Fill(out, c)
+    Matrix<'T>.Build.Dense(rows, columns, out)
 
 /// Row-wise softmax on column-major storage, a column (every row at once) at a time: the row
 /// maxima, then exp(x - max) with the row sums, then each column divided by the sums.
@@ -506,12 +526,12 @@ let inline private byColumnWith
     let rows = x.RowCount
     match box x, box (r.AsArray()) with
     | (:? Single.DenseMatrix as m), (:? (float32[]) as r) ->
-        let out = GC.AllocateUninitializedArray m.Values.Length // every column is written
+        let out = fresh m.Values.Length // every column is written
         for j in 0 .. r.Length - 1 do
             single (ReadOnlyMemory(m.Values, j * rows, rows)) r[j] (Memory(out, j * rows, rows))
         box (Single.DenseMatrix(rows, m.ColumnCount, out)) :?> Matrix<'T>
     | (:? Double.DenseMatrix as m), (:? (float[]) as r) ->
-        let out = GC.AllocateUninitializedArray m.Values.Length
+        let out = fresh m.Values.Length
         for j in 0 .. r.Length - 1 do
             double (ReadOnlyMemory(m.Values, j * rows, rows)) r[j] (Memory(out, j * rows, rows))
         box (Double.DenseMatrix(rows, m.ColumnCount, out)) :?> Matrix<'T>
@@ -550,12 +570,12 @@ let plusTimesRow (a: Matrix<'T>) (x: Matrix<'T>) (r: Vector<'T>) : Matrix<'T> =
     let rows = x.RowCount
     match box a, box x, box (r.AsArray()) with
     | (:? Single.DenseMatrix as a), (:? Single.DenseMatrix as x), (:? (float32[]) as r) ->
-        let out = GC.AllocateUninitializedArray a.Values.Length
+        let out = fresh a.Values.Length
         for j in 0 .. r.Length - 1 do
             TensorPrimitives.MultiplyAdd(ReadOnlySpan(x.Values, j * rows, rows), r[j], ReadOnlySpan(a.Values, j * rows, rows), Span(out, j * rows, rows))
         box (Single.DenseMatrix(rows, a.ColumnCount, out)) :?> Matrix<'T>
     | (:? Double.DenseMatrix as a), (:? Double.DenseMatrix as x), (:? (float[]) as r) ->
-        let out = GC.AllocateUninitializedArray a.Values.Length
+        let out = fresh a.Values.Length
         for j in 0 .. r.Length - 1 do
             TensorPrimitives.MultiplyAdd(ReadOnlySpan(x.Values, j * rows, rows), r[j], ReadOnlySpan(a.Values, j * rows, rows), Span(out, j * rows, rows))
         box (Double.DenseMatrix(rows, a.ColumnCount, out)) :?> Matrix<'T>
@@ -569,14 +589,14 @@ let timesRowPlusRow (x: Matrix<'T>) (g: Vector<'T>) (b: Vector<'T>) : Matrix<'T>
     let rows = x.RowCount
     match box x, box (g.AsArray()), box (b.AsArray()) with
     | (:? Single.DenseMatrix as m), (:? (float32[]) as g), (:? (float32[]) as b) ->
-        let out = GC.AllocateUninitializedArray m.Values.Length
+        let out = fresh m.Values.Length
         for j in 0 .. g.Length - 1 do
             let o = Span(out, j * rows, rows)
             TensorPrimitives.Multiply(ReadOnlySpan(m.Values, j * rows, rows), g[j], o) // in L1: the column is 100-odd values
             TensorPrimitives.Add(ReadOnlySpan(out, j * rows, rows), b[j], o)
         box (Single.DenseMatrix(rows, m.ColumnCount, out)) :?> Matrix<'T>
     | (:? Double.DenseMatrix as m), (:? (float[]) as g), (:? (float[]) as b) ->
-        let out = GC.AllocateUninitializedArray m.Values.Length
+        let out = fresh m.Values.Length
         for j in 0 .. g.Length - 1 do
             let o = Span(out, j * rows, rows)
             TensorPrimitives.Multiply(ReadOnlySpan(m.Values, j * rows, rows), g[j], o)

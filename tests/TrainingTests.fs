@@ -94,6 +94,20 @@ let tests =
             Expect.equal oneThread alone "one thread = image by image"
             Expect.isGreaterThan (Array.distinct alone).Length 2 "not one class for every image"
         }
+        test "Evaluate.predictions of a BatchNorm and Dropout network (its blocks' arrays reused): the same classes as image by image" {
+            let train, _ = mnist.Force()
+            let images = Dataset.take 1050 train
+            let init: Model<float> = Network.initWith WeightInit.He 5 (Network.extended Activation.ReLU [ 784; 30; 20; 10 ] true (Some 0.3))
+            // a few steps, so that the running statistics, gamma and beta are not their start
+            let model = Seq.fold (fun m k -> fst (Training.sgdStep 0.1 m (Dataset.batch train [| 20 * k .. 20 * k + 19 |]))) init [ 0 .. 4 ]
+            Expect.notEqual model.States init.States "the running statistics moved"
+            let twoCores = Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 2) (fun () -> Evaluate.predictions model images)
+            let oneThread = Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 1) (fun () -> Evaluate.predictions model images)
+            let alone = classesAlone model images
+            Expect.equal twoCores alone "two halves = image by image"
+            Expect.equal oneThread alone "one thread = image by image"
+            Expect.isGreaterThan (Array.distinct alone).Length 2 "not one class for every image"
+        }
         test "Evaluate.predictions: 500-row blocks for wide later layers, the same classes as image by image" {
             let train, _ = mnist.Force()
             // 1,250 images: two 500-row blocks and a partial third
