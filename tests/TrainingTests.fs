@@ -13,6 +13,17 @@ let private classesAlone (model: Model<float>) (images: Dataset) =
            let scores = Network.predict model x
            [ 0 .. 9 ] |> List.maxBy (fun c -> scores[0, c]) |]
 
+/// Evaluate.predictions on two cores (with `backend`) and on one thread (the managed kernel), each
+/// against every image alone.
+let private expectAsAlone (backend: Linalg.Backend) (model: Model<float>) (images: Dataset) =
+    let twoCores = Linalg.using (Linalg.settings backend Linalg.InputStorage.Auto 2) (fun () -> Evaluate.predictions model images)
+    let oneThread = Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 1) (fun () -> Evaluate.predictions model images)
+    let alone = classesAlone model images
+    Expect.equal twoCores.Length images.Count "one class per image"
+    Expect.equal twoCores alone "two halves = image by image"
+    Expect.equal oneThread alone "one thread = image by image"
+    Expect.isGreaterThan (Array.distinct alone).Length 2 "not one class for every image"
+
 let private small = { Training.bookRecipe with Iterations = 50; BatchSize = 20 }
 
 [<Tests>]
@@ -86,13 +97,7 @@ let tests =
             // 1,050 images: an odd number of 100-image blocks and a partial last block
             let images = Dataset.take 1050 train
             let model: Model<float> = Network.init 7 0.1 [ Layer.Affine(784, 30); Layer.Relu; Layer.Affine(30, 10) ]
-            let twoCores = Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 2) (fun () -> Evaluate.predictions model images)
-            let oneThread = Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 1) (fun () -> Evaluate.predictions model images)
-            let alone = classesAlone model images
-            Expect.equal twoCores.Length 1050 "one class per image"
-            Expect.equal twoCores alone "two halves = image by image"
-            Expect.equal oneThread alone "one thread = image by image"
-            Expect.isGreaterThan (Array.distinct alone).Length 2 "not one class for every image"
+            expectAsAlone Linalg.Backend.Managed model images
         }
         test "Evaluate.predictions of a BatchNorm and Dropout network (its blocks' arrays reused): the same classes as image by image" {
             let train, _ = mnist.Force()
@@ -101,12 +106,7 @@ let tests =
             // a few steps, so that the running statistics, gamma and beta are not their start
             let model = Seq.fold (fun m k -> fst (Training.sgdStep 0.1 m (Dataset.batch train [| 20 * k .. 20 * k + 19 |]))) init [ 0 .. 4 ]
             Expect.notEqual model.States init.States "the running statistics moved"
-            let twoCores = Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 2) (fun () -> Evaluate.predictions model images)
-            let oneThread = Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 1) (fun () -> Evaluate.predictions model images)
-            let alone = classesAlone model images
-            Expect.equal twoCores alone "two halves = image by image"
-            Expect.equal oneThread alone "one thread = image by image"
-            Expect.isGreaterThan (Array.distinct alone).Length 2 "not one class for every image"
+            expectAsAlone Linalg.Backend.Managed model images
         }
         test "Evaluate.predictions: 500-row blocks for wide later layers, the same classes as image by image" {
             let train, _ = mnist.Force()
@@ -117,12 +117,7 @@ let tests =
             Expect.equal (Evaluate.blockSizeFor model) 500 "600 x 500 = 300,000 weights after the first layer: 500-row blocks"
             Expect.equal (Evaluate.blockSizeFor (Network.init 3 0.1 Training.bookNetwork: Model<float>)) 100 "the book's network: 100-row blocks"
             Expect.equal (Evaluate.blockSizeFor (Network.init 3 0.1 [ Layer.Affine(784, 2000); Layer.Relu; Layer.Affine(2000, 10) ]: Model<float>)) 100 "a wide first layer alone: 100"
-            let twoCores = Linalg.using (Linalg.settings Linalg.Backend.Auto Linalg.InputStorage.Auto 2) (fun () -> Evaluate.predictions model images)
-            let oneThread = Linalg.using (Linalg.settings Linalg.Backend.Managed Linalg.InputStorage.Auto 1) (fun () -> Evaluate.predictions model images)
-            let alone = classesAlone model images
-            Expect.equal twoCores alone "two halves of 500-row blocks = image by image"
-            Expect.equal oneThread alone "one thread = image by image"
-            Expect.isGreaterThan (Array.distinct alone).Length 2 "not one class for every image"
+            expectAsAlone Linalg.Backend.Auto model images
         }
         test "sampling: sequential takes the images in order, shuffle each once an epoch" {
             let sequential = Training.batchesBy Sampling.Sequential 1 4 10 |> Seq.take 3 |> Seq.toList
