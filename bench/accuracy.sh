@@ -22,6 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: bench/accuracy.sh BOOK_DIR [--seeds A-B] [--sides ours,ours-f64,book] [--variants plain,batchnorm] [--jobs N]" >&2; exit 2; }
 book=$(cd "$1" 2>/dev/null && pwd) || { echo "bench/accuracy.sh: BOOK_DIR $1 is not a directory" >&2; exit 2; }
+# (the runs' command lines are split on spaces, so the paths must have none)
+case "$book$PWD" in *[[:space:]]*) echo "bench/accuracy.sh: BOOK_DIR $book or the checkout $PWD has a space in its path; move it to one without" >&2; exit 2 ;; esac
 [ -f "$book/common/multi_layer_net_extend.py" ] || { echo "bench/accuracy.sh: $1 has no common/multi_layer_net_extend.py (not the book's repository)" >&2; exit 2; }
 shift
 seeds=1-10 sides=ours,book variants=plain,batchnorm jobs=2
